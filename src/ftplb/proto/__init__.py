@@ -1,0 +1,2 @@
+"""Sans-IO FTP protocol core: parsers, rules and the control-session state machine."""
+
