@@ -1,0 +1,7 @@
+"""``python -m ftplb``."""
+
+import sys
+
+from ftplb.cli import main
+
+sys.exit(main())

@@ -1,0 +1,228 @@
+"""Lifecycle: build pools, health checks and listeners from a config; run; stop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from ftplb.balancing.pool import Pool
+from ftplb.balancing.state import Server
+from ftplb.config.schema import Backend, Config, Endpoint, Frontend
+from ftplb.proto.control import SessionPolicy
+from ftplb.runtime.data import DataSettings
+from ftplb.runtime.health import HealthChecker
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.pipes import PipeBudget
+from ftplb.runtime.ports import PortPool
+from ftplb.runtime.probes import ProbeResult
+from ftplb.runtime.session import FrontendContext, Session, Timeouts
+
+
+class StartupError(Exception):
+    """The balancer cannot start (a bind failed, say); the message says why."""
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def _listening_socket(endpoint: Endpoint) -> socket.socket:
+    host = _resolve(endpoint.host)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            # "[::]" and "0.0.0.0" are separate binds in the config; keep them apart.
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, endpoint.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError as error:
+        sock.close()
+        raise StartupError(f"cannot listen on {endpoint}: {error.strerror}") from error
+    return sock
+
+
+class Balancer:
+    """A running balancer for one configuration."""
+
+    def __init__(self, config: Config, log: EventLog | None = None) -> None:
+        self.config = config
+        self.log = log or EventLog(config.defaults.log_format)
+        self.pools: dict[str, Pool] = {}
+        self.checkers: dict[str, HealthChecker] = {}
+        self.frontends: list[FrontendContext] = []
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._budget = PipeBudget()
+
+    # --------------------------------------------------------------- build
+    def _pool(self, backend: Backend) -> Pool:
+        servers = [
+            Server(
+                name=s.name,
+                host=_resolve(s.address.host),
+                port=s.address.port,
+                weight=s.weight,
+                max_connections=s.max_connections,
+            )
+            for s in backend.servers
+        ]
+        return Pool(
+            backend.name,
+            servers,
+            balance=backend.balance,
+            sticky=backend.sticky,
+            sticky_timeout=backend.sticky_timeout,
+            user_map=backend.user_map,
+        )
+
+    def _checker(self, backend: Backend, pool: Pool) -> HealthChecker:
+        health = backend.health
+
+        def changed(server: Server, up: bool, result: ProbeResult) -> None:
+            self.log.write(
+                "health",
+                backend=backend.name,
+                server=server.name,
+                state="UP" if up else "DOWN",
+                check=health.type,
+                layer=result.layer,
+                detail=result.detail,
+            )
+
+        return HealthChecker(
+            pool,
+            health.type,
+            health.interval,
+            health.rise,
+            health.fall,
+            health.timeout,
+            user=health.user,
+            password=health.password,
+            on_change=changed,
+        )
+
+    def _frontend(self, frontend: Frontend) -> FrontendContext:
+        defaults = self.config.defaults
+        backend = self.config.backend(frontend.backend)
+        pool = self.pools[backend.name]
+        ports = (
+            PortPool(frontend.passive_ports.first, frontend.passive_ports.last)
+            if frontend.passive_ports is not None
+            else PortPool()
+        )
+        policy = SessionPolicy(
+            server_data_mode=backend.data_mode,
+            route_on_user=pool.needs_user,
+            banner=frontend.banner,
+            max_line_length=defaults.max_line_length,
+        )
+        timeouts = Timeouts(
+            connect=defaults.timeout_connect,
+            client=defaults.timeout_client,
+            server=defaults.timeout_server,
+            data=defaults.timeout_data,
+        )
+        return FrontendContext(
+            name=frontend.name,
+            pool=pool,
+            policy=policy,
+            ports=ports,
+            passive_address=frontend.passive_address,
+            timeouts=timeouts,
+            retries=defaults.retries,
+            redispatch=defaults.redispatch,
+            max_connections=frontend.max_connections,
+            log=self.log,
+            data=DataSettings(
+                timeout_data=defaults.timeout_data,
+                idle_timeout=max(defaults.timeout_client, defaults.timeout_server),
+                budget=self._budget,
+            ),
+        )
+
+    # ----------------------------------------------------------------- run
+    async def start(self) -> None:
+        for backend in self.config.backends:
+            pool = self._pool(backend)
+            self.pools[backend.name] = pool
+            checker = self._checker(backend, pool)
+            self.checkers[backend.name] = checker
+            self._spawn(checker.run())
+        loop = asyncio.get_running_loop()
+        sockets: list[tuple[FrontendContext, socket.socket]] = []
+        try:
+            for frontend in self.config.frontends:
+                if frontend.mode != "ftp":
+                    raise StartupError(
+                        f"frontend {frontend.name!r}: mode {frontend.mode!r} is not available yet"
+                    )
+                ctx = self._frontend(frontend)
+                self.frontends.append(ctx)
+                sockets += [(ctx, _listening_socket(bind)) for bind in frontend.bind]
+        except BaseException:
+            for _, sock in sockets:
+                sock.close()
+            await self.stop()
+            raise
+        for ctx, sock in sockets:
+            server = await loop.create_server(_session_factory(ctx), sock=sock)
+            self._servers.append(server)
+            address = sock.getsockname()
+            self.log.info("listening", frontend=ctx.name, address=f"{address[0]}:{address[1]}")
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        for checker in self.checkers.values():
+            checker.stop()
+        for ctx in self.frontends:
+            for session in list(ctx.sessions):
+                session.shutdown("Service shutting down.")
+        for task in list(self._tasks):
+            task.cancel()
+        for server in self._servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        self._servers.clear()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _session_factory(ctx: FrontendContext) -> Callable[[], Session]:
+    return lambda: Session(ctx)
+
+
+async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM or SIGINT (or until ``stop`` is set)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stop.set)
+    balancer = Balancer(config)
+    await balancer.start()
+    try:
+        await stop.wait()
+    finally:
+        balancer.log.info("stopping")
+        await balancer.stop()
+
+
+def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop."""
+    try:
+        import uvloop  # noqa: PLC0415 - an optional accelerator
+    except ImportError:
+        asyncio.run(main())
+        return
+    uvloop.run(main())

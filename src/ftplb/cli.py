@@ -1,0 +1,57 @@
+"""Command line: ``ftplb run|check|demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ftplb import __version__
+from ftplb.app import StartupError, run_event_loop, serve
+from ftplb.config.load import ConfigError, check_config, load_config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftplb", description="An FTP-aware load balancer.")
+    parser.add_argument("--version", action="version", version=f"ftplb {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run in the foreground until SIGTERM or SIGINT")
+    run.add_argument("-c", "--config", required=True, help="the TOML configuration file")
+    check = commands.add_parser("check", help="validate a configuration file")
+    check.add_argument("-c", "--config", required=True, help="the TOML configuration file")
+    demo = commands.add_parser("demo", help="run a demo with two built-in FTP servers")
+    demo.add_argument("--port", type=int, default=2121, help="the balancer's port (2121)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        problems = check_config(args.config)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            print(f"{args.config}: configuration is valid")
+        return 1 if problems else 0
+    if args.command == "demo":
+        from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
+
+        return run_demo(args.port)
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    try:
+        run_event_loop(lambda: serve(config))
+    except StartupError as error:
+        print(f"ftplb: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""``ftplb demo``: two built-in pyftpdlib servers behind the balancer, on loopback."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+from pyftpdlib.authorizers import DummyAuthorizer
+from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.servers import FTPServer
+
+from ftplb.app import StartupError, run_event_loop, serve
+from ftplb.config.load import load_config_text
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "demo"
+
+
+def _start_backend(name: str, root: Path) -> tuple[FTPServer, int, threading.Thread]:
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(DEMO_USER, DEMO_PASSWORD, str(root), perm="elradfmwMT")
+    handler = type(f"DemoHandler_{name}", (FTPHandler,), {})
+    handler.authorizer = authorizer
+    handler.banner = f"demo backend {name} ready"
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    port = sock.getsockname()[1]
+    server = FTPServer(sock, handler)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"handle_exit": False}, daemon=True
+    )
+    thread.start()
+    return server, port, thread
+
+
+def demo_config(port: int, backend_ports: list[int]) -> str:
+    servers = "\n".join(
+        f'[[backends.servers]]\nname = "s{i}"\naddress = "127.0.0.1:{p}"\n'
+        for i, p in enumerate(backend_ports, start=1)
+    )
+    return f"""
+[[frontends]]
+name = "demo"
+bind = ["127.0.0.1:{port}"]
+backend = "demo"
+passive_ports = "40000-40999"
+
+[[backends]]
+name = "demo"
+balance = "roundrobin"
+health = {{ type = "ftp", interval = "2s", rise = 2, fall = 2, timeout = "2s" }}
+
+{servers}
+"""
+
+
+def run_demo(port: int) -> int:
+    # pyftpdlib logs every command at INFO unless its logger is already set up.
+    backend_log = logging.getLogger("pyftpdlib")
+    backend_log.addHandler(logging.StreamHandler())
+    backend_log.setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="ftplb-demo-") as tmp:
+        backends = []
+        for name in ("s1", "s2"):
+            root = Path(tmp) / name
+            root.mkdir()
+            (root / "hello.txt").write_text(f"Hello from demo server {name}.\n")
+            backends.append(_start_backend(name, root))
+        config = load_config_text(demo_config(port, [p for _, p, _ in backends]), "<demo>")
+        print(
+            f"ftplb demo: two FTP servers behind ftp://127.0.0.1:{port} "
+            f"(user {DEMO_USER}, password {DEMO_PASSWORD}); Ctrl-C stops.\n"
+            f"Try:  curl -u {DEMO_USER}:{DEMO_PASSWORD} ftp://127.0.0.1:{port}/hello.txt\n"
+            f"      curl -u {DEMO_USER}:{DEMO_PASSWORD} -T README.md "
+            f"ftp://127.0.0.1:{port}/\n",
+            flush=True,
+        )
+        status = 0
+        try:
+            run_event_loop(lambda: serve(config))
+        except StartupError as error:
+            print(f"ftplb: {error}", file=sys.stderr)
+            status = 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for server, _, thread in backends:
+                server.close_all()
+                thread.join(timeout=5)
+        return status

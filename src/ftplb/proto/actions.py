@@ -1,0 +1,140 @@
+"""What the control session asks the I/O layer to do.
+
+``ControlSession`` never touches a socket: every event it receives returns a
+list of these frozen values, and the runtime carries them out in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from ftplb.proto.addresses import HostPort
+
+DataModeName = Literal["PASV", "EPSV", "PORT", "EPRT"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendToClient:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SendToServer:
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectServer:
+    """Pick a server (by the pool's rules, with ``user`` when the pool routes on it),
+    connect, and consume its greeting; then report ``server_connected`` or
+    ``server_unavailable``."""
+
+    user: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class OpenClientListener:
+    """Open a passive listener for the client on the advertised address, then
+    report ``client_listener_ready`` or ``client_listener_failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenServerListener:
+    """Open a listener the server will connect to (active mode towards the
+    server), then report ``server_listener_ready`` or ``server_listener_failed``."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPassive:
+    """The client connects to our listener."""
+
+    mode: DataModeName
+
+
+@dataclass(frozen=True, slots=True)
+class ClientActive:
+    """We connect to the client at ``address`` once the server answers 1xx."""
+
+    address: HostPort
+    mode: DataModeName
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPassive:
+    """We connect to the server's data port."""
+
+    address: HostPort
+    mode: DataModeName
+
+
+@dataclass(frozen=True, slots=True)
+class ServerActive:
+    """The server connects to our listener."""
+
+    mode: DataModeName
+
+
+ClientSide = ClientPassive | ClientActive
+ServerSide = ServerPassive | ServerActive
+
+
+@dataclass(frozen=True, slots=True)
+class StartTransfer:
+    """A transfer command is on its way to the server: establish both data
+    legs that can be established now, and relay once both are up.  Report
+    ``data_done`` when the relay ends."""
+
+    client: ClientSide
+    server: ServerSide
+    upload: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectClient:
+    """Active mode towards the client: the server has answered 1xx, connect now."""
+
+
+@dataclass(frozen=True, slots=True)
+class CloseData:
+    """Tear down every data listener and connection of the session."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferDone:
+    """A transfer's final reply has been sent to the client: log it."""
+
+    verb: str
+    path: bytes
+    code: int
+    client_mode: DataModeName
+    server_mode: DataModeName
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedIn:
+    user: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    """Flush what was sent to the client, then close every connection."""
+
+    reason: str
+
+
+Action = (
+    SendToClient
+    | SendToServer
+    | ConnectServer
+    | OpenClientListener
+    | OpenServerListener
+    | StartTransfer
+    | ConnectClient
+    | CloseData
+    | TransferDone
+    | LoggedIn
+    | Close
+)

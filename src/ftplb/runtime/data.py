@@ -1,0 +1,229 @@
+"""One session's data connections: listeners, connects, and the relay between them."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from ftplb.proto import actions as act
+from ftplb.proto.addresses import HostPort, unmap_ipv4
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.pipes import PipeBudget
+from ftplb.runtime.ports import PortPool
+from ftplb.runtime.relay import relay
+
+
+@dataclass(slots=True)
+class TransferOutcome:
+    error: str | None
+    to_client: int
+    to_server: int
+    spliced: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DataSettings:
+    timeout_data: float
+    idle_timeout: float
+    budget: PipeBudget
+
+
+class _Acceptor:
+    """Accepts on a listener until the expected peer IP connects.
+
+    A connection from any other address is closed and logged, and the
+    listener keeps waiting: that is what stops a third party from stealing a
+    transfer by racing the client to the advertised port.
+    """
+
+    __slots__ = ("address", "conn", "listener", "task")
+
+    def __init__(
+        self, listener: socket.socket, expected_ip: str, log: EventLog, side: str
+    ) -> None:
+        self.listener = listener
+        self.address = HostPort.of(*listener.getsockname()[:2])
+        self.conn: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
+        self.task = asyncio.ensure_future(self._accept(expected_ip, log, side))
+
+    async def _accept(self, expected_ip: str, log: EventLog, side: str) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            conn, peer = await loop.sock_accept(self.listener)
+            peer_ip = unmap_ipv4(peer[0])
+            if peer_ip == expected_ip:
+                conn.setblocking(False)
+                if not self.conn.done():
+                    self.conn.set_result(conn)
+                else:
+                    conn.close()
+                self.listener.close()
+                return
+            conn.close()
+            log.warning(
+                "refused a data connection from a foreign address",
+                side=side,
+                peer=peer_ip,
+                expected=expected_ip,
+                port=self.address.port,
+            )
+
+    def close(self) -> None:
+        self.task.cancel()
+        self.listener.close()
+        if self.conn.done() and not self.conn.cancelled() and self.conn.exception() is None:
+            self.conn.result().close()
+        else:
+            self.conn.cancel()
+
+
+class DataChannel:
+    """Listeners and connections for the data transfers of one control session."""
+
+    __slots__ = (
+        "_client_acceptor",
+        "_client_go",
+        "_client_ip",
+        "_client_local_ip",
+        "_log",
+        "_server_acceptor",
+        "_server_ip",
+        "_settings",
+        "_transfer",
+    )
+
+    def __init__(
+        self,
+        settings: DataSettings,
+        client_ip: str,
+        client_local_ip: str,
+        server_ip: str,
+        log: EventLog,
+    ) -> None:
+        self._settings = settings
+        self._client_ip = client_ip
+        self._client_local_ip = client_local_ip
+        self._server_ip = server_ip
+        self._log = log
+        self._client_acceptor: _Acceptor | None = None
+        self._server_acceptor: _Acceptor | None = None
+        self._client_go: asyncio.Event | None = None
+        self._transfer: asyncio.Task[TransferOutcome] | None = None
+
+    def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
+        listener = ports.listen(self._client_local_ip)
+        self._client_acceptor = _Acceptor(listener, self._client_ip, self._log, "client")
+        return HostPort.of(advertised_ip, self._client_acceptor.address.port)
+
+    def open_server_listener(self, local_ip: str) -> HostPort:
+        listener = PortPool().listen(local_ip)
+        self._server_acceptor = _Acceptor(listener, self._server_ip, self._log, "server")
+        return self._server_acceptor.address
+
+    def start(
+        self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]
+    ) -> None:
+        if start.client.__class__ is act.ClientActive:
+            self._client_go = asyncio.Event()
+        task = asyncio.ensure_future(self._run(start))
+        self._transfer = task
+
+        def finished(done: asyncio.Task[TransferOutcome]) -> None:
+            if not done.cancelled():
+                on_done(done.result())
+
+        task.add_done_callback(finished)
+
+    def connect_client(self) -> None:
+        if self._client_go is not None:
+            self._client_go.set()
+
+    def close(self) -> None:
+        if self._transfer is not None and not self._transfer.done():
+            self._transfer.cancel()
+        for acceptor in (self._client_acceptor, self._server_acceptor):
+            if acceptor is not None:
+                acceptor.close()
+        self._client_acceptor = self._server_acceptor = None
+
+    async def _run(self, start: act.StartTransfer) -> TransferOutcome:
+        client: socket.socket | None = None
+        server: socket.socket | None = None
+        try:
+            try:
+                async with asyncio.timeout(self._settings.timeout_data):
+                    server, client = await _both(
+                        self._server_leg(start.server), self._client_leg(start.client)
+                    )
+            except TimeoutError:
+                return TransferOutcome("data connection not established in time", 0, 0, False)
+            except OSError as error:
+                return TransferOutcome(f"data connection failed: {error}", 0, 0, False)
+            result = await relay(
+                client,
+                server,
+                budget=self._settings.budget,
+                idle_timeout=self._settings.idle_timeout,
+            )
+            return TransferOutcome(result.error, result.b_to_a, result.a_to_b, result.spliced)
+        finally:
+            for sock in (client, server):
+                if sock is not None:
+                    sock.close()
+
+    async def _client_leg(self, side: act.ClientSide) -> socket.socket:
+        if isinstance(side, act.ClientPassive):
+            acceptor = self._client_acceptor
+            if acceptor is None:
+                raise OSError("no passive listener for the client")
+            return await acceptor.conn
+        assert self._client_go is not None
+        await self._client_go.wait()
+        return await _connect(side.address, self._client_local_ip)
+
+    async def _server_leg(self, side: act.ServerSide) -> socket.socket:
+        if isinstance(side, act.ServerPassive):
+            return await _connect(side.address, None)
+        acceptor = self._server_acceptor
+        if acceptor is None:
+            raise OSError("no listener for the server's data connection")
+        return await acceptor.conn
+
+
+async def _connect(address: HostPort, source_ip: str | None) -> socket.socket:
+    family = socket.AF_INET if address.family == 1 else socket.AF_INET6
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if source_ip is not None and (":" in source_ip) == (family == socket.AF_INET6):
+            sock.bind((source_ip, 0))
+        await asyncio.get_running_loop().sock_connect(sock, (address.host, address.port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def _both(
+    first: Coroutine[Any, Any, socket.socket], second: Coroutine[Any, Any, socket.socket]
+) -> tuple[socket.socket, socket.socket]:
+    """Both legs, or neither: a leg that was established is closed if the other fails."""
+    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for task in tasks:
+            if task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    raise error
+        return await tasks[0], await tasks[1]
+    except BaseException:
+        for task in tasks:
+            if not task.done():
+                task.cancel()
+            elif not task.cancelled() and task.exception() is None:
+                task.result().close()
+        raise

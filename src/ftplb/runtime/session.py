@@ -1,0 +1,402 @@
+"""The I/O driver of one FTP client session: it feeds the core and carries out its actions."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import cast
+
+from ftplb.balancing.pool import Pool
+from ftplb.balancing.state import Server
+from ftplb.proto import actions as act
+from ftplb.proto.addresses import HostPort, unmap_ipv4
+from ftplb.proto.control import ControlSession, SessionPolicy
+from ftplb.proto.errors import ProtocolError
+from ftplb.proto.replies import Reply, ReplyParser, format_reply
+from ftplb.runtime.data import DataChannel, DataSettings, TransferOutcome
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.ports import PortPool
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float
+    client: float
+    server: float
+    data: float
+
+
+@dataclass(slots=True, eq=False)
+class FrontendContext:
+    """Everything a session needs to know about the frontend it arrived on."""
+
+    name: str
+    pool: Pool
+    policy: SessionPolicy
+    ports: PortPool
+    passive_address: str | None
+    timeouts: Timeouts
+    retries: int
+    redispatch: bool
+    max_connections: int
+    log: EventLog
+    data: DataSettings
+    sessions: set[Session] = field(default_factory=set)
+
+
+class _ServerLink(asyncio.Protocol):
+    """The control connection to a server: reads its greeting, then feeds the session."""
+
+    __slots__ = ("_parser", "greeting", "session", "transport")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.greeting: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._parser: ReplyParser | None = ReplyParser()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._parser is None:
+            self.session.on_server_data(data)
+            return
+        try:
+            replies = self._parser.feed(data)
+        except ProtocolError as error:
+            if not self.greeting.done():
+                self.greeting.set_exception(error)
+            return
+        for reply in replies:
+            if reply.is_final and not self.greeting.done():
+                self._parser = None
+                self.greeting.set_result(reply)
+                return
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.greeting.done():
+            self.greeting.set_exception(ConnectionError("closed before its greeting"))
+        elif self._parser is None:
+            self.session.on_server_lost()
+
+
+class Session(asyncio.Protocol):
+    """One client control connection, driven as an asyncio protocol."""
+
+    __slots__ = (
+        "_bytes_in",
+        "_bytes_out",
+        "_closed",
+        "_connect_task",
+        "_ctx",
+        "_data",
+        "_last_client",
+        "_last_server",
+        "_link",
+        "_server",
+        "_started",
+        "_timer",
+        "_transfer_bytes",
+        "_transfer_error",
+        "_transfer_started",
+        "client",
+        "core",
+        "local_ip",
+        "transport",
+    )
+
+    def __init__(self, ctx: FrontendContext) -> None:
+        self._ctx = ctx
+        self._closed = False
+        self._server: Server | None = None
+        self._link: _ServerLink | None = None
+        self._data: DataChannel | None = None
+        self._connect_task: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._bytes_in = 0
+        self._bytes_out = 0
+        self._started = time.monotonic()
+        self._transfer_started = 0.0
+        self._transfer_bytes = (0, 0)
+        self._transfer_error: str | None = None
+        self._last_client = self._last_server = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.client = HostPort.of("0.0.0.0", 1)
+        self.local_ip = ""
+
+    # ------------------------------------------------------ client protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not subclasses of asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        self.client = HostPort.of(unmap_ipv4(peer[0]), peer[1])
+        self.local_ip = unmap_ipv4(local[0])
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Clients send ABOR behind a Telnet "urgent" mark; keep that byte in
+            # the stream instead of losing the line's last byte to OOB data.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        ctx = self._ctx
+        if ctx.max_connections and len(ctx.sessions) >= ctx.max_connections:
+            transport.write(format_reply(421, "Too many connections, try again later."))
+            transport.close()
+            self._closed = True
+            return
+        ctx.sessions.add(self)
+        advertised = ctx.passive_address or self.local_ip
+        self.core = ControlSession(ctx.policy, self.client.host, 2 if ":" in advertised else 1)
+        loop = asyncio.get_running_loop()
+        self._last_client = self._last_server = loop.time()
+        self._arm_timer()
+        self._do(self.core.start())
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._bytes_in += len(data)
+        self._last_client = asyncio.get_running_loop().time()
+        self._do(self.core.client_data(data))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._closed:
+            self._do(self.core.client_closed())
+
+    # ------------------------------------------------------- server events
+    def on_server_data(self, data: bytes) -> None:
+        if self._closed:
+            return
+        self._last_server = asyncio.get_running_loop().time()
+        self._do(self.core.server_data(data))
+
+    def on_server_lost(self) -> None:
+        if not self._closed:
+            self._do(self.core.server_closed())
+
+    # --------------------------------------------------------------- actions
+    def _do(self, actions: list[act.Action]) -> None:
+        for action in actions:
+            if self._closed:
+                return
+            self._carry_out(action)
+
+    def _carry_out(self, action: act.Action) -> None:
+        if isinstance(action, act.SendToClient):
+            if action.data and self.transport is not None:
+                self._bytes_out += len(action.data)
+                self.transport.write(action.data)
+        elif isinstance(action, act.SendToServer):
+            if self._link is not None and self._link.transport is not None:
+                self._last_server = asyncio.get_running_loop().time()
+                self._link.transport.write(action.data)
+        elif isinstance(action, act.ConnectServer):
+            self._connect_task = asyncio.ensure_future(self._connect_server(action.user))
+        elif isinstance(action, act.OpenClientListener):
+            self._open_client_listener()
+        elif isinstance(action, act.OpenServerListener):
+            self._open_server_listener()
+        elif isinstance(action, act.StartTransfer):
+            self._transfer_started = time.monotonic()
+            self._channel().start(action, self._on_transfer_outcome)
+        elif isinstance(action, act.ConnectClient):
+            self._channel().connect_client()
+        elif isinstance(action, act.CloseData):
+            if self._data is not None:
+                self._data.close()
+                self._data = None
+        elif isinstance(action, act.TransferDone):
+            self._log_transfer(action)
+        elif isinstance(action, act.LoggedIn):
+            pass
+        elif isinstance(action, act.Close):
+            self._close(action.reason)
+
+    # ------------------------------------------------------- server connect
+    async def _connect_server(self, user: bytes | None) -> None:
+        ctx = self._ctx
+        loop = asyncio.get_running_loop()
+        tried: set[str] = set()
+        server: Server | None = None
+        reason = "no server available"
+        for _ in range(1 + ctx.retries):
+            if server is None or ctx.redispatch:
+                server = ctx.pool.pick(self.client.host, user, tried)
+            if server is None:
+                break
+            ctx.pool.acquire(server, self.client.host, user)
+            try:
+                link = await self._open_link(server)
+            except (OSError, TimeoutError, ProtocolError) as error:
+                ctx.pool.release(server)
+                reason = f"{server.name}: {_describe(error)}"
+                ctx.log.warning("server connect failed", frontend=ctx.name, server=server.name,
+                                client=self.client.host, reason=_describe(error))
+                tried.add(server.name)
+                continue
+            if self._closed:
+                ctx.pool.release(server)
+                if link.transport is not None:
+                    link.transport.close()
+                return
+            self._server = server
+            self._link = link
+            self._last_server = loop.time()
+            family = 2 if ":" in server.host else 1
+            self._do(self.core.server_connected(server.host, family))
+            return
+        self._do(self.core.server_unavailable(reason))
+
+    async def _open_link(self, server: Server) -> _ServerLink:
+        loop = asyncio.get_running_loop()
+        link = _ServerLink(self)
+        try:
+            async with asyncio.timeout(self._ctx.timeouts.connect):
+                await loop.create_connection(lambda: link, server.host, server.port)
+                greeting = await link.greeting
+        except BaseException:
+            if link.transport is not None:
+                link.transport.close()
+            raise
+        if greeting.code != 220:
+            assert link.transport is not None
+            link.transport.close()
+            raise ProtocolError(421, f"greeting was {greeting.code}, not 220")
+        return link
+
+    # ----------------------------------------------------------- data legs
+    def _channel(self) -> DataChannel:
+        if self._data is None:
+            server_ip = self._server.host if self._server is not None else ""
+            self._data = DataChannel(
+                self._ctx.data, self.client.host, self.local_ip, server_ip, self._ctx.log
+            )
+        return self._data
+
+    def _open_client_listener(self) -> None:
+        advertised = self._ctx.passive_address or self.local_ip
+        try:
+            address = self._channel().open_client_listener(self._ctx.ports, advertised)
+        except OSError as error:
+            self._ctx.log.warning("cannot open a passive listener", frontend=self._ctx.name,
+                                  reason=_describe(error))
+            self._do(self.core.client_listener_failed(_describe(error)))
+            return
+        self._do(self.core.client_listener_ready(address))
+
+    def _open_server_listener(self) -> None:
+        link = self._link
+        local_ip = ""
+        if link is not None and link.transport is not None:
+            local_ip = unmap_ipv4(link.transport.get_extra_info("sockname")[0])
+        try:
+            address = self._channel().open_server_listener(local_ip)
+        except OSError as error:
+            self._do(self.core.server_listener_failed(_describe(error)))
+            return
+        self._do(self.core.server_listener_ready(address))
+
+    def _on_transfer_outcome(self, outcome: TransferOutcome) -> None:
+        if self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        self._last_client = self._last_server = loop.time()
+        self._transfer_bytes = (outcome.to_client, outcome.to_server)
+        self._transfer_error = outcome.error
+        self._do(self.core.data_done(outcome.error))
+
+    def _log_transfer(self, done: act.TransferDone) -> None:
+        to_client, to_server = self._transfer_bytes
+        self._ctx.log.transfer(
+            frontend=self._ctx.name,
+            client=self.client.host,
+            server=self._server.name if self._server is not None else "-",
+            user=_text(self.core.user),
+            command=done.verb,
+            path=_text(done.path),
+            bytes_to_client=to_client,
+            bytes_to_server=to_server,
+            duration=round(time.monotonic() - self._transfer_started, 3),
+            client_mode=done.client_mode,
+            server_mode=done.server_mode,
+            result=done.code,
+            error=self._transfer_error or "-",
+        )
+        self._transfer_bytes = (0, 0)
+        self._transfer_error = None
+
+    # ---------------------------------------------------------------- timers
+    def _arm_timer(self) -> None:
+        t = self._ctx.timeouts
+        delay = max(0.05, min(t.client, t.server) / 4)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._check_timers)
+
+    def _check_timers(self) -> None:
+        if self._closed:
+            return
+        now = asyncio.get_running_loop().time()
+        t = self._ctx.timeouts
+        core = self.core
+        if core.idle and not core.transfer_running and now - self._last_client >= t.client:
+            self._do(core.timed_out("client"))
+        elif core.awaiting_server and now - self._last_server >= t.server:
+            self._do(core.timed_out("server"))
+        if not self._closed:
+            self._arm_timer()
+
+    # ----------------------------------------------------------------- close
+    def _close(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ctx = self._ctx
+        ctx.sessions.discard(self)
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._connect_task is not None and not self._connect_task.done():
+            self._connect_task.cancel()
+        if self._data is not None:
+            self._data.close()
+            self._data = None
+        if self.transport is not None:
+            self.transport.close()
+        if self._link is not None and self._link.transport is not None:
+            self._link.transport.close()
+        if self._server is not None:
+            ctx.pool.release(self._server)
+        ctx.log.session(
+            frontend=ctx.name,
+            client=f"{self.client.host}:{self.client.port}",
+            server=self._server.name if self._server is not None else "-",
+            user=_text(self.core.user),
+            duration=round(time.monotonic() - self._started, 3),
+            bytes_in=self._bytes_in,
+            bytes_out=self._bytes_out,
+            end=reason,
+        )
+
+    def shutdown(self, message: str) -> None:
+        """Close the session from outside (the balancer is stopping)."""
+        if not self._closed and self.transport is not None:
+            self.transport.write(format_reply(421, message))
+            self._close("balancer shutting down")
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, ProtocolError):
+        return error.message
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or error.__class__.__name__
+
+
+def _text(value: bytes | None) -> str:
+    return "-" if value is None else value.decode("utf-8", "backslashreplace")
+
