@@ -1,0 +1,223 @@
+"""Health probes: one bounded check of one backend, reported as a ProbeResult.
+
+Probes use plain asyncio streams: they run a few times a second at most and
+are not on the data path. A probe never raises; every failure, including a
+server that talks garbage, becomes ``ProbeResult(ok=False, ...)`` with a detail
+that an operator can act on ("connect refused", "timeout reading banner",
+"530 login failed").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from ftplb.proto.errors import ProtocolError
+from ftplb.proto.replies import Reply, ReplyParser
+
+PROBE_KINDS = ("tcp", "ftp", "login")
+
+_READ_SIZE = 4096
+_MAX_REPLY_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """The outcome of one probe."""
+
+    ok: bool
+    layer: str  # "L4" (connect), "L7" (FTP); "L6" is reserved for TLS
+    detail: str
+    duration: float  # seconds
+
+
+class _CheckFailedError(Exception):
+    """A check that failed for a known reason, carrying the layer and detail."""
+
+    def __init__(self, layer: str, detail: str) -> None:
+        super().__init__(detail)
+        self.layer = layer
+        self.detail = detail
+
+
+class _Progress:
+    """Where the probe is, so that a timeout can say what it was waiting for."""
+
+    __slots__ = ("layer", "passed", "step")
+
+    def __init__(self) -> None:
+        self.layer = "L4"
+        self.step = "connecting"
+        # Set once the check has passed and only the polite QUIT remains: a
+        # server that then stalls or resets has still answered correctly.
+        self.passed = ""
+
+    def at(self, step: str, layer: str = "L7") -> None:
+        self.layer = layer
+        self.step = step
+
+
+class _ReplyReader:
+    """Reads whole FTP replies (multi-line included) from a stream."""
+
+    def __init__(self, reader: asyncio.StreamReader, progress: _Progress) -> None:
+        self._reader = reader
+        self._progress = progress
+        # A health check needs no more than a greeting: a small cap keeps a
+        # misbehaving server from making the prober buffer megabytes.
+        self._parser = ReplyParser(max_reply_bytes=_MAX_REPLY_BYTES)
+        self._pending: list[Reply] = []
+
+    async def next(self) -> Reply:
+        while not self._pending:
+            try:
+                data = await self._reader.read(_READ_SIZE)
+            except ConnectionError as exc:
+                raise _CheckFailedError("L7", f"connection lost {self._progress.step}") from exc
+            if not data:
+                raise _CheckFailedError("L7", f"connection closed {self._progress.step}")
+            try:
+                self._pending.extend(self._parser.feed(data))
+            except ProtocolError as exc:
+                raise _CheckFailedError(
+                    "L7", f"bad reply {self._progress.step}: {exc.message}"
+                ) from exc
+        return self._pending.pop(0)
+
+
+async def probe(  # noqa: PLR0917 - the runtime calls it positionally
+    kind: str,
+    host: str,
+    port: int,
+    timeout: float,
+    user: str | None = None,
+    password: str | None = None,
+) -> ProbeResult:
+    """Check ``host:port`` with a ``kind`` probe ("tcp", "ftp" or "login").
+
+    "tcp" only connects. "ftp" reads the whole greeting, requires 220, then
+    sends QUIT. "login" also sends USER and PASS and requires 230. The whole
+    probe, connect and close included, is bounded by ``timeout`` seconds.
+    """
+    started = time.monotonic()
+    progress = _Progress()
+
+    def result(ok: bool, layer: str, detail: str) -> ProbeResult:
+        return ProbeResult(ok, layer, detail, time.monotonic() - started)
+
+    if kind not in PROBE_KINDS:
+        return result(False, "L4", f"unknown probe kind {kind!r}")
+    if kind == "login":
+        problem = _credentials_problem(user, password)
+        if problem:
+            return result(False, "L7", problem)
+    try:
+        async with asyncio.timeout(timeout):
+            layer, detail = await _run(
+                kind=kind, host=host, port=port, user=user, password=password, progress=progress
+            )
+    except (TimeoutError, OSError) as exc:
+        if progress.passed:
+            return result(True, "L7", progress.passed)
+        if isinstance(exc, TimeoutError):
+            return result(False, progress.layer, _timeout_detail(progress.step))
+        if isinstance(exc, ConnectionRefusedError):
+            return result(False, "L4", "connect refused")
+        where = "connect" if progress.step == "connecting" else progress.step
+        return result(False, progress.layer, f"{where} failed: {exc.strerror or exc}")
+    except _CheckFailedError as exc:
+        return result(False, exc.layer, exc.detail)
+    except Exception as exc:  # a probe must never take its checker down
+        return result(False, progress.layer, f"probe error {progress.step}: {exc!r}")
+    return result(True, layer, detail)
+
+
+def _timeout_detail(step: str) -> str:
+    if step == "connecting":
+        return "connect timeout"
+    return f"timeout {step}"
+
+
+def _credentials_problem(user: str | None, password: str | None) -> str:
+    if not user:
+        return "login probe needs a user"
+    # A CR or LF would let the configured text inject a second command.
+    if any(ch in text for text in (user, password or "") for ch in "\r\n"):
+        return "login probe credentials contain CR or LF"
+    return ""
+
+
+async def _run(
+    *,
+    kind: str,
+    host: str,
+    port: int,
+    user: str | None,
+    password: str | None,
+    progress: _Progress,
+) -> tuple[str, str]:
+    """Carry out the probe; returns (layer, detail) on success, raises on failure."""
+    reader, writer = await asyncio.open_connection(host, port)
+    closed_cleanly = False
+    try:
+        if kind == "tcp":
+            return "L4", "connected"
+        replies = _ReplyReader(reader, progress)
+        banner = await _read_banner(replies, progress)
+        detail = f"{banner.code} banner"
+        if kind == "login":
+            detail = await _login(writer, replies, progress, user or "", password or "")
+        progress.passed = detail
+        progress.at("sending QUIT")
+        writer.write(b"QUIT\r\n")
+        await writer.drain()
+        progress.at("closing")
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+        closed_cleanly = True
+        return "L7", detail
+    finally:
+        if not closed_cleanly:
+            # Abort rather than close: a probe that failed, timed out or was
+            # cancelled must not linger waiting to flush to a stuck server. A
+            # plain connect check ends the same way, as HAProxy's does, so that
+            # frequent checks leave no TIME_WAIT sockets behind.
+            writer.transport.abort()
+
+
+async def _read_banner(replies: _ReplyReader, progress: _Progress) -> Reply:
+    progress.at("reading banner")
+    banner = await replies.next()
+    # RFC 959 lets a server say 120 ("ready in nnn minutes") before its 220.
+    while banner.code == 120:
+        banner = await replies.next()
+    if banner.code != 220:
+        raise _CheckFailedError("L7", f"{banner.code} banner")
+    return banner
+
+
+async def _login(
+    writer: asyncio.StreamWriter,
+    replies: _ReplyReader,
+    progress: _Progress,
+    user: str,
+    password: str,
+) -> str:
+    progress.at("waiting for USER reply")
+    writer.write(b"USER " + user.encode("utf-8") + b"\r\n")
+    await writer.drain()
+    reply = await replies.next()
+    if reply.code == 230:
+        return "230 logged in"
+    if reply.code != 331:
+        raise _CheckFailedError("L7", f"{reply.code} login failed")
+    progress.at("waiting for PASS reply")
+    writer.write(b"PASS " + password.encode("utf-8") + b"\r\n")
+    await writer.drain()
+    reply = await replies.next()
+    if reply.code != 230:
+        raise _CheckFailedError("L7", f"{reply.code} login failed")
+    return "230 logged in"

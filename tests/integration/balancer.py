@@ -1,0 +1,158 @@
+"""Runs ftplb itself as a subprocess (``python -m ftplb run -c FILE``) for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STARTUP_TIMEOUT = 15.0
+STOP_TIMEOUT = 15.0
+
+_next_range = [41000 + (os.getpid() % 50) * 200]
+
+
+def passive_range(size: int = 100) -> str:
+    """A passive port range for one balancer, distinct from the others of this run."""
+    first = _next_range[0]
+    _next_range[0] += size
+    if _next_range[0] > 59000:
+        _next_range[0] = 41000
+    return f"{first}-{first + size - 1}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def server_entries(addresses: Iterable[tuple[str, int]], **extra: object) -> str:
+    lines = []
+    for index, (host, port) in enumerate(addresses, start=1):
+        shown = f"[{host}]" if ":" in host else host
+        lines.append(f'[[backends.servers]]\nname = "s{index}"\naddress = "{shown}:{port}"')
+        lines += [f"{key} = {_toml(value)}" for key, value in extra.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)
+
+
+def simple_config(
+    servers: Iterable[tuple[str, int]],
+    *,
+    port: int,
+    host: str = "127.0.0.1",
+    extra_binds: Iterable[str] = (),
+    backend: str = "",
+    defaults: str = "",
+    frontend: str = "",
+    health: str = '{ type = "ftp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }',
+) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    binds = ", ".join(f'"{b}"' for b in (f"{shown}:{port}", *extra_binds))
+    return f"""
+[defaults]
+timeout_connect = "2s"
+timeout_data = "10s"
+{defaults}
+
+[[frontends]]
+name = "ftp"
+bind = [{binds}]
+backend = "pool"
+passive_ports = "{passive_range()}"
+{frontend}
+
+[[backends]]
+name = "pool"
+health = {health}
+{backend}
+
+{server_entries(servers)}
+"""
+
+
+@dataclass
+class RunningBalancer:
+    process: subprocess.Popen[bytes]
+    host: str
+    port: int
+    config_path: Path
+    log_path: Path
+    workdir: Path
+    stopped: bool = field(default=False)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_lines(self, kind: str) -> list[str]:
+        return [line for line in self.log_text().splitlines() if f" {kind} " in line]
+
+    def stop(self) -> int:
+        """SIGTERM, then wait; returns the exit status (kills after a grace period)."""
+        if self.stopped:
+            return self.process.returncode
+        self.stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        return self.process.returncode
+
+
+def start_balancer(config_text: str, host: str, port: int) -> RunningBalancer:
+    workdir = Path(tempfile.mkdtemp(prefix="ftplb-test-"))
+    config_path = workdir / "ftplb.toml"
+    config_path.write_text(config_text)
+    log_path = workdir / "ftplb.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    running = RunningBalancer(process, host, port, config_path, log_path, workdir)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"ftplb exited with {process.returncode}:\n{running.log_text()}")
+        if "listening" in running.log_text():
+            with contextlib.suppress(OSError):
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                with socket.socket(family, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(1)
+                    probe.connect((host, port))
+                    return running
+        time.sleep(0.05)
+    running.stop()
+    raise RuntimeError(f"ftplb did not start listening:\n{running.log_text()}")
+
+
+@contextlib.contextmanager
+def balancer(config_text: str, host: str, port: int) -> Iterator[RunningBalancer]:
+    running = start_balancer(config_text, host, port)
+    try:
+        yield running
+    finally:
+        status = running.stop()
+        assert status == 0, f"ftplb exited with {status}:\n{running.log_text()[-4000:]}"
