@@ -122,6 +122,7 @@ class Balancer:
             route_on_user=pool.needs_user,
             banner=frontend.banner,
             max_line_length=defaults.max_line_length,
+            log_commands=defaults.log_commands,
         )
         timeouts = Timeouts(
             connect=defaults.timeout_connect,

@@ -23,9 +23,11 @@ DEMO_PASSWORD = "demo"
 def _start_backend(name: str, root: Path) -> tuple[FTPServer, int, threading.Thread]:
     authorizer = DummyAuthorizer()
     authorizer.add_user(DEMO_USER, DEMO_PASSWORD, str(root), perm="elradfmwMT")
-    handler = type(f"DemoHandler_{name}", (FTPHandler,), {})
-    handler.authorizer = authorizer
-    handler.banner = f"demo backend {name} ready"
+    handler = type(
+        f"DemoHandler_{name}",
+        (FTPHandler,),
+        {"authorizer": authorizer, "banner": f"demo backend {name} ready"},
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

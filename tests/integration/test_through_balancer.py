@@ -97,10 +97,17 @@ def farm(
             server.stop()
 
 
-def run_case(farm: Farm, tool: str, mode: str, work: Path) -> tuple[str, ...]:
-    """LIST, RETR big.bin and STOR a fresh 10 MB file; returns the data-setup verbs sent."""
+def run_case(
+    farm: Farm, tool: str, mode: str, work: Path, source: str | None = CLIENT_SOURCE
+) -> tuple[str, ...]:
+    """LIST, RETR big.bin and STOR a fresh 10 MB file; returns the data-setup verbs sent.
+
+    Active modes bind the client to ``source``, so that the data connection
+    can only succeed if the balancer itself connects to that address.
+    """
     lb = farm.lb
-    source = CLIENT_SOURCE if mode in ("port", "eprt") else None
+    if mode in ("pasv", "epsv"):
+        source = None
     upload = work / "upload.bin"
     upload_sha = clients.make_random_file(upload, SIZE)
     upload_name = f"up-{uuid.uuid4().hex}.bin"

@@ -53,7 +53,9 @@ def passive_ready(session: ControlSession, verb: bytes = b"PASV") -> bytes:
     assert of_type(out, act.OpenClientListener)
     out = session.client_listener_ready(LISTENER)
     assert sent_to_server(out) == b"PASV\r\n"
-    return sent_to_client(session.server_data(b"227 Entering Passive Mode (127,0,0,11,200,10).\r\n"))
+    return sent_to_client(
+        session.server_data(b"227 Entering Passive Mode (127,0,0,11,200,10).\r\n")
+    )
 
 
 def test_greeting_comes_from_the_balancer_after_the_server_is_ready() -> None:
@@ -359,7 +361,9 @@ def test_overlong_line_gets_500_and_session_goes_on() -> None:
 def test_feat_hides_security_and_adds_extended_modes() -> None:
     session = logged_in()
     session.client_data(b"FEAT\r\n")
-    out = session.server_data(b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n MDTM\r\n211 End\r\n")
+    out = session.server_data(
+        b"211-Features:\r\n AUTH TLS\r\n PBSZ\r\n PROT\r\n MDTM\r\n211 End\r\n"
+    )
     reply = sent_to_client(out)
     assert b"AUTH" not in reply and b"PBSZ" not in reply and b"PROT" not in reply
     assert b" MDTM\r\n" in reply and b" EPSV\r\n" in reply and b" EPRT\r\n" in reply
@@ -448,3 +452,27 @@ def test_idleness_excludes_running_transfers() -> None:
     session.server_data(b"150 ok\r\n")
     assert not session.idle
     assert not session.awaiting_server
+
+
+def test_logged_commands_mask_the_password() -> None:
+    session = connected(SessionPolicy(log_commands=True))
+    out = session.client_data(b"USER alice\r\n")
+    session.server_data(b"331 pw\r\n")
+    out += session.client_data(b"PASS hunter2\r\n")
+    seen = [a.text for a in out if isinstance(a, act.CommandSeen)]
+    assert seen == ["USER alice", "PASS ****"]
+    assert sent_to_server(out).endswith(b"PASS hunter2\r\n")
+
+
+def test_commands_are_not_logged_by_default() -> None:
+    session = connected()
+    assert not of_type(session.client_data(b"USER alice\r\n"), act.CommandSeen)
+
+
+def test_unspecified_active_address_means_the_client() -> None:
+    session = logged_in()
+    session.client_data(b"EPRT |2|::|50000|\r\n")
+    session.server_data(b"227 Entering Passive Mode (127,0,0,11,4,1)\r\n")
+    start = of_type(session.client_data(b"LIST\r\n"), act.StartTransfer)[0]
+    assert isinstance(start, act.StartTransfer)
+    assert start.client == act.ClientActive(HostPort.of(CLIENT, 50000), "EPRT")

@@ -340,6 +340,7 @@ class Defaults(_Section):
     retries: Count = 2
     redispatch: bool = True
     log_format: Literal["text", "json"] = "text"
+    log_commands: bool = False
     max_line_length: Annotated[int, Field(ge=512, le=65536)] = 4096
     max_connections: Count = 0
 

@@ -119,6 +119,13 @@ class LoggedIn:
 
 
 @dataclass(frozen=True, slots=True)
+class CommandSeen:
+    """A client command, as it may be logged (secrets masked)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Flush what was sent to the client, then close every connection."""
 
@@ -136,5 +143,6 @@ Action = (
     | CloseData
     | TransferDone
     | LoggedIn
+    | CommandSeen
     | Close
 )

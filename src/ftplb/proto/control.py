@@ -34,7 +34,7 @@ from ftplb.proto.addresses import (
     parse_pasv_reply,
     parse_port_arg,
 )
-from ftplb.proto.commands import Command, CommandParser, rule_for
+from ftplb.proto.commands import Command, CommandParser, loggable, rule_for
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.features import filter_feat, own_feat
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
@@ -57,6 +57,7 @@ class SessionPolicy:
     route_on_user: bool = False
     banner: str = "ftplb ready"
     max_line_length: int = 4096
+    log_commands: bool = False
 
 
 class _Expect(Enum):
@@ -279,6 +280,8 @@ class ControlSession:
             if isinstance(item, ProtocolError):
                 out += self._say(item.reply())
             else:
+                if self._policy.log_commands:
+                    out.append(act.CommandSeen(loggable(item)))
                 out += self._on_command(item)
         return out
 
@@ -373,9 +376,15 @@ class ControlSession:
             text = f"{verb.decode()} not allowed after EPSV ALL."
             return self._say(format_reply(503, text))
         try:
-            address = parse_port_arg(command.arg) if verb == b"PORT" else parse_eprt_arg(command.arg)
+            address = (
+                parse_port_arg(command.arg) if verb == b"PORT" else parse_eprt_arg(command.arg)
+            )
         except ProtocolError as error:
             return self._say(error.reply())
+        if address.host in ("0.0.0.0", "::"):
+            # lftp sends "EPRT |2|::|port|" over IPv6: "wherever I am" can only
+            # mean the client's own address, so it cannot bounce anywhere.
+            address = HostPort.of(self.client_ip, address.port)
         if address.host != self.client_ip or address.port < 1024:
             # Anything else would let the client aim our data connection at a
             # third host or a privileged port (the FTP bounce attack).

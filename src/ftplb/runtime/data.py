@@ -41,9 +41,7 @@ class _Acceptor:
 
     __slots__ = ("address", "conn", "listener", "task")
 
-    def __init__(
-        self, listener: socket.socket, expected_ip: str, log: EventLog, side: str
-    ) -> None:
+    def __init__(self, listener: socket.socket, expected_ip: str, log: EventLog, side: str) -> None:
         self.listener = listener
         self.address = HostPort.of(*listener.getsockname()[:2])
         self.conn: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
@@ -123,9 +121,7 @@ class DataChannel:
         self._server_acceptor = _Acceptor(listener, self._server_ip, self._log, "server")
         return self._server_acceptor.address
 
-    def start(
-        self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]
-    ) -> None:
+    def start(self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]) -> None:
         if start.client.__class__ is act.ClientActive:
             self._client_go = asyncio.Event()
         task = asyncio.ensure_future(self._run(start))

@@ -142,8 +142,8 @@ class Session(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         ctx = self._ctx
         if ctx.max_connections and len(ctx.sessions) >= ctx.max_connections:
-            transport.write(format_reply(421, "Too many connections, try again later."))
-            transport.close()
+            self.transport.write(format_reply(421, "Too many connections, try again later."))
+            self.transport.close()
             self._closed = True
             return
         ctx.sessions.add(self)
@@ -212,6 +212,10 @@ class Session(asyncio.Protocol):
                 self._data = None
         elif isinstance(action, act.TransferDone):
             self._log_transfer(action)
+        elif isinstance(action, act.CommandSeen):
+            self._ctx.log.write(
+                "command", frontend=self._ctx.name, client=self.client.host, command=action.text
+            )
         elif isinstance(action, act.LoggedIn):
             pass
         elif isinstance(action, act.Close):
@@ -235,8 +239,13 @@ class Session(asyncio.Protocol):
             except (OSError, TimeoutError, ProtocolError) as error:
                 ctx.pool.release(server)
                 reason = f"{server.name}: {_describe(error)}"
-                ctx.log.warning("server connect failed", frontend=ctx.name, server=server.name,
-                                client=self.client.host, reason=_describe(error))
+                ctx.log.warning(
+                    "server connect failed",
+                    frontend=ctx.name,
+                    server=server.name,
+                    client=self.client.host,
+                    reason=_describe(error),
+                )
                 tried.add(server.name)
                 continue
             if self._closed:
@@ -283,8 +292,9 @@ class Session(asyncio.Protocol):
         try:
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
-            self._ctx.log.warning("cannot open a passive listener", frontend=self._ctx.name,
-                                  reason=_describe(error))
+            self._ctx.log.warning(
+                "cannot open a passive listener", frontend=self._ctx.name, reason=_describe(error)
+            )
             self._do(self.core.client_listener_failed(_describe(error)))
             return
         self._do(self.core.client_listener_ready(address))
@@ -399,4 +409,3 @@ def _describe(error: BaseException) -> str:
 
 def _text(value: bytes | None) -> str:
     return "-" if value is None else value.decode("utf-8", "backslashreplace")
-

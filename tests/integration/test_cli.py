@@ -1,0 +1,211 @@
+"""The command line as administrators use it: check, run, demo, and the log lines."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration import clients
+from tests.integration.balancer import free_port
+from tests.integration.farms import farm
+
+pytestmark = pytest.mark.integration
+
+FTPLB = [sys.executable, "-m", "ftplb"]
+
+
+def ftplb(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*FTPLB, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+GOOD = """\
+[[frontends]]
+name = "ftp"
+bind = ["127.0.0.1:2121"]
+backend = "pool"
+passive_ports = "40000-40999"
+
+[[backends]]
+name = "pool"
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+"""
+
+
+def test_check_accepts_a_valid_file(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    result = ftplb("check", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_check_accepts_the_example_config() -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "ftplb.toml"
+    result = ftplb("check", "-c", str(example))
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("broken", "line", "key", "words"),
+    [
+        (GOOD.replace('backend = "pool"', 'backend = "pool"\nbakend = 1'), 5, "bakend", "unknown"),
+        (GOOD.replace('name = "s1"', 'name = "s1"\nweight = "heavy"'), 12, "weight", "integer"),
+        (GOOD.replace('"40000-40999"', '"40999-40000"'), 5, "passive_ports", ""),
+        (GOOD.replace('backend = "pool"', 'backend = "nope"'), 4, "backend", "nope"),
+        (GOOD.replace("127.0.0.11:21", "127.0.0.300:21"), 12, "address", ""),
+        (GOOD.replace('"127.0.0.1:2121"', '"localhost"'), 3, "bind", ""),
+    ],
+    ids=["unknown-key", "wrong-type", "bad-range", "unknown-backend", "bad-address", "no-port"],
+)
+def test_check_names_file_line_and_key(
+    tmp_path: Path, broken: str, line: int, key: str, words: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(broken)
+    result = ftplb("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith(f"{path}:{line}:"), result.stderr
+    assert key in first
+    assert words in first
+
+
+def test_check_reports_overlapping_ranges_and_every_problem(tmp_path: Path) -> None:
+    text = GOOD + (
+        '\n[[frontends]]\nname = "ftp2"\nbind = ["127.0.0.1:2122"]\nbackend = "pool"\n'
+        'passive_ports = "40500-41500"\n'
+    )
+    path = tmp_path / "overlap.toml"
+    path.write_text(text.replace('name = "s1"', 'name = "s1"\nweight = -1'))
+    result = ftplb("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "weight" in result.stderr
+    path.write_text(text)
+    result = ftplb("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "passive_ports" in result.stderr and "overlap" in result.stderr
+
+
+def test_check_reports_a_syntax_error_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "syntax.toml"
+    path.write_text(GOOD.replace('name = "s1"', "name = s1"))
+    result = ftplb("check", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"{path}:11:")
+
+
+def test_check_reports_a_missing_file(tmp_path: Path) -> None:
+    result = ftplb("check", "-c", str(tmp_path / "absent.toml"))
+    assert result.returncode == 1
+    assert "absent.toml" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_refuses_a_bad_file_without_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(GOOD.replace('backend = "pool"', 'backend = "nope"'))
+    result = ftplb("run", "-c", str(path))
+    assert result.returncode == 1
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_reports_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path = tmp_path / "busy.toml"
+        path.write_text(GOOD.replace("2121", str(port)))
+        result = ftplb("run", "-c", str(path))
+    assert result.returncode == 1
+    assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_run_stops_cleanly_on_signals(signum: signal.Signals) -> None:
+    with farm(files={"f.txt": b"x"}) as group:
+        # Hold a session open: stopping must not wait for it or crash on it.
+        with clients.ftplib_session(
+            group.lb.host, group.lb.port, group.user, group.password, "pasv"
+        ):
+            group.lb.process.send_signal(signum)
+            assert group.lb.process.wait(15) == 0
+        group.lb.stopped = True
+    assert "Traceback" not in group.lb.log_text()
+
+
+def test_json_logs_and_masked_password() -> None:
+    defaults = 'log_format = "json"\nlog_commands = true'
+    with farm(
+        files={"f.txt": b"hello"}, defaults=defaults, credentials=("alice", "S3cret!pw")
+    ) as group:
+        with clients.ftplib_session(
+            group.lb.host, group.lb.port, group.user, group.password, "epsv"
+        ) as ftp:
+            assert ftp.retr("f.txt") == b"hello"
+        group.lb.stop()
+        records = [json.loads(line) for line in group.lb.log_text().splitlines()]
+    commands = [r["command"] for r in records if r["event"] == "command"]
+    assert "PASS ****" in commands
+    assert f"USER {group.user}" in commands
+    assert all(group.password not in json.dumps(r) for r in records)
+    transfer = next(r for r in records if r["event"] == "transfer")
+    assert transfer["command"] == "RETR" and transfer["path"] == "f.txt"
+    assert transfer["bytes_to_client"] == 5 and transfer["result"] == 226
+    assert transfer["client_mode"] == "EPSV" and transfer["server_mode"] == "PASV"
+    session = next(r for r in records if r["event"] == "session" and r["server"] != "-")
+    for field in ("client", "frontend", "server", "user", "duration", "bytes_in", "bytes_out"):
+        assert field in session
+    assert session["user"] == group.user and session["end"] == "client quit"
+
+
+def test_demo_serves_the_printed_curl_command() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [*FTPLB, "demo", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        command = None
+        while time.monotonic() < deadline and command is None:
+            line = process.stdout.readline()
+            lines.append(line)
+            match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", line)
+            if match:
+                command = match.group(1)
+        assert command is not None, "".join(lines)
+        # Wait until the balancer listens, then run the command exactly as printed.
+        for _ in range(100):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        outputs = {
+            subprocess.run(
+                command.split(), capture_output=True, text=True, timeout=20, check=True
+            ).stdout
+            for _ in range(4)
+        }
+        assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
+    finally:
+        process.send_signal(signal.SIGINT)
+        status = process.wait(15)
+    assert status == 0
