@@ -57,6 +57,7 @@ class Farm:
     big_sha: str
     user: str
     password: str
+    data_mode: str = "passive"
 
     def find_upload(self, name: str) -> Path:
         found = [s.root / name for s in self.servers if (s.root / name).exists()]
@@ -159,3 +160,56 @@ def test_list_retr_stor(farm: Farm, tool: str, mode: str, tmp_path: Path) -> Non
     assert set(verbs) == {EXPECTED_VERB[mode]}, verbs
     transfers = farm.lb.log_lines("transfer")
     assert any(f"client_mode={EXPECTED_VERB[mode]}" in line for line in transfers)
+
+
+SERVER_DATA_MODES = [
+    (kind, data_mode) for kind in SERVER_HOSTS for data_mode in ("active", "client")
+]
+# With data_mode "active" the server always connects to ftplb; with "client" it
+# does so exactly when the client uses PORT/EPRT.
+MODE_CASES = [("curl", "epsv"), ("ftplib", "port"), ("curl", "eprt"), ("ftplib", "pasv")]
+
+
+@pytest.fixture(
+    scope="module", params=SERVER_DATA_MODES, ids=[f"{k}-{m}" for k, m in SERVER_DATA_MODES]
+)
+def mode_farm(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Farm]:
+    kind, data_mode = request.param
+    require(kind)
+    seed = tmp_path_factory.mktemp(f"{kind}-{data_mode}-seed") / "big.bin"
+    big_sha = clients.make_random_file(seed, SIZE)
+    hosts = [h.replace("127.0.0.", "127.0.1.") for h in SERVER_HOSTS[kind]]
+    started: list[servers.FtpServer] = []
+    try:
+        for host in hosts:
+            root = servers.make_server_root(f"ftplb-{kind}-")
+            shutil.copyfile(seed, root / "big.bin")
+            (root / "big.bin").chmod(0o644)
+            started.append(servers.START[kind](host, servers.free_port(host), root))
+        port = free_port()
+        config = simple_config(
+            [(s.host, s.port) for s in started], port=port, backend=f'data_mode = "{data_mode}"'
+        )
+        with balancer(config, "127.0.0.1", port) as lb:
+            user, password = started[0].user, started[0].password
+            yield Farm(kind, started, lb, big_sha, user, password, data_mode)
+    finally:
+        for server in started:
+            server.stop()
+
+
+@pytest.mark.parametrize(("tool", "mode"), MODE_CASES, ids=[f"{t}-{m}" for t, m in MODE_CASES])
+def test_server_data_modes(mode_farm: Farm, tool: str, mode: str, tmp_path: Path) -> None:
+    run_case(mode_farm, tool, mode, tmp_path)
+    data_mode = mode_farm.data_mode
+    client_active = mode in ("port", "eprt")
+    server_active = data_mode == "active" or client_active
+    expected = "server_mode=PORT" if server_active else "server_mode=PASV"
+    lines = [
+        line
+        for line in mode_farm.lb.log_lines("transfer")
+        if f"client_mode={EXPECTED_VERB[mode]}" in line
+    ]
+    assert lines and all(expected in line for line in lines), lines
