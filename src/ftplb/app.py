@@ -19,7 +19,7 @@ from ftplb.runtime.logs import EventLog
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.probes import ProbeResult
-from ftplb.runtime.session import FrontendContext, Session, Timeouts
+from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 
 
 class StartupError(Exception):
@@ -60,6 +60,7 @@ class Balancer:
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = PipeBudget()
+        self._overall = SessionLimit(config.defaults.max_connections)
 
     # --------------------------------------------------------------- build
     def _pool(self, backend: Backend) -> Pool:
@@ -140,6 +141,7 @@ class Balancer:
             retries=defaults.retries,
             redispatch=defaults.redispatch,
             max_connections=frontend.max_connections,
+            overall=self._overall,
             log=self.log,
             data=DataSettings(
                 timeout_data=defaults.timeout_data,

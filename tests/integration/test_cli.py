@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ftplib
 import json
 import re
 import signal
@@ -209,3 +210,34 @@ def test_demo_serves_the_printed_curl_command() -> None:
         process.send_signal(signal.SIGINT)
         status = process.wait(15)
     assert status == 0
+
+
+@pytest.mark.parametrize(
+    "limit", ['defaults="max_connections = 2"', 'frontend="max_connections = 2"']
+)
+def test_connection_limits_answer_421(limit: str) -> None:
+    key, value = limit.split("=", 1)
+    with farm(files={"f.txt": b"x"}, **{key: value.strip('"')}) as group:
+        lb = group.lb
+        held = [
+            clients.ftplib_session(lb.host, lb.port, group.user, group.password, "pasv")
+            for _ in range(2)
+        ]
+        try:
+            with pytest.raises(ftplib.error_temp, match=r"^421"):
+                clients.ftplib_session(lb.host, lb.port, group.user, group.password, "pasv")
+        finally:
+            for session in held:
+                session.close()
+        # A freed slot is usable again.
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                with clients.ftplib_session(
+                    lb.host, lb.port, group.user, group.password, "pasv"
+                ) as ftp:
+                    assert ftp.retr("f.txt") == b"x"
+                break
+            except ftplib.error_temp:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)

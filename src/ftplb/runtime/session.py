@@ -29,6 +29,17 @@ class Timeouts:
 
 
 @dataclass(slots=True, eq=False)
+class SessionLimit:
+    """The balancer-wide session count and its limit (0 = unlimited), shared by frontends."""
+
+    limit: int = 0
+    active: int = 0
+
+    def full(self) -> bool:
+        return self.limit > 0 and self.active >= self.limit
+
+
+@dataclass(slots=True, eq=False)
 class FrontendContext:
     """Everything a session needs to know about the frontend it arrived on."""
 
@@ -43,6 +54,7 @@ class FrontendContext:
     max_connections: int
     log: EventLog
     data: DataSettings
+    overall: SessionLimit = field(default_factory=SessionLimit)
     sessions: set[Session] = field(default_factory=set)
 
 
@@ -141,12 +153,13 @@ class Session(asyncio.Protocol):
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         ctx = self._ctx
-        if ctx.max_connections and len(ctx.sessions) >= ctx.max_connections:
+        if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
             self.transport.write(format_reply(421, "Too many connections, try again later."))
             self.transport.close()
             self._closed = True
             return
         ctx.sessions.add(self)
+        ctx.overall.active += 1
         advertised = ctx.passive_address or self.local_ip
         self.core = ControlSession(ctx.policy, self.client.host, 2 if ":" in advertised else 1)
         loop = asyncio.get_running_loop()
@@ -366,6 +379,7 @@ class Session(asyncio.Protocol):
         self._closed = True
         ctx = self._ctx
         ctx.sessions.discard(self)
+        ctx.overall.active -= 1
         if self._timer is not None:
             self._timer.cancel()
         if self._connect_task is not None and not self._connect_task.done():
