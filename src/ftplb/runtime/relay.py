@@ -46,7 +46,7 @@ COPY_BUFFER_SIZE = 256 * 1024
 """Per-direction buffer of the copy engine (the size that measured best on uvloop)."""
 
 PROGRESS_INTERVAL = 0.5
-"""Seconds between two ``on_progress`` calls at most once per this interval."""
+"""Least time in seconds between two ``on_progress`` calls."""
 
 _ROUNDS_PER_WAKEUP = 4
 """Read+flush rounds per readiness callback before yielding to the loop.
@@ -134,8 +134,8 @@ async def relay(
             # only slower.
             pipes = None
 
-    session = _Session(loop, idle_timeout, on_progress)
     try:
+        session = _Session(loop, idle_timeout, on_progress)
         a_to_b: _Direction
         b_to_a: _Direction
         if pipes is not None:
