@@ -141,6 +141,7 @@ class Balancer:
             retries=defaults.retries,
             redispatch=defaults.redispatch,
             max_connections=frontend.max_connections,
+            source_ip=backend.source,
             overall=self._overall,
             log=self.log,
             data=DataSettings(

@@ -383,6 +383,7 @@ class Backend(_Section):
     sticky: Literal["none", "source", "user"] = "none"
     sticky_timeout: Duration = 3600.0
     data_mode: Literal["passive", "active", "client"] = "passive"
+    source: IpLiteral | None = None
     health: Health = Health()
     user_map: dict[str, str] = Field(default_factory=dict)
     servers: Annotated[list[Server], Field(min_length=1)]

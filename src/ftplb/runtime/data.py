@@ -89,6 +89,7 @@ class DataChannel:
         "_log",
         "_server_acceptor",
         "_server_ip",
+        "_server_local_ip",
         "_settings",
         "_transfer",
     )
@@ -99,12 +100,14 @@ class DataChannel:
         client_ip: str,
         client_local_ip: str,
         server_ip: str,
+        server_local_ip: str,
         log: EventLog,
     ) -> None:
         self._settings = settings
         self._client_ip = client_ip
         self._client_local_ip = client_local_ip
         self._server_ip = server_ip
+        self._server_local_ip = server_local_ip
         self._log = log
         self._client_acceptor: _Acceptor | None = None
         self._server_acceptor: _Acceptor | None = None
@@ -116,8 +119,8 @@ class DataChannel:
         self._client_acceptor = _Acceptor(listener, self._client_ip, self._log, "client")
         return HostPort.of(advertised_ip, self._client_acceptor.address.port)
 
-    def open_server_listener(self, local_ip: str) -> HostPort:
-        listener = PortPool().listen(local_ip)
+    def open_server_listener(self) -> HostPort:
+        listener = PortPool().listen(self._server_local_ip)
         self._server_acceptor = _Acceptor(listener, self._server_ip, self._log, "server")
         return self._server_acceptor.address
 
@@ -182,7 +185,9 @@ class DataChannel:
 
     async def _server_leg(self, side: act.ServerSide) -> socket.socket:
         if isinstance(side, act.ServerPassive):
-            return await _connect(side.address, None)
+            # From the address of our control connection to this server: vsftpd
+            # refuses data connections from any other ("425 Security: Bad IP").
+            return await _connect(side.address, self._server_local_ip or None)
         acceptor = self._server_acceptor
         if acceptor is None:
             raise OSError("no listener for the server's data connection")

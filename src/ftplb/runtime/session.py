@@ -52,6 +52,7 @@ class FrontendContext:
     retries: int
     redispatch: bool
     max_connections: int
+    source_ip: str | None
     log: EventLog
     data: DataSettings
     overall: SessionLimit = field(default_factory=SessionLimit)
@@ -279,7 +280,10 @@ class Session(asyncio.Protocol):
         link = _ServerLink(self)
         try:
             async with asyncio.timeout(self._ctx.timeouts.connect):
-                await loop.create_connection(lambda: link, server.host, server.port)
+                local = (self._ctx.source_ip, 0) if self._ctx.source_ip else None
+                await loop.create_connection(
+                    lambda: link, server.host, server.port, local_addr=local
+                )
                 greeting = await link.greeting
         except BaseException:
             if link.transport is not None:
@@ -295,8 +299,17 @@ class Session(asyncio.Protocol):
     def _channel(self) -> DataChannel:
         if self._data is None:
             server_ip = self._server.host if self._server is not None else ""
+            server_local_ip = ""
+            link = self._link
+            if link is not None and link.transport is not None:
+                server_local_ip = unmap_ipv4(link.transport.get_extra_info("sockname")[0])
             self._data = DataChannel(
-                self._ctx.data, self.client.host, self.local_ip, server_ip, self._ctx.log
+                self._ctx.data,
+                self.client.host,
+                self.local_ip,
+                server_ip,
+                server_local_ip,
+                self._ctx.log,
             )
         return self._data
 
@@ -313,12 +326,8 @@ class Session(asyncio.Protocol):
         self._do(self.core.client_listener_ready(address))
 
     def _open_server_listener(self) -> None:
-        link = self._link
-        local_ip = ""
-        if link is not None and link.transport is not None:
-            local_ip = unmap_ipv4(link.transport.get_extra_info("sockname")[0])
         try:
-            address = self._channel().open_server_listener(local_ip)
+            address = self._channel().open_server_listener()
         except OSError as error:
             self._do(self.core.server_listener_failed(_describe(error)))
             return
