@@ -31,6 +31,16 @@ class DataSettings:
     budget: PipeBudget
 
 
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """Who is at each end of a session's control connections."""
+
+    client_ip: str  # the client
+    client_local_ip: str  # ours, on the client's control connection
+    server_ip: str  # the server
+    server_local_ip: str  # ours, on the server's control connection
+
+
 class _Acceptor:
     """Accepts on a listener until the expected peer IP connects.
 
@@ -82,32 +92,18 @@ class DataChannel:
     """Listeners and connections for the data transfers of one control session."""
 
     __slots__ = (
+        "_addresses",
         "_client_acceptor",
         "_client_go",
-        "_client_ip",
-        "_client_local_ip",
         "_log",
         "_server_acceptor",
-        "_server_ip",
-        "_server_local_ip",
         "_settings",
         "_transfer",
     )
 
-    def __init__(
-        self,
-        settings: DataSettings,
-        client_ip: str,
-        client_local_ip: str,
-        server_ip: str,
-        server_local_ip: str,
-        log: EventLog,
-    ) -> None:
+    def __init__(self, settings: DataSettings, addresses: Addresses, log: EventLog) -> None:
         self._settings = settings
-        self._client_ip = client_ip
-        self._client_local_ip = client_local_ip
-        self._server_ip = server_ip
-        self._server_local_ip = server_local_ip
+        self._addresses = addresses
         self._log = log
         self._client_acceptor: _Acceptor | None = None
         self._server_acceptor: _Acceptor | None = None
@@ -115,13 +111,13 @@ class DataChannel:
         self._transfer: asyncio.Task[TransferOutcome] | None = None
 
     def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
-        listener = ports.listen(self._client_local_ip)
-        self._client_acceptor = _Acceptor(listener, self._client_ip, self._log, "client")
+        listener = ports.listen(self._addresses.client_local_ip)
+        self._client_acceptor = _Acceptor(listener, self._addresses.client_ip, self._log, "client")
         return HostPort.of(advertised_ip, self._client_acceptor.address.port)
 
     def open_server_listener(self) -> HostPort:
-        listener = PortPool().listen(self._server_local_ip)
-        self._server_acceptor = _Acceptor(listener, self._server_ip, self._log, "server")
+        listener = PortPool().listen(self._addresses.server_local_ip)
+        self._server_acceptor = _Acceptor(listener, self._addresses.server_ip, self._log, "server")
         return self._server_acceptor.address
 
     def start(self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]) -> None:
@@ -181,13 +177,13 @@ class DataChannel:
             return await acceptor.conn
         assert self._client_go is not None
         await self._client_go.wait()
-        return await _connect(side.address, self._client_local_ip)
+        return await _connect(side.address, self._addresses.client_local_ip)
 
     async def _server_leg(self, side: act.ServerSide) -> socket.socket:
         if isinstance(side, act.ServerPassive):
             # From the address of our control connection to this server: vsftpd
             # refuses data connections from any other ("425 Security: Bad IP").
-            return await _connect(side.address, self._server_local_ip or None)
+            return await _connect(side.address, self._addresses.server_local_ip or None)
         acceptor = self._server_acceptor
         if acceptor is None:
             raise OSError("no listener for the server's data connection")

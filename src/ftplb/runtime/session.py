@@ -15,7 +15,7 @@ from ftplb.proto.addresses import HostPort, unmap_ipv4
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
-from ftplb.runtime.data import DataChannel, DataSettings, TransferOutcome
+from ftplb.runtime.data import Addresses, DataChannel, DataSettings, TransferOutcome
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.ports import PortPool
 
@@ -303,14 +303,8 @@ class Session(asyncio.Protocol):
             link = self._link
             if link is not None and link.transport is not None:
                 server_local_ip = unmap_ipv4(link.transport.get_extra_info("sockname")[0])
-            self._data = DataChannel(
-                self._ctx.data,
-                self.client.host,
-                self.local_ip,
-                server_ip,
-                server_local_ip,
-                self._ctx.log,
-            )
+            addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
+            self._data = DataChannel(self._ctx.data, addresses, self._ctx.log)
         return self._data
 
     def _open_client_listener(self) -> None:
