@@ -12,6 +12,7 @@ import pytest
 
 from tests.integration import servers
 from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.servers import FtpServer
 
 
 def require(kind: str) -> None:
@@ -28,7 +29,7 @@ def require(kind: str) -> None:
 class Farm:
     """Servers of one kind and a balancer in front of them."""
 
-    servers: list[servers.FtpServer]
+    servers: list[FtpServer]
     lb: RunningBalancer
 
     @property

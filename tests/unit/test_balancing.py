@@ -370,6 +370,8 @@ def test_needs_user() -> None:
     assert not Pool("p", servers(1), sticky="source").needs_user
     assert Pool("p", servers(1), balance="user").needs_user
     assert Pool("p", servers(1), sticky="user").needs_user
+    # A user map only works if the server is chosen after USER.
+    assert Pool("p", servers(1), user_map={"alice": "s0"}).needs_user
 
 
 # --- Stickiness ------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
 def test_example_file_is_valid() -> None:
     assert check_config(EXAMPLE) == []
     config = load_config(EXAMPLE)
-    assert {f.mode for f in config.frontends} == {"ftp", "tcp"}
+    assert {f.mode for f in config.frontends} == {"ftp"}
 
 
 def test_ipv6_and_wildcard_binds() -> None:

@@ -476,3 +476,40 @@ def test_unspecified_active_address_means_the_client() -> None:
     start = of_type(session.client_data(b"LIST\r\n"), act.StartTransfer)[0]
     assert isinstance(start, act.StartTransfer)
     assert start.client == act.ClientActive(HostPort.of(CLIENT, 50000), "EPRT")
+
+
+def test_abor_crossing_the_transfers_first_reply() -> None:
+    session = logged_in()
+    passive_ready(session)
+    session.client_data(b"RETR f\r\n")
+    session.client_data(b"ABOR\r\n")  # before the server's 150 arrived
+    assert sent_to_client(session.server_data(b"150 ok\r\n")) == b""
+    assert sent_to_client(session.server_data(b"426 closed\r\n")) == b""
+    assert sent_to_client(session.server_data(b"226 ABOR ok\r\n")).startswith(b"226 ")
+    assert session.idle
+
+
+def test_abor_when_the_server_ends_the_transfer_with_a_second_1xx() -> None:
+    # Pure-FTPd: after its data write fails it sends "150 <stats>" and then
+    # answers the ABOR; there is no other final reply to the RETR.
+    session = logged_in()
+    passive_ready(session)
+    session.client_data(b"RETR f\r\n")
+    session.server_data(b"150 Accepted data connection\r\n")
+    assert sent_to_client(session.client_data(b"ABOR\r\n")).startswith(b"426 ")
+    assert sent_to_client(session.server_data(b"150 0.002 seconds\r\n")) == b""
+    out = session.server_data(b"226 Since you see this ABOR must've succeeded\r\n")
+    assert sent_to_client(out).startswith(b"226 ")
+    assert session.idle
+
+
+def test_second_1xx_after_broken_data_ends_the_transfer() -> None:
+    session = logged_in()
+    passive_ready(session)
+    session.client_data(b"RETR f\r\n")
+    session.server_data(b"150 Accepted data connection\r\n")
+    assert session.data_done("reset by client") == []
+    out = session.server_data(b"150 0.002 seconds\r\n")
+    assert sent_to_client(out).startswith(b"426 ")
+    assert session.idle
+    assert sent_to_server(session.client_data(b"NOOP\r\n")) == b"NOOP\r\n"

@@ -67,7 +67,7 @@ class Pool:
     @property
     def needs_user(self) -> bool:
         """True when the server can only be chosen once the USER name is known."""
-        return self.balance == "user" or self.sticky == "user"
+        return self.balance == "user" or self.sticky == "user" or bool(self.user_map)
 
     def server(self, name: str) -> Server:
         """The server called ``name``; KeyError if the pool has none."""

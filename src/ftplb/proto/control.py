@@ -95,6 +95,7 @@ class ControlSession:
 
     __slots__ = (
         "_abort_needs_transfer_final",
+        "_abort_saw_preliminary",
         "_busy",
         "_client_listener",
         "_closed",
@@ -144,6 +145,7 @@ class ControlSession:
         self._data: _DataSetup | None = None
         self._transfer: _Transfer | None = None
         self._abort_needs_transfer_final = False
+        self._abort_saw_preliminary = False
         # While a transfer's final reply is held back, everything else bound
         # for the client queues behind it, so the order never changes.
         self._held_output: list[bytes] | None = None
@@ -463,6 +465,12 @@ class ControlSession:
     def _on_transfer_reply(self, reply: Reply) -> list[act.Action]:
         transfer = self._transfer
         assert transfer is not None
+        if reply.is_preliminary and transfer.preliminary_seen and transfer.data_error is not None:
+            # Pure-FTPd ends a transfer whose data connection broke with a
+            # second 1xx line and no final reply; waiting for one would hang.
+            transfer.held_final = reply
+            self._held_output = []
+            return self._release_transfer_reply()
         if reply.is_preliminary:
             out = self._say(reply.raw)
             if not transfer.preliminary_seen and isinstance(transfer.client, act.ClientActive):
@@ -489,7 +497,7 @@ class ControlSession:
         reply = transfer.held_final
         data = reply.raw
         code = reply.code
-        if transfer.data_error is not None and code // 100 == 2:
+        if transfer.data_error is not None and code // 100 in (1, 2):
             # The server finished, but the client did not get every byte.
             code = 426
             data = format_reply(426, "Data connection failed; transfer aborted.")
@@ -520,6 +528,7 @@ class ControlSession:
         # and then the ABOR; both answers are ours to swallow, and the client
         # gets the 426/226 pair RFC 959 prescribes.
         self._abort_needs_transfer_final = transfer.held_final is None
+        self._abort_saw_preliminary = transfer.preliminary_seen
         self._transfer = None
         self._data = None
         self._client_listener = None
@@ -565,9 +574,17 @@ class ControlSession:
         return [*self._say(reply.raw), *self._command_done()]
 
     def _on_abort_reply(self, reply: Reply) -> list[act.Action]:
-        if reply.is_preliminary or self._abort_needs_transfer_final:
-            if not reply.is_preliminary:
+        if self._abort_needs_transfer_final:
+            if reply.is_preliminary and not self._abort_saw_preliminary:
+                # The transfer's own 1xx, which crossed our ABOR on the wire.
+                self._abort_saw_preliminary = True
+            else:
+                # The transfer's final reply; or a second 1xx, which is how
+                # Pure-FTPd ends a transfer whose data connection broke.
                 self._abort_needs_transfer_final = False
+            self._expect.appendleft(_Expect.ABORT)
+            return []
+        if reply.is_preliminary:
             self._expect.appendleft(_Expect.ABORT)
             return []
         return [

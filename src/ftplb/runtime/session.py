@@ -250,6 +250,9 @@ class Session(asyncio.Protocol):
             ctx.pool.acquire(server, self.client.host, user)
             try:
                 link = await self._open_link(server)
+            except asyncio.CancelledError:
+                ctx.pool.release(server)  # the client left while we were connecting
+                raise
             except (OSError, TimeoutError, ProtocolError) as error:
                 ctx.pool.release(server)
                 reason = f"{server.name}: {_describe(error)}"
