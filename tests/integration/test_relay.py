@@ -379,6 +379,26 @@ def test_half_close_keeps_the_other_direction_open(
     assert result == RelayResult(len(request), len(response), None, spliced=not force_copy)
 
 
+def test_finish_with_ends_when_the_payload_direction_ends(
+    run: Runner[Any], force_copy: bool, make_wiring: Callable[..., Wiring]
+) -> None:
+    """A download is over once b's EOF reached a, even though a never closes."""
+    w = make_wiring()
+    payload = os.urandom(2 * MiB + 3)
+
+    async def scenario() -> RelayResult:
+        task = asyncio.create_task(
+            relay(w.relay_a, w.relay_b, force_copy=force_copy, finish_with="b_to_a")
+        )
+        await asyncio.to_thread(send_all_then_eof, w.peer_b, payload)
+        at_a = await asyncio.to_thread(receive_until_eof, w.peer_a)
+        assert at_a == Received(len(payload), sha256(payload))
+        return await asyncio.wait_for(task, 5)  # peer_a is still open
+
+    result = run(scenario())
+    assert result == RelayResult(0, len(payload), None, spliced=not force_copy)
+
+
 # --------------------------------------------------------------------------- backpressure
 
 

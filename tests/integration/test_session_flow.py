@@ -916,3 +916,29 @@ def test_pipelined_commands_answered_in_order(py_farm: Farm) -> None:
         except TimeoutError:
             extra = control.buffer or None
         assert extra is None, f"unexpected bytes after the third reply: {extra!r}"
+
+
+@pytest.mark.parametrize("kind", ["pyftpdlib", "proftpd"])
+def test_client_waiting_for_226_before_closing_its_data_socket(kind: str) -> None:
+    """A download ends when the last byte is delivered, not when the client closes.
+
+    Some clients keep the data connection open until the 226 arrives, and
+    ProFTPD withholds its 226 until its own data connection is closed: waiting
+    for the client would deadlock until an idle timeout.
+    """
+    content = os.urandom(3 * 1024 * 1024)
+    hosts = ["127.0.0.73"] if kind == "pyftpdlib" else ["127.0.0.74"]
+    defaults = 'timeout_client = "30s"\ntimeout_server = "30s"'
+    with farm(kind, hosts, {"f.bin": content}, defaults=defaults) as running:
+        lb = running.lb
+        with clients.ftplib_session(lb.host, lb.port, running.user, running.password, "epsv") as c:
+            ftp = c.ftp
+            ftp.voidcmd("TYPE I")
+            with ftp.transfercmd("RETR f.bin") as conn:
+                conn.settimeout(10)
+                received = bytearray()
+                while chunk := conn.recv(1 << 20):
+                    received += chunk
+                assert bytes(received) == content
+                ftp.sock.settimeout(5)
+                assert ftp.voidresp().startswith("226")  # while conn is still open

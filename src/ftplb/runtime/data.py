@@ -162,6 +162,7 @@ class DataChannel:
                 server,
                 budget=self._settings.budget,
                 idle_timeout=self._settings.idle_timeout,
+                finish_with="a_to_b" if start.upload else "b_to_a",
             )
             return TransferOutcome(result.error, result.b_to_a, result.a_to_b, result.spliced)
         finally:

@@ -37,6 +37,7 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from ftplb.runtime.pipes import Pipe, PipeBudget, default_budget
 
@@ -89,8 +90,13 @@ async def relay(
     idle_timeout: float | None = None,
     on_progress: ProgressCallback | None = None,
     force_copy: bool = False,
+    finish_with: Literal["a_to_b", "b_to_a"] | None = None,
 ) -> RelayResult:
     """Relay bytes between ``a`` and ``b`` until both directions end.
+
+    With ``finish_with``, the relay ends as soon as that direction has passed
+    its EOF on: an FTP transfer carries data one way only, and a peer may wait
+    for the transfer's reply before it closes the other way.
 
     Both sockets must be connected and non-blocking (timeout 0). The relay owns
     neither: it never closes them, but half-closes a destination
@@ -144,6 +150,8 @@ async def relay(
         else:
             a_to_b = _CopyDirection(session, a, b, "a", "b")
             b_to_a = _CopyDirection(session, b, a, "b", "a")
+        if finish_with is not None:
+            session.payload = a_to_b if finish_with == "a_to_b" else b_to_a
         try:
             session.start(a_to_b, b_to_a)
             error = await session.outcome
@@ -185,6 +193,7 @@ class _Session:
         "live",
         "loop",
         "outcome",
+        "payload",
     )
 
     def __init__(
@@ -197,6 +206,7 @@ class _Session:
         self.outcome: asyncio.Future[str | None] = loop.create_future()
         self.finished = False
         self.live = 2
+        self.payload: _Direction | None = None
         self._directions: tuple[_Direction, ...] = ()
         self._idle_timeout = idle_timeout
         self._on_progress = on_progress
@@ -231,9 +241,9 @@ class _Session:
         for direction in self._directions:
             direction.unregister()
 
-    def direction_done(self) -> None:
+    def direction_done(self, direction: _Direction) -> None:
         self.live -= 1
-        if self.live == 0:
+        if self.live == 0 or direction is self.payload:
             self.finish(None)
 
     def finish(self, error: str | None) -> None:
@@ -369,7 +379,7 @@ class _Direction:
         except OSError as exc:
             self._fail(exc, self.dst_name)
             return
-        self._session.direction_done()
+        self._session.direction_done(self)
 
 
 class _SpliceDirection(_Direction):
