@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
+from pyftpdlib.ioloop import IOLoop
 from pyftpdlib.servers import FTPServer
 
 from ftplb.app import StartupError, run_event_loop, serve
@@ -20,7 +21,30 @@ DEMO_USER = "demo"
 DEMO_PASSWORD = "demo"
 
 
-def _start_backend(name: str, root: Path) -> tuple[FTPServer, int, threading.Thread]:
+class _Backend:
+    """One pyftpdlib server on its own IOLoop, driven only from its own thread.
+
+    pyftpdlib's loop is not thread-safe and its default IOLoop is a process-wide
+    singleton: two servers in two threads on it corrupt each other's state.
+    """
+
+    def __init__(self, server: FTPServer) -> None:
+        self.server = server
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            self.server.serve_forever(timeout=0.2, blocking=False, handle_exit=False)
+        self.server.close_all()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=5)
+
+
+def _start_backend(name: str, root: Path) -> tuple[_Backend, int]:
     authorizer = DummyAuthorizer()
     authorizer.add_user(DEMO_USER, DEMO_PASSWORD, str(root), perm="elradfmwMT")
     handler = type(
@@ -33,12 +57,7 @@ def _start_backend(name: str, root: Path) -> tuple[FTPServer, int, threading.Thr
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     port = sock.getsockname()[1]
-    server = FTPServer(sock, handler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"handle_exit": False}, daemon=True
-    )
-    thread.start()
-    return server, port, thread
+    return _Backend(FTPServer(sock, handler, ioloop=IOLoop())), port
 
 
 def demo_config(port: int, backend_ports: list[int]) -> str:
@@ -74,7 +93,7 @@ def run_demo(port: int) -> int:
             root.mkdir()
             (root / "hello.txt").write_text(f"Hello from demo server {name}.\n")
             backends.append(_start_backend(name, root))
-        config = load_config_text(demo_config(port, [p for _, p, _ in backends]), "<demo>")
+        config = load_config_text(demo_config(port, [p for _, p in backends]), "<demo>")
         print(
             f"ftplb demo: two FTP servers behind ftp://127.0.0.1:{port} "
             f"(user {DEMO_USER}, password {DEMO_PASSWORD}); Ctrl-C stops.\n"
@@ -92,7 +111,6 @@ def run_demo(port: int) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            for server, _, thread in backends:
-                server.close_all()
-                thread.join(timeout=5)
+            for backend, _ in backends:
+                backend.stop()
         return status

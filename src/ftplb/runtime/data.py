@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import socket
+import struct
+import termios
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -164,7 +167,13 @@ class DataChannel:
                 idle_timeout=self._settings.idle_timeout,
                 finish_with="a_to_b" if start.upload else "b_to_a",
             )
-            return TransferOutcome(result.error, result.b_to_a, result.a_to_b, result.spliced)
+            problem = result.error
+            if problem is None and not start.upload:
+                server.close()  # ProFTPD sends its 226 only once this is closed
+                server = None
+                if not await _delivered(client, self._settings.idle_timeout):
+                    problem = "client stopped reading"
+            return TransferOutcome(problem, result.b_to_a, result.a_to_b, result.spliced)
         finally:
             for sock in (client, server):
                 if sock is not None:
@@ -189,6 +198,38 @@ class DataChannel:
         if acceptor is None:
             raise OSError("no listener for the server's data connection")
         return await acceptor.conn
+
+
+def _unacknowledged(sock: socket.socket) -> int:
+    """Bytes sent on ``sock`` that its peer has not acknowledged yet (Linux SIOCOUTQ)."""
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except OSError:
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+async def _delivered(sock: socket.socket, idle_timeout: float) -> bool:
+    """Wait until the peer has acknowledged every byte sent on ``sock``.
+
+    The relay is done once the last byte sits in our socket's send queue, but
+    "226" means the data reached the client: for a slow reader that can be
+    megabytes later.  False if the peer stops acknowledging for ``idle_timeout``.
+    """
+    loop = asyncio.get_running_loop()
+    delay = 0.001
+    pending = _unacknowledged(sock)
+    deadline = loop.time() + idle_timeout
+    while pending > 0:
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        now_pending = _unacknowledged(sock)
+        if now_pending < pending:
+            deadline = loop.time() + idle_timeout
+        pending = now_pending
+    return True
 
 
 async def _connect(address: HostPort, source_ip: str | None) -> socket.socket:
