@@ -10,6 +10,7 @@ from ftplb.proto.addresses import (
     format_epsv_reply,
     format_pasv_reply,
     format_port_arg,
+    kernel_host,
     parse_eprt_arg,
     parse_epsv_arg,
     parse_epsv_reply,
@@ -395,3 +396,18 @@ def test_parse_epsv_arg_unknown_protocol(arg: bytes) -> None:
 )
 def test_parse_epsv_arg_rejects(arg: bytes) -> None:
     assert_protocol_error(parse_epsv_arg, arg, 501, "Syntax error in EPSV arguments")
+
+
+@pytest.mark.parametrize(
+    ("reported", "canonical"),
+    [
+        ("127.0.0.1", "127.0.0.1"),
+        ("::1", "::1"),
+        ("::ffff:127.0.0.100", "127.0.0.100"),
+        ("2001:db8::1", "2001:db8::1"),
+        ("::ffff:1:2", "::ffff:1:2"),  # not IPv4-mapped text: left alone
+    ],
+)
+def test_kernel_host_unmaps_only_ipv4_mapped(reported: str, canonical: str) -> None:
+    assert kernel_host(reported) == canonical
+    assert kernel_host(reported) == unmap_ipv4(reported)

@@ -58,6 +58,18 @@ def unmap_ipv4(host: str) -> str:
     return str(address)
 
 
+def kernel_host(host: str) -> str:
+    """The canonical text of an address the kernel reported (getpeername, accept).
+
+    The kernel already prints canonical text (inet_ntop follows RFC 5952, as
+    ``ipaddress`` does), so this only unmaps IPv4-mapped IPv6: parsing every
+    address again would cost more than the rest of a session's bookkeeping.
+    """
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
 def _checked_port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= _MAX_PORT:
         raise ValueError(f"port must be 1..{_MAX_PORT}, not {port!r}")

@@ -7,12 +7,11 @@ import fcntl
 import socket
 import struct
 import termios
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from ftplb.proto import actions as act
-from ftplb.proto.addresses import HostPort, unmap_ipv4
+from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
@@ -52,39 +51,57 @@ class _Acceptor:
     transfer by racing the client to the advertised port.
     """
 
-    __slots__ = ("address", "conn", "listener", "task")
+    __slots__ = ("_expected_ip", "_log", "_loop", "_side", "address", "conn", "listener")
 
     def __init__(self, listener: socket.socket, expected_ip: str, log: EventLog, side: str) -> None:
         self.listener = listener
-        self.address = HostPort.of(*listener.getsockname()[:2])
-        self.conn: asyncio.Future[socket.socket] = asyncio.get_running_loop().create_future()
-        self.task = asyncio.ensure_future(self._accept(expected_ip, log, side))
+        host, port = listener.getsockname()[:2]
+        self.address = HostPort(kernel_host(host), port)
+        self._expected_ip = expected_ip
+        self._log = log
+        self._side = side
+        # A readiness callback rather than a task: one PASV per transfer makes
+        # this part of every session's cost.
+        self._loop = asyncio.get_running_loop()
+        self.conn: asyncio.Future[socket.socket] = self._loop.create_future()
+        self._loop.add_reader(listener.fileno(), self._accept)
 
-    async def _accept(self, expected_ip: str, log: EventLog, side: str) -> None:
-        loop = asyncio.get_running_loop()
+    def _accept(self) -> None:
         while True:
-            conn, peer = await loop.sock_accept(self.listener)
-            peer_ip = unmap_ipv4(peer[0])
-            if peer_ip == expected_ip:
+            try:
+                conn, peer = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:
+                self._stop_listening()
+                if not self.conn.done():
+                    self.conn.set_exception(error)
+                return
+            peer_ip = kernel_host(peer[0])
+            if peer_ip == self._expected_ip:
                 conn.setblocking(False)
+                self._stop_listening()
                 if not self.conn.done():
                     self.conn.set_result(conn)
                 else:
                     conn.close()
-                self.listener.close()
                 return
             conn.close()
-            log.warning(
+            self._log.warning(
                 "refused a data connection from a foreign address",
-                side=side,
+                side=self._side,
                 peer=peer_ip,
-                expected=expected_ip,
+                expected=self._expected_ip,
                 port=self.address.port,
             )
 
+    def _stop_listening(self) -> None:
+        if self.listener.fileno() >= 0:
+            self._loop.remove_reader(self.listener.fileno())
+            self.listener.close()
+
     def close(self) -> None:
-        self.task.cancel()
-        self.listener.close()
+        self._stop_listening()
         if self.conn.done() and not self.conn.cancelled() and self.conn.exception() is None:
             self.conn.result().close()
         else:
@@ -116,7 +133,7 @@ class DataChannel:
     def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
         listener = ports.listen(self._addresses.client_local_ip)
         self._client_acceptor = _Acceptor(listener, self._addresses.client_ip, self._log, "client")
-        return HostPort.of(advertised_ip, self._client_acceptor.address.port)
+        return HostPort(advertised_ip, self._client_acceptor.address.port)
 
     def open_server_listener(self) -> HostPort:
         listener = PortPool().listen(self._addresses.server_local_ip)
@@ -153,9 +170,10 @@ class DataChannel:
         try:
             try:
                 async with asyncio.timeout(self._settings.timeout_data):
-                    server, client = await _both(
-                        self._server_leg(start.server), self._client_leg(start.client)
-                    )
+                    # One after the other: the server's leg never waits for the
+                    # client's, so this costs no time and no extra tasks.
+                    server = await self._server_leg(start.server)
+                    client = await self._client_leg(start.client)
             except TimeoutError:
                 return TransferOutcome("data connection not established in time", 0, 0, False)
             except OSError as error:
@@ -244,25 +262,3 @@ async def _connect(address: HostPort, source_ip: str | None) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-async def _both(
-    first: Coroutine[Any, Any, socket.socket], second: Coroutine[Any, Any, socket.socket]
-) -> tuple[socket.socket, socket.socket]:
-    """Both legs, or neither: a leg that was established is closed if the other fails."""
-    tasks = [asyncio.ensure_future(first), asyncio.ensure_future(second)]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-        for task in tasks:
-            if task.done() and not task.cancelled():
-                error = task.exception()
-                if error is not None:
-                    raise error
-        return await tasks[0], await tasks[1]
-    except BaseException:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-            elif not task.cancelled() and task.exception() is None:
-                task.result().close()
-        raise

@@ -11,8 +11,9 @@ LogFormat = Literal["text", "json"]
 
 
 def _text_value(value: Any) -> str:
-    text = str(value)
-    if text == "" or any(c in text for c in ' "='):
+    text = value if isinstance(value, str) else str(value)
+    # Quote only what would be ambiguous in a key=value line.
+    if not text or " " in text or '"' in text or "=" in text or "\\" in text:
         return json.dumps(text)
     return text
 
@@ -20,14 +21,20 @@ def _text_value(value: Any) -> str:
 class EventLog:
     """Writes one line per record; never raises on a closed or full stream."""
 
-    __slots__ = ("_format", "_stream")
+    __slots__ = ("_format", "_second", "_stamp", "_stream")
 
     def __init__(self, log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
         self._format = log_format
         self._stream = stream if stream is not None else sys.stderr
+        self._second = -1
+        self._stamp = ""
 
     def write(self, kind: str, **fields: Any) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
+        stamp = self._stamp
         if self._format == "json":
             line = json.dumps({"time": stamp, "event": kind, **fields}, default=str)
         else:

@@ -11,7 +11,7 @@ from typing import cast
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.proto import actions as act
-from ftplb.proto.addresses import HostPort, unmap_ipv4
+from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
@@ -137,7 +137,7 @@ class Session(asyncio.Protocol):
         self._transfer_error: str | None = None
         self._last_client = self._last_server = 0.0
         self.transport: asyncio.Transport | None = None
-        self.client = HostPort.of("0.0.0.0", 1)
+        self.client = HostPort("0.0.0.0", 0)
         self.local_ip = ""
 
     # ------------------------------------------------------ client protocol
@@ -146,8 +146,8 @@ class Session(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         local = transport.get_extra_info("sockname")
-        self.client = HostPort.of(unmap_ipv4(peer[0]), peer[1])
-        self.local_ip = unmap_ipv4(local[0])
+        self.client = HostPort(kernel_host(peer[0]), peer[1])
+        self.local_ip = kernel_host(local[0])
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Clients send ABOR behind a Telnet "urgent" mark; keep that byte in
@@ -305,7 +305,7 @@ class Session(asyncio.Protocol):
             server_local_ip = ""
             link = self._link
             if link is not None and link.transport is not None:
-                server_local_ip = unmap_ipv4(link.transport.get_extra_info("sockname")[0])
+                server_local_ip = kernel_host(link.transport.get_extra_info("sockname")[0])
             addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
             self._data = DataChannel(self._ctx.data, addresses, self._ctx.log)
         return self._data
