@@ -46,6 +46,9 @@ __all__ = ["COPY_BUFFER_SIZE", "PROGRESS_INTERVAL", "RelayResult", "relay", "spl
 COPY_BUFFER_SIZE = 256 * 1024
 """Per-direction buffer of the copy engine (the size that measured best on uvloop)."""
 
+RETURN_BUFFER_SIZE = 16 * 1024
+"""Copy buffer of the direction that carries no payload in a one-way transfer."""
+
 PROGRESS_INTERVAL = 0.5
 """Least time in seconds between two ``on_progress`` calls."""
 
@@ -131,25 +134,31 @@ async def relay(
         and not isinstance(b, ssl.SSLSocket)
     )
     pipe_budget = budget if budget is not None else default_budget()
-    pipes: tuple[Pipe, Pipe] | None = None
-    if use_splice:
-        try:
-            pipes = pipe_budget.open_pair()
-        except OSError:
-            # Out of descriptors for pipes: the copy engine needs none and is
-            # only slower.
-            pipes = None
-
+    # With a payload direction, the other one carries no data, only its EOF:
+    # it needs no pipe, and a small copy buffer will do.
+    splice_a_to_b = use_splice and finish_with != "b_to_a"
+    splice_b_to_a = use_splice and finish_with != "a_to_b"
+    pipes: list[Pipe] = []
+    session = _Session(loop, idle_timeout, on_progress)
     try:
-        session = _Session(loop, idle_timeout, on_progress)
-        a_to_b: _Direction
-        b_to_a: _Direction
-        if pipes is not None:
-            a_to_b = _SpliceDirection(session, a, b, "a", "b", pipe=pipes[0])
-            b_to_a = _SpliceDirection(session, b, a, "b", "a", pipe=pipes[1])
-        else:
-            a_to_b = _CopyDirection(session, a, b, "a", "b")
-            b_to_a = _CopyDirection(session, b, a, "b", "a")
+        a_to_b = _direction(
+            session,
+            (a, "a"),
+            (b, "b"),
+            use_splice=splice_a_to_b,
+            budget=pipe_budget,
+            pipes=pipes,
+            finish_with=finish_with,
+        )
+        b_to_a = _direction(
+            session,
+            (b, "b"),
+            (a, "a"),
+            use_splice=splice_b_to_a,
+            budget=pipe_budget,
+            pipes=pipes,
+            finish_with=finish_with,
+        )
         if finish_with is not None:
             session.payload = a_to_b if finish_with == "a_to_b" else b_to_a
         try:
@@ -159,11 +168,37 @@ async def relay(
             # Unregister before the pipes close: a callback that ran after
             # would splice into a descriptor number the process may reuse.
             session.stop()
-        return RelayResult(a_to_b.sent, b_to_a.sent, error, pipes is not None)
+        return RelayResult(a_to_b.sent, b_to_a.sent, error, bool(pipes))
     finally:
-        if pipes is not None:
-            for pipe in pipes:
-                pipe_budget.close_pipe(pipe)
+        for pipe in pipes:
+            pipe_budget.close_pipe(pipe)
+
+
+def _direction(
+    session: _Session,
+    source: tuple[socket.socket, str],
+    destination: tuple[socket.socket, str],
+    *,
+    use_splice: bool,
+    budget: PipeBudget,
+    pipes: list[Pipe],
+    finish_with: str | None,
+) -> _Direction:
+    """The engine for one direction: splice through a pipe from ``budget`` when
+    asked and possible, else a copy buffer (a small one for the return
+    direction of a one-way transfer)."""
+    (src, src_name), (dst, dst_name) = source, destination
+    if use_splice:
+        try:
+            pipe = budget.open_pipe()
+        except OSError:
+            pass  # out of descriptors for pipes: copying needs none, and is only slower
+        else:
+            pipes.append(pipe)
+            return _SpliceDirection(session, src, dst, src_name, dst_name, pipe=pipe)
+    payload = finish_with is None or finish_with == f"{src_name}_to_{dst_name}"
+    size = COPY_BUFFER_SIZE if payload else RETURN_BUFFER_SIZE
+    return _CopyDirection(session, src, dst, src_name, dst_name, buffer_size=size)
 
 
 def _describe(exc: OSError, side: str) -> str:
@@ -464,9 +499,11 @@ class _CopyDirection(_Direction):
         dst: socket.socket,
         src_name: str,
         dst_name: str,
+        *,
+        buffer_size: int = COPY_BUFFER_SIZE,
     ) -> None:
         super().__init__(session, src, dst, src_name, dst_name)
-        self._buffer = memoryview(bytearray(COPY_BUFFER_SIZE))
+        self._buffer = memoryview(bytearray(buffer_size))
         self._start = 0
         self._end = 0
         self._tls_source = src if isinstance(src, ssl.SSLSocket) else None
