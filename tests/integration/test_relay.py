@@ -399,6 +399,31 @@ def test_finish_with_ends_when_the_payload_direction_ends(
     assert result == RelayResult(0, len(payload), None, spliced=not force_copy)
 
 
+def test_one_way_transfer_uses_one_pipe(
+    run: Runner[Any], make_wiring: Callable[..., Wiring]
+) -> None:
+    """Only the payload direction is spliced: half the pipes, half the pipe memory."""
+    if not splice_available():
+        pytest.skip("no splice here")
+    w = make_wiring()
+    budget = PipeBudget(max_bytes=8 * MiB, pipe_size=1 * MiB)
+    payload = os.urandom(3 * MiB)
+
+    async def scenario() -> tuple[RelayResult, int]:
+        task = asyncio.create_task(relay(w.relay_a, w.relay_b, budget=budget, finish_with="a_to_b"))
+        await asyncio.sleep(0.05)
+        in_use = budget.in_use
+        await asyncio.to_thread(send_all_then_eof, w.peer_a, payload)
+        at_b = await asyncio.to_thread(receive_until_eof, w.peer_b)
+        assert at_b == Received(len(payload), sha256(payload))
+        return await asyncio.wait_for(task, 5), in_use
+
+    result, in_use = run(scenario())
+    assert in_use == 1 * MiB
+    assert budget.in_use == 0
+    assert result == RelayResult(len(payload), 0, None, spliced=True)
+
+
 # --------------------------------------------------------------------------- backpressure
 
 
