@@ -14,8 +14,11 @@ from ftplb.balancing.state import Server
 from ftplb.config.schema import Backend, Config, Endpoint, Frontend
 from ftplb.proto.control import SessionPolicy
 from ftplb.runtime.data import DataSettings
+from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
+from ftplb.runtime.listeners import ListenError, listening_socket
 from ftplb.runtime.logs import EventLog
+from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.probes import ProbeResult
@@ -31,21 +34,10 @@ def _resolve(host: str) -> str:
 
 
 def _listening_socket(endpoint: Endpoint) -> socket.socket:
-    host = _resolve(endpoint.host)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            # "[::]" and "0.0.0.0" are separate binds in the config; keep them apart.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind((host, endpoint.port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError as error:
-        sock.close()
-        raise StartupError(f"cannot listen on {endpoint}: {error.strerror}") from error
-    return sock
+        return listening_socket(_resolve(endpoint.host), endpoint.port, 1024)
+    except ListenError as error:
+        raise StartupError(str(error)) from error
 
 
 class Balancer:
@@ -57,6 +49,7 @@ class Balancer:
         self.pools: dict[str, Pool] = {}
         self.checkers: dict[str, HealthChecker] = {}
         self.frontends: list[FrontendContext] = []
+        self.passthroughs: list[PassthroughFrontend] = []
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = PipeBudget()
@@ -138,8 +131,7 @@ class Balancer:
             ports=ports,
             passive_address=frontend.passive_address,
             timeouts=timeouts,
-            retries=defaults.retries,
-            redispatch=defaults.redispatch,
+            failover=FailoverPolicy(defaults.retries, defaults.redispatch),
             max_connections=frontend.max_connections,
             source_ip=backend.source,
             overall=self._overall,
@@ -163,10 +155,9 @@ class Balancer:
         sockets: list[tuple[FrontendContext, socket.socket]] = []
         try:
             for frontend in self.config.frontends:
-                if frontend.mode != "ftp":
-                    raise StartupError(
-                        f"frontend {frontend.name!r}: mode {frontend.mode!r} is not available yet"
-                    )
+                if frontend.mode == "tcp":
+                    self._open_passthrough(frontend)
+                    continue
                 ctx = self._frontend(frontend)
                 self.frontends.append(ctx)
                 sockets += [(ctx, _listening_socket(bind)) for bind in frontend.bind]
@@ -180,6 +171,24 @@ class Balancer:
             self._servers.append(server)
             address = sock.getsockname()
             self.log.info("listening", frontend=ctx.name, address=f"{address[0]}:{address[1]}")
+        for passthrough in self.passthroughs:
+            passthrough.start()
+
+    def _open_passthrough(self, frontend: Frontend) -> None:
+        backend = self.config.backend(frontend.backend)
+        settings = PassthroughSettings.from_config(frontend, backend, self.config.defaults)
+        passthrough = PassthroughFrontend(
+            settings,
+            self.pools[backend.name],
+            overall=self._overall,
+            log=self.log,
+            budget=self._budget,
+        )
+        self.passthroughs.append(passthrough)
+        try:
+            passthrough.open()
+        except ListenError as error:
+            raise StartupError(str(error)) from error
 
     async def stop(self) -> None:
         for server in self._servers:
@@ -191,6 +200,8 @@ class Balancer:
                 session.shutdown("Service shutting down.")
         for task in list(self._tasks):
             task.cancel()
+        for passthrough in self.passthroughs:
+            await passthrough.stop()
         for server in self._servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()

@@ -24,7 +24,7 @@ import tempfile
 import textwrap
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -370,8 +370,14 @@ def start_vsftpd(
     root: Path,
     user: str = SYSTEM_USER,
     password: str = SYSTEM_PASSWORD,
+    *,
+    extra_config: Mapping[str, str] | None = None,
 ) -> FtpServer:
-    """vsftpd 3.0.3 in the foreground, the system user chrooted into ``root``."""
+    """vsftpd 3.0.3 in the foreground, the system user chrooted into ``root``.
+
+    ``extra_config`` adds or overrides settings ("pasv_address", "ssl_enable",
+    ...): vsftpd keeps the last value of a setting given twice.
+    """
     _require("vsftpd")
     workdir = _make_workdir("vsftpd")
     _prepare_system_root(root)
@@ -406,6 +412,7 @@ def start_vsftpd(
             vsftpd_log_file={workdir / "vsftpd.log"}
             """
     )
+    config += "".join(f"{key}={value}\n" for key, value in (extra_config or {}).items())
     conf = workdir / "vsftpd.conf"
     conf.write_text(config)
     conf.chmod(0o600)
@@ -431,8 +438,14 @@ def start_proftpd(
     root: Path,
     user: str = SYSTEM_USER,
     password: str = SYSTEM_PASSWORD,
+    *,
+    extra_config: Mapping[str, str] | None = None,
 ) -> FtpServer:
-    """ProFTPD standalone in the foreground (-n), the system user chrooted into ``root``."""
+    """ProFTPD standalone in the foreground (-n), the system user chrooted into ``root``.
+
+    ``extra_config`` adds directives, such as ``{"MasqueradeAddress": "127.0.0.1",
+    "PassivePorts": "50000 50099"}``.
+    """
     _require("proftpd")
     binary = _proftpd_binary()
     assert binary is not None
@@ -464,6 +477,7 @@ def start_proftpd(
         TransferLog {workdir / "xfer.log"}
         """
     )
+    config += "".join(f"{key} {value}\n" for key, value in (extra_config or {}).items())
     conf = workdir / "proftpd.conf"
     conf.write_text(config)
     conf.chmod(0o600)
@@ -521,8 +535,14 @@ def start_pureftpd(
     root: Path,
     user: str = SYSTEM_USER,
     password: str = SYSTEM_PASSWORD,
+    *,
+    extra_args: Sequence[str] = (),
 ) -> FtpServer:
-    """Pure-FTPd in the foreground with a puredb virtual user chrooted into ``root``."""
+    """Pure-FTPd in the foreground with a puredb virtual user chrooted into ``root``.
+
+    ``extra_args`` go to the command line, such as ``["-P", "127.0.0.1", "-p",
+    "50000:50099"]`` (advertised passive address and port range).
+    """
     _require("pureftpd")
     workdir = _make_workdir("pureftpd")
     _prepare_system_root(root)
@@ -544,6 +564,7 @@ def start_pureftpd(
         str(workdir / "pure-ftpd.pid"),
         "-O",
         f"stats:{workdir / 'xfer.log'}",
+        *extra_args,
     ]
     return _spawn(
         "pureftpd",

@@ -149,7 +149,7 @@ def test_minimal_config_gets_the_documented_defaults() -> None:
 def test_example_file_is_valid() -> None:
     assert check_config(EXAMPLE) == []
     config = load_config(EXAMPLE)
-    assert {f.mode for f in config.frontends} == {"ftp"}
+    assert {f.mode for f in config.frontends} == {"ftp", "tcp"}
 
 
 def test_ipv6_and_wildcard_binds() -> None:
@@ -738,3 +738,30 @@ def test_health_model_requires_login_credentials() -> None:
     with pytest.raises(ValidationError):
         Health(type="login", user="u")
     assert Health(type="login", user="u", password="p").password == "p"
+
+
+def test_user_routing_is_refused_for_tcp_mode_backends(tmp_path: Path) -> None:
+    text = TCP_TWO_SERVERS.format(s1="50000-50099", s2="50100-50199").replace(
+        'name = "pool"\n',
+        'name = "pool"\nbalance = "user"\nsticky = "user"\nuser_map = { alice = "s1" }\n',
+        1,
+    )
+    name, found = problems(tmp_path, text)
+    reason = 'frontends[0] ("pass") relays this backend in mode = "tcp" and never reads USER'
+    assert found == [
+        f'{name}:10: backends[0].balance: "user" cannot work: {reason}; '
+        'use "source" to keep a client on one server',
+        f'{name}:11: backends[0].sticky: "user" cannot work: {reason}; '
+        'use "source" to keep a client on one server',
+        f"{name}:12: backends[0].user_map: cannot work: {reason}",
+    ]
+
+
+def test_user_routing_is_fine_for_backends_of_ftp_frontends() -> None:
+    text = TCP_TWO_SERVERS.format(s1="50000-50099", s2="50100-50199").replace(
+        'name = "pool"\n', 'name = "pool"\nbalance = "user"\nuser_map = { alice = "s1" }\n', 1
+    )
+    config = load_config_text(text.replace('mode = "tcp"', 'mode = "ftp"'))
+    assert config.backends[0].balance == "user"
+    with pytest.raises(ConfigError, match=r'backends\[0\].balance: "user" cannot work'):
+        load_config_text(text)

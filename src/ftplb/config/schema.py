@@ -445,6 +445,7 @@ def cross_check(config: Config) -> list[Problem]:
         *_bind_conflicts(config),
         *_passive_range_conflicts(config),
         *_unknown_mapped_servers(config),
+        *_user_routing_in_tcp_mode(config),
     ]
 
 
@@ -550,6 +551,39 @@ def _unknown_mapped_servers(config: Config) -> Iterator[Problem]:
                     ("backends", b, "user_map", user),
                     f'unknown server "{server}" in backend "{backend.name}"',
                 )
+
+
+def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
+    """Routing on the USER name where no USER is ever read.
+
+    A frontend in mode = "tcp" relays the control connection unread (it may be
+    TLS from the first byte), so its server is chosen before any command.
+    """
+    checked: set[int] = set()
+    for f, frontend in enumerate(config.frontends):
+        if frontend.mode != "tcp":
+            continue
+        b = _backend_index(config, frontend.backend)
+        if b is None or b in checked:
+            continue
+        checked.add(b)
+        backend = config.backends[b]
+        reason = (
+            f'{format_key(("frontends", f))} ("{frontend.name}") relays this backend in '
+            'mode = "tcp" and never reads USER'
+        )
+        if backend.balance == "user":
+            yield Problem(
+                ("backends", b, "balance"),
+                f'"user" cannot work: {reason}; use "source" to keep a client on one server',
+            )
+        if backend.sticky == "user":
+            yield Problem(
+                ("backends", b, "sticky"),
+                f'"user" cannot work: {reason}; use "source" to keep a client on one server',
+            )
+        if backend.user_map:
+            yield Problem(("backends", b, "user_map"), f"cannot work: {reason}")
 
 
 def _backend_index(config: Config, name: str) -> int | None:

@@ -16,6 +16,7 @@ from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, TransferOutcome
+from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.ports import PortPool
 
@@ -49,8 +50,7 @@ class FrontendContext:
     ports: PortPool
     passive_address: str | None
     timeouts: Timeouts
-    retries: int
-    redispatch: bool
+    failover: FailoverPolicy
     max_connections: int
     source_ip: str | None
     log: EventLog
@@ -238,45 +238,23 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------- server connect
     async def _connect_server(self, user: bytes | None) -> None:
         ctx = self._ctx
-        loop = asyncio.get_running_loop()
-        tried: set[str] = set()
-        server: Server | None = None
-        reason = "no server available"
-        for _ in range(1 + ctx.retries):
-            if server is None or ctx.redispatch:
-                server = ctx.pool.pick(self.client.host, user, tried)
-            if server is None:
-                break
-            ctx.pool.acquire(server, self.client.host, user)
-            try:
-                link = await self._open_link(server)
-            except asyncio.CancelledError:
-                ctx.pool.release(server)  # the client left while we were connecting
-                raise
-            except (OSError, TimeoutError, ProtocolError) as error:
-                ctx.pool.release(server)
-                reason = f"{server.name}: {_describe(error)}"
-                ctx.log.warning(
-                    "server connect failed",
-                    frontend=ctx.name,
-                    server=server.name,
-                    client=self.client.host,
-                    reason=_describe(error),
-                )
-                tried.add(server.name)
-                continue
-            if self._closed:
-                ctx.pool.release(server)
-                if link.transport is not None:
-                    link.transport.close()
-                return
-            self._server = server
-            self._link = link
-            self._last_server = loop.time()
-            family = 2 if ":" in server.host else 1
-            self._do(self.core.server_connected(server.host, family))
+        picked = await connect_with_failover(
+            ctx.pool, ctx.failover, self.client.host, user, self._open_link, ctx.log, ctx.name
+        )
+        if isinstance(picked, str):
+            self._do(self.core.server_unavailable(picked))
             return
-        self._do(self.core.server_unavailable(reason))
+        server, link = picked
+        if self._closed:
+            ctx.pool.release(server)
+            if link.transport is not None:
+                link.transport.close()
+            return
+        self._server = server
+        self._link = link
+        self._last_server = asyncio.get_running_loop().time()
+        family = 2 if ":" in server.host else 1
+        self._do(self.core.server_connected(server.host, family))
 
     async def _open_link(self, server: Server) -> _ServerLink:
         loop = asyncio.get_running_loop()
@@ -316,9 +294,9 @@ class Session(asyncio.Protocol):
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
             self._ctx.log.warning(
-                "cannot open a passive listener", frontend=self._ctx.name, reason=_describe(error)
+                "cannot open a passive listener", frontend=self._ctx.name, reason=describe(error)
             )
-            self._do(self.core.client_listener_failed(_describe(error)))
+            self._do(self.core.client_listener_failed(describe(error)))
             return
         self._do(self.core.client_listener_ready(address))
 
@@ -326,7 +304,7 @@ class Session(asyncio.Protocol):
         try:
             address = self._channel().open_server_listener()
         except OSError as error:
-            self._do(self.core.server_listener_failed(_describe(error)))
+            self._do(self.core.server_listener_failed(describe(error)))
             return
         self._do(self.core.server_listener_ready(address))
 
@@ -415,16 +393,6 @@ class Session(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             self.transport.write(format_reply(421, message))
             self._close("balancer shutting down")
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, ProtocolError):
-        return error.message
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror
-    return str(error) or error.__class__.__name__
 
 
 def _text(value: bytes | None) -> str:

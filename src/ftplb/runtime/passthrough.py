@@ -1,0 +1,550 @@
+"""``mode = "tcp"``: relay FTP control and passive data connections without reading them.
+
+This is HAProxy's classic FTP scheme, for end-to-end FTPS (and SFTP) that the
+balancer must not, or cannot, read:
+
+* **Control.** Each connection to a frontend ``bind`` goes to a server that the
+  backend's pool picks (balance, sticky = "source", limits, health), connected
+  with ``timeout_connect`` and the same ``retries``/``redispatch`` rules as in
+  ``mode = "ftp"``. A TCP connect counts as success: no banner is read. Then the
+  two sockets are spliced together until both ends close. When no server can be
+  connected the client connection is simply closed: the balancer cannot speak
+  FTP on a stream that may be TLS from its first byte (implicit FTPS).
+* **Passive data.** For every server of the backend, the balancer listens on
+  each port of that server's ``passive_ports``, on each bind host of the
+  frontend. A connection to port P of server X's range is relayed to X's own
+  host on the same port P. The servers must advertise the balancer's address
+  and their own range (``pasv_address``, ``MasqueradeAddress``, ``-P``): that is
+  the administrator's part in this mode.
+
+Two FTP rules still hold although no byte is read:
+
+* **Port theft.** Every data connection reaches the server from the balancer,
+  so a server's own check that data comes from its control peer is defeated.
+  The balancer makes that check instead: a data connection to server X's range
+  is accepted only from an address that has a control session open to X
+  through this frontend. Anything else is closed and logged.
+* **A control connection is idle only when its data is idle too.** During a
+  long transfer the control connection carries nothing, so its idle timer is
+  held while a data relay of the same client to the same server runs.
+
+A server that health checks mark DOWN takes no new control sessions, but its
+passive ports keep relaying: transfers of its existing sessions must finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ftplb.balancing.pool import Pool
+from ftplb.balancing.state import Server
+from ftplb.config.schema import Backend, Defaults, Frontend, PortRange
+from ftplb.proto.addresses import unmap_ipv4
+from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
+from ftplb.runtime.listeners import ListenError, listening_socket, show_address
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.pipes import PipeBudget
+from ftplb.runtime.relay import relay
+from ftplb.runtime.session import SessionLimit
+
+__all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
+
+CONTROL_BACKLOG = 1024
+DATA_BACKLOG = 128
+ACCEPTS_PER_WAKEUP = 32
+"""Connections taken per readiness callback before the loop serves the others."""
+
+ACCEPT_PAUSE = 0.5
+"""Seconds a listener rests after accept() failed for lack of descriptors or memory.
+
+The listener stays readable while its queue holds connections, so retrying at
+once would spin the event loop without freeing anything.
+"""
+
+STOP_GRACE = 5.0
+"""Seconds ``stop`` waits for cancelled relays to release their sockets."""
+
+Peer = tuple[str, int]
+ConnectionHandler = Callable[[socket.socket, Peer], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PassthroughSettings:
+    """What one tcp frontend needs from the configuration, resolved."""
+
+    name: str
+    binds: tuple[tuple[str, int], ...]
+    """(host, port) of each control listener; every host also gets the passive ports."""
+    passive_ranges: Mapping[str, PortRange]
+    """Server name -> that server's own passive port range."""
+    connect_timeout: float
+    idle_timeout: float
+    failover: FailoverPolicy
+    max_connections: int
+    """Control sessions on this frontend at once; 0 = unlimited."""
+    source_ip: str | None
+    """Local address for connections to the servers (control and data alike)."""
+
+    @classmethod
+    def from_config(
+        cls, frontend: Frontend, backend: Backend, defaults: Defaults
+    ) -> PassthroughSettings:
+        ranges: dict[str, PortRange] = {}
+        for server in backend.servers:
+            if server.passive_ports is None:
+                # The config cross-check refuses this; keep the runtime honest anyway.
+                raise ValueError(
+                    f"frontend {frontend.name!r}: server {server.name!r} has no passive_ports"
+                )
+            ranges[server.name] = server.passive_ports
+        return cls(
+            name=frontend.name,
+            binds=tuple((_resolve(bind.host), bind.port) for bind in frontend.bind),
+            passive_ranges=ranges,
+            connect_timeout=defaults.timeout_connect,
+            idle_timeout=max(defaults.timeout_client, defaults.timeout_server),
+            failover=FailoverPolicy(defaults.retries, defaults.redispatch),
+            max_connections=frontend.max_connections,
+            source_ip=backend.source,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class _Control:
+    """One relayed control connection."""
+
+    client: socket.socket
+    client_ip: str
+    client_port: int
+    started: float
+    last_active: float
+    server: Server | None = None
+    upstream: socket.socket | None = None
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    to_server: int = 0
+    to_client: int = 0
+    end: str = "cancelled"
+
+    def progress(self, to_server: int, to_client: int) -> None:
+        self.to_server = to_server
+        self.to_client = to_client
+        self.last_active = asyncio.get_running_loop().time()
+
+
+@dataclass(slots=True)
+class _Listener:
+    """A listening socket, what to do with its connections, and whether it is watched."""
+
+    sock: socket.socket
+    handler: ConnectionHandler
+    watched: bool = False
+    resume: asyncio.TimerHandle | None = None
+
+
+class _Occupancy:
+    """Per (server name, client IP): open control sessions and running data relays."""
+
+    __slots__ = ("_sessions", "_transfers")
+
+    def __init__(self) -> None:
+        self._sessions: Counter[tuple[str, str]] = Counter()
+        self._transfers: Counter[tuple[str, str]] = Counter()
+
+    def has_session(self, server: str, client_ip: str) -> bool:
+        return self._sessions[(server, client_ip)] > 0
+
+    def transferring(self, server: str, client_ip: str) -> bool:
+        return self._transfers[(server, client_ip)] > 0
+
+    @property
+    def transfers(self) -> int:
+        return self._transfers.total()
+
+    def session_opened(self, server: str, client_ip: str) -> None:
+        self._sessions[(server, client_ip)] += 1
+
+    def session_closed(self, server: str, client_ip: str) -> None:
+        _decrement(self._sessions, (server, client_ip))
+
+    def transfer_started(self, server: str, client_ip: str) -> None:
+        self._transfers[(server, client_ip)] += 1
+
+    def transfer_ended(self, server: str, client_ip: str) -> None:
+        _decrement(self._transfers, (server, client_ip))
+
+
+def _decrement(counter: Counter[tuple[str, str]], key: tuple[str, str]) -> None:
+    # Drop keys at zero, so the counters hold only live clients.
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
+
+
+class PassthroughFrontend:
+    """One ``mode = "tcp"`` frontend: its listeners, relays and counts.
+
+    ``open()`` binds every listener (and raises ``ListenError``), ``start()``
+    begins accepting, ``stop()`` closes the listeners and ends every relay.
+    """
+
+    def __init__(
+        self,
+        settings: PassthroughSettings,
+        pool: Pool,
+        *,
+        overall: SessionLimit,
+        log: EventLog,
+        budget: PipeBudget,
+    ) -> None:
+        for name in settings.passive_ranges:
+            pool.server(name)  # KeyError for a range of a server the pool lacks
+        self.settings = settings
+        self.pool = pool
+        self._overall = overall
+        self._log = log
+        self._budget = budget
+        self._listeners: list[_Listener] = []
+        self._controls: set[_Control] = set()
+        # Strong references: the event loop keeps only weak ones to tasks.
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._occupancy = _Occupancy()
+        self._stopping = False
+
+    @property
+    def name(self) -> str:
+        return self.settings.name
+
+    @property
+    def sessions(self) -> int:
+        """Control sessions open right now."""
+        return len(self._controls)
+
+    @property
+    def transfers(self) -> int:
+        """Data relays running right now."""
+        return self._occupancy.transfers
+
+    # ------------------------------------------------------------ listeners
+    def listener_count(self) -> int:
+        """How many listening sockets this frontend opens."""
+        ports = sum(r.count for r in self.settings.passive_ranges.values())
+        return len(self.settings.binds) * (1 + ports)
+
+    def open(self) -> None:
+        """Bind every control and passive listener, or none (raises ``ListenError``)."""
+        needed = self.listener_count()
+        soft_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if soft_limit != resource.RLIM_INFINITY and needed >= soft_limit:
+            raise ListenError(
+                f"frontend {self.name!r} needs {needed} listening sockets (its binds times "
+                f"1 + the servers' passive ports), but the open-file limit is {soft_limit}"
+            )
+        try:
+            for host, port in self.settings.binds:
+                self._listen(host, port, CONTROL_BACKLOG, self._on_control)
+            for host, _ in self.settings.binds:
+                for server_name, ports in self.settings.passive_ranges.items():
+                    server = self.pool.server(server_name)
+                    for port in ports:
+                        self._listen(host, port, DATA_BACKLOG, self._data_handler(server, port))
+        except BaseException:
+            self._close_listeners()
+            raise
+
+    def _listen(self, host: str, port: int, backlog: int, handler: ConnectionHandler) -> None:
+        sock = listening_socket(host, port, backlog)
+        self._listeners.append(_Listener(sock, handler))
+
+    def start(self) -> None:
+        """Accept connections on every listener opened by ``open()``."""
+        for listener in self._listeners:
+            self._watch(listener)
+        for host, port in self.settings.binds:
+            self._log.info(
+                "listening", frontend=self.name, mode="tcp", address=show_address(host, port)
+            )
+        for server_name, ports in self.settings.passive_ranges.items():
+            self._log.info(
+                "relaying passive ports",
+                frontend=self.name,
+                server=server_name,
+                ports=str(ports),
+            )
+
+    def _watch(self, listener: _Listener) -> None:
+        listener.resume = None
+        if not listener.watched and not self._stopping:
+            asyncio.get_running_loop().add_reader(listener.sock.fileno(), self._accept, listener)
+            listener.watched = True
+
+    def _unwatch(self, listener: _Listener) -> None:
+        if listener.watched:
+            asyncio.get_running_loop().remove_reader(listener.sock.fileno())
+            listener.watched = False
+        if listener.resume is not None:
+            listener.resume.cancel()
+            listener.resume = None
+
+    def _accept(self, listener: _Listener) -> None:
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                conn, peer = listener.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as error:
+                # EMFILE, ENFILE, ENOBUFS: nothing to accept with until something closes.
+                self._log.warning(
+                    "cannot accept", frontend=self.name, reason=error.strerror or str(error)
+                )
+                self._unwatch(listener)
+                loop = asyncio.get_running_loop()
+                listener.resume = loop.call_later(ACCEPT_PAUSE, self._watch, listener)
+                return
+            conn.setblocking(False)
+            try:
+                listener.handler(conn, (unmap_ipv4(peer[0]), peer[1]))
+            except Exception:
+                conn.close()
+                raise
+
+    def _close_listeners(self) -> None:
+        for listener in self._listeners:
+            self._unwatch(listener)
+            listener.sock.close()
+        self._listeners.clear()
+
+    # ------------------------------------------------------- control relays
+    def _on_control(self, conn: socket.socket, peer: Peer) -> None:
+        client_ip, client_port = peer
+        limit = self.settings.max_connections
+        if self._stopping or (limit and len(self._controls) >= limit) or self._overall.full():
+            conn.close()
+            self._log.session(
+                frontend=self.name,
+                mode="tcp",
+                client=show_address(client_ip, client_port),
+                server="-",
+                duration=0.0,
+                bytes_in=0,
+                bytes_out=0,
+                end="balancer shutting down" if self._stopping else "too many connections",
+            )
+            return
+        # Control traffic is small request/reply exchanges: Nagle's algorithm
+        # would hold the second segment of a multi-segment reply for an ACK.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        now = asyncio.get_running_loop().time()
+        control = _Control(conn, client_ip, client_port, time.monotonic(), now)
+        self._controls.add(control)
+        self._overall.active += 1
+        control.task = self._spawn(self._serve_control(control))
+
+    async def _serve_control(self, control: _Control) -> None:
+        try:
+            picked = await self._connect_server(control.client_ip)
+            if isinstance(picked, str):
+                control.end = picked
+                return
+            control.server, control.upstream = picked
+            control.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._occupancy.session_opened(control.server.name, control.client_ip)
+            control.last_active = asyncio.get_running_loop().time()
+            self._arm_idle_timer(control)
+            result = await relay(
+                control.client,
+                control.upstream,
+                budget=self._budget,
+                on_progress=control.progress,
+            )
+            control.to_server, control.to_client = result.a_to_b, result.b_to_a
+            control.end = _end_reason(result.error)
+        finally:
+            self._finish_control(control)
+
+    async def _connect_server(self, client_ip: str) -> tuple[Server, socket.socket] | str:
+        """A connected server socket, or the reason why no server could be connected."""
+        return await connect_with_failover(
+            self.pool,
+            self.settings.failover,
+            client_ip,
+            None,
+            self._connect_control,
+            self._log,
+            self.name,
+        )
+
+    async def _connect_control(self, server: Server) -> socket.socket:
+        return await self._connect(server.host, server.port)
+
+    async def _connect(self, host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            if self.settings.source_ip:
+                sock.bind((self.settings.source_ip, 0))
+            async with asyncio.timeout(self.settings.connect_timeout):
+                await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def _arm_idle_timer(self, control: _Control) -> None:
+        delay = max(0.05, self.settings.idle_timeout / 4)
+        control.timer = asyncio.get_running_loop().call_later(delay, self._check_idle, control)
+
+    def _check_idle(self, control: _Control) -> None:
+        control.timer = None
+        if control not in self._controls or control.server is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if self._occupancy.transferring(control.server.name, control.client_ip):
+            # A transfer of this client on this server is running: the quiet
+            # control connection is waiting for its end, not idle.
+            control.last_active = now
+        elif now - control.last_active >= self.settings.idle_timeout:
+            control.end = "idle timeout"
+            if control.task is not None:
+                control.task.cancel()
+            return
+        self._arm_idle_timer(control)
+
+    def _finish_control(self, control: _Control) -> None:
+        if control not in self._controls:
+            return
+        self._controls.discard(control)
+        self._overall.active -= 1
+        if control.timer is not None:
+            control.timer.cancel()
+            control.timer = None
+        control.client.close()
+        if control.upstream is not None:
+            control.upstream.close()
+        server = control.server
+        if server is not None:
+            self.pool.release(server)
+            self._occupancy.session_closed(server.name, control.client_ip)
+        self._log.session(
+            frontend=self.name,
+            mode="tcp",
+            client=show_address(control.client_ip, control.client_port),
+            server=server.name if server is not None else "-",
+            duration=round(time.monotonic() - control.started, 3),
+            bytes_in=control.to_server,
+            bytes_out=control.to_client,
+            end=control.end,
+        )
+
+    # ---------------------------------------------------------- data relays
+    def _data_handler(self, server: Server, port: int) -> ConnectionHandler:
+        def on_connection(conn: socket.socket, peer: Peer) -> None:
+            self._on_data(conn, peer, server, port)
+
+        return on_connection
+
+    def _on_data(self, conn: socket.socket, peer: Peer, server: Server, port: int) -> None:
+        client_ip, client_port = peer
+        if self._stopping or not self._occupancy.has_session(server.name, client_ip):
+            conn.close()
+            if not self._stopping:
+                self._log.warning(
+                    "data connection refused: no control session from this address to the server",
+                    frontend=self.name,
+                    client=show_address(client_ip, client_port),
+                    server=server.name,
+                    port=port,
+                )
+            return
+        self._occupancy.transfer_started(server.name, client_ip)
+        self._spawn(self._serve_data(conn, client_ip, client_port, server, port))
+
+    async def _serve_data(
+        self, conn: socket.socket, client_ip: str, client_port: int, server: Server, port: int
+    ) -> None:
+        started = time.monotonic()
+        upstream: socket.socket | None = None
+        to_server = to_client = 0
+        end = "balancer shutting down"
+        try:
+            try:
+                upstream = await self._connect(server.host, port)
+            except (OSError, TimeoutError) as error:
+                end = f"connect failed: {describe(error)}"
+                return
+            result = await relay(
+                conn,
+                upstream,
+                budget=self._budget,
+                idle_timeout=self.settings.idle_timeout,
+            )
+            to_server, to_client = result.a_to_b, result.b_to_a
+            end = _end_reason(result.error)
+        finally:
+            conn.close()
+            if upstream is not None:
+                upstream.close()
+            self._occupancy.transfer_ended(server.name, client_ip)
+            self._log.write(
+                "data",
+                frontend=self.name,
+                mode="tcp",
+                client=show_address(client_ip, client_port),
+                server=server.name,
+                port=port,
+                duration=round(time.monotonic() - started, 3),
+                bytes_to_server=to_server,
+                bytes_to_client=to_client,
+                end=end,
+            )
+
+    # ------------------------------------------------------------- lifecycle
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self._log.warning(
+                "relay failed", frontend=self.name, reason=f"{type(error).__name__}: {error}"
+            )
+
+    async def stop(self) -> None:
+        """Close the listeners and end every relay (idempotent)."""
+        self._stopping = True
+        self._close_listeners()
+        for control in self._controls:
+            control.end = "balancer shutting down"
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE)
+
+
+def _resolve(host: str) -> str:
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def _end_reason(error: str | None) -> str:
+    """A relay outcome in the words of a session log: "a" is the client, "b" the server."""
+    if error is None:
+        return "closed"
+    words = error.split()
+    if words and words[-1] in ("a", "b"):
+        words[-1] = "client" if words[-1] == "a" else "server"
+    return " ".join(words)
