@@ -522,14 +522,7 @@ def _passive_range_conflicts(config: Config) -> Iterator[Problem]:
         if frontend.passive_ports is not None:
             yield from claim(frontend.passive_ports, ("frontends", f, "passive_ports"))
 
-    checked: set[int] = set()
-    for f, frontend in enumerate(config.frontends):
-        if frontend.mode != "tcp":
-            continue
-        b = _backend_index(config, frontend.backend)
-        if b is None or b in checked:
-            continue
-        checked.add(b)
+    for f, frontend, b in _tcp_backends(config):
         for s, server in enumerate(config.backends[b].servers):
             path: KeyPath = ("backends", b, "servers", s, "passive_ports")
             if server.passive_ports is None:
@@ -559,14 +552,7 @@ def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
     A frontend in mode = "tcp" relays the control connection unread (it may be
     TLS from the first byte), so its server is chosen before any command.
     """
-    checked: set[int] = set()
-    for f, frontend in enumerate(config.frontends):
-        if frontend.mode != "tcp":
-            continue
-        b = _backend_index(config, frontend.backend)
-        if b is None or b in checked:
-            continue
-        checked.add(b)
+    for f, frontend, b in _tcp_backends(config):
         backend = config.backends[b]
         reason = (
             f'{format_key(("frontends", f))} ("{frontend.name}") relays this backend in '
@@ -584,6 +570,20 @@ def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
             )
         if backend.user_map:
             yield Problem(("backends", b, "user_map"), f"cannot work: {reason}")
+
+
+def _tcp_backends(config: Config) -> Iterator[tuple[int, Frontend, int]]:
+    """(frontend index, frontend, backend index) for each backend relayed in tcp
+    mode, once per backend (through its first tcp frontend)."""
+    checked: set[int] = set()
+    for f, frontend in enumerate(config.frontends):
+        if frontend.mode != "tcp":
+            continue
+        b = _backend_index(config, frontend.backend)
+        if b is None or b in checked:
+            continue
+        checked.add(b)
+        yield f, frontend, b
 
 
 def _backend_index(config: Config, name: str) -> int | None:
