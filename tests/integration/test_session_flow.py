@@ -942,3 +942,23 @@ def test_client_waiting_for_226_before_closing_its_data_socket(kind: str) -> Non
                 assert bytes(received) == content
                 ftp.sock.settimeout(5)
                 assert ftp.voidresp().startswith("226")  # while conn is still open
+
+
+def test_a_flood_of_pipelined_commands_is_answered_in_order() -> None:
+    """Far more pipelined commands than ftplb queues: reading pauses, nothing is lost."""
+    count = 3000
+    with farm(files={"f.txt": b"x"}) as running:
+        lb = running.lb
+        with socket.create_connection((lb.host, lb.port), timeout=30) as sock:
+            replies = sock.makefile("rb")
+            assert replies.readline().startswith(b"220")
+            sock.sendall(f"USER {running.user}\r\nPASS {running.password}\r\n".encode())
+            assert replies.readline().startswith(b"331")
+            assert replies.readline().startswith(b"230")
+            sock.sendall(b"".join(f"MDTM nope{i}\r\n".encode() for i in range(count)))
+            for i in range(count):
+                line = replies.readline()
+                assert line.startswith(b"550"), (i, line)
+                assert f"nope{i}".encode() in line or b"nope" not in line, (i, line)
+            sock.sendall(b"NOOP\r\n")
+            assert replies.readline().startswith(b"200")

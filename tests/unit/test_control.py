@@ -513,3 +513,11 @@ def test_second_1xx_after_broken_data_ends_the_transfer() -> None:
     assert sent_to_client(out).startswith(b"426 ")
     assert session.idle
     assert sent_to_server(session.client_data(b"NOOP\r\n")) == b"NOOP\r\n"
+
+
+def test_backlog_counts_pipelined_commands() -> None:
+    session = logged_in()
+    session.client_data(b"NOOP\r\n" * 10)
+    assert session.backlog == 9  # one is with the server
+    session.server_data(b"200 ok\r\n")
+    assert session.backlog == 8

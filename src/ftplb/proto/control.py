@@ -157,6 +157,11 @@ class ControlSession:
         return not self._busy and not self._queue
 
     @property
+    def backlog(self) -> int:
+        """Client commands received and not yet acted on (pipelined ones)."""
+        return len(self._queue)
+
+    @property
     def transfer_running(self) -> bool:
         return self._transfer is not None
 

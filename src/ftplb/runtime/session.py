@@ -20,6 +20,9 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.ports import PortPool
 
+_MAX_BACKLOG = 64
+"""Pipelined client commands held before reading from the client pauses."""
+
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
@@ -109,6 +112,7 @@ class Session(asyncio.Protocol):
         "_last_client",
         "_last_server",
         "_link",
+        "_paused",
         "_server",
         "_started",
         "_timer",
@@ -124,6 +128,7 @@ class Session(asyncio.Protocol):
     def __init__(self, ctx: FrontendContext) -> None:
         self._ctx = ctx
         self._closed = False
+        self._paused = False
         self._server: Server | None = None
         self._link: _ServerLink | None = None
         self._data: DataChannel | None = None
@@ -174,6 +179,11 @@ class Session(asyncio.Protocol):
         self._bytes_in += len(data)
         self._last_client = asyncio.get_running_loop().time()
         self._do(self.core.client_data(data))
+        if self.core.backlog > _MAX_BACKLOG and self.transport is not None:
+            # A client that pipelines without reading our replies must not
+            # make us queue its commands without end: let TCP push back.
+            self.transport.pause_reading()
+            self._paused = True
 
     def eof_received(self) -> bool:
         return False
@@ -199,6 +209,9 @@ class Session(asyncio.Protocol):
             if self._closed:
                 return
             self._carry_out(action)
+        if self._paused and self.core.backlog <= _MAX_BACKLOG // 4 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
 
     def _carry_out(self, action: act.Action) -> None:
         if isinstance(action, act.SendToClient):
