@@ -40,10 +40,11 @@ def logged_in(policy: SessionPolicy | None = None, passive_family: int = 1) -> C
         b"331 Password please\r\n"
     )
     assert sent_to_server(session.client_data(b"PASS secret\r\n")) == b"PASS secret\r\n"
+    assert not session.logged_in
     out = session.server_data(b"230 Welcome\r\n")
     assert sent_to_client(out) == b"230 Welcome\r\n"
-    assert of_type(out, act.LoggedIn) == [act.LoggedIn(b"alice")]
     assert session.logged_in
+    assert session.user == b"alice"
     return session
 
 

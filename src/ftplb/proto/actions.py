@@ -114,11 +114,6 @@ class TransferDone:
 
 
 @dataclass(frozen=True, slots=True)
-class LoggedIn:
-    user: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class CommandSeen:
     """A client command, as it may be logged (secrets masked)."""
 
@@ -142,7 +137,6 @@ Action = (
     | ConnectClient
     | CloseData
     | TransferDone
-    | LoggedIn
     | CommandSeen
     | Close
 )

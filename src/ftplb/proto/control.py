@@ -569,13 +569,8 @@ class ControlSession:
             return [*self._say(filter_feat(reply)), *self._command_done()]
         if expect is _Expect.QUIT:
             return self._close("client quit", reply.raw)
-        if expect is _Expect.LOGIN and reply.code == 230 and not self.logged_in:
+        if expect is _Expect.LOGIN and reply.code == 230:
             self.logged_in = True
-            return [
-                *self._say(reply.raw),
-                act.LoggedIn(self.user or b""),
-                *self._command_done(),
-            ]
         return [*self._say(reply.raw), *self._command_done()]
 
     def _on_abort_reply(self, reply: Reply) -> list[act.Action]:

@@ -243,8 +243,6 @@ class Session(asyncio.Protocol):
             self._ctx.log.write(
                 "command", frontend=self._ctx.name, client=self.client.host, command=action.text
             )
-        elif isinstance(action, act.LoggedIn):
-            pass
         elif isinstance(action, act.Close):
             self._close(action.reason)
 
