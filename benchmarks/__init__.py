@@ -1,0 +1,1 @@
+"""Benchmarks of ftplb against a direct path, HAProxy and ProFTPD mod_proxy."""

@@ -1,0 +1,466 @@
+"""The paths under test: two vsftpd servers, and the balancers in front of them.
+
+Every process runs in the foreground with a config generated into a temp dir,
+is bound to its own loopback address, and is stopped by its PID:
+
+    127.0.0.21, 127.0.0.22   vsftpd s1, s2 (started by tests/integration/servers.py)
+    127.0.0.2                ftplb, mode ftp (``python -m ftplb run -c CFG``)
+    127.0.0.3                HAProxy 2.6 mode tcp, the seeds' configuration
+    127.0.0.4                HAProxy, the same plus splice and 1 MiB pipes
+    127.0.0.5                ProFTPD mod_proxy, reverse, round robin
+
+The HAProxy paths need what the seeds' configuration needs from the servers:
+each vsftpd advertises the balancer's address (``pasv_address``) and its own
+passive port range, and HAProxy forwards each range to its server on the same
+port. ftplb and mod_proxy need neither; they ignore the address in a 227 and
+connect to the server's control address. The clients use EPSV (229 carries
+only a port), so the same two servers serve every path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.integration import servers
+from tests.integration.balancer import RunningBalancer, start_balancer
+from tests.integration.servers import FtpServer
+
+SERVER_HOSTS = ("127.0.0.21", "127.0.0.22")
+CONTROL_PORT = 2121
+FTPLB_HOST = "127.0.0.2"
+HAPROXY_HOST = "127.0.0.3"
+HAPROXY_TUNED_HOST = "127.0.0.4"
+PROFTPD_HOST = "127.0.0.5"
+
+# Each server's own passive range (the HAProxy scheme); the balancers' client-side ranges.
+SERVER_PASSIVE_FIRST = 50000
+SERVER_PASSIVE_SIZE = 500
+FTPLB_PASSIVE = (40000, 40999)
+PROFTPD_PASSIVE = (42000, 42999)
+
+# Room for 5,000 held sessions (2 fds each), and in the tuned case maxconn/4 pipes
+# (2 fds each), under the hard limit of 20,000 fds.
+HAPROXY_MAXCONN = 7000
+PROFTPD_MAX_INSTANCES = 6000
+
+START_TIMEOUT = 15.0
+STOP_GRACE = 10.0
+
+HAPROXY_BIN = shutil.which("haproxy") or "/usr/sbin/haproxy"
+PROFTPD_BIN = shutil.which("proftpd") or "/usr/sbin/proftpd"
+PROFTPD_MODULES = Path("/usr/lib/proftpd")
+
+
+class SetupError(RuntimeError):
+    """A path under test could not be started; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PathSpec:
+    """How a path is named in tables, and what it is."""
+
+    key: str
+    label: str
+
+
+DIRECT = PathSpec("direct", "direct (client → vsftpd)")
+FTPLB = PathSpec("ftplb", "ftplb (mode ftp)")
+HAPROXY = PathSpec("haproxy", "HAProxy 2.6 tcp (seed config)")
+HAPROXY_TUNED = PathSpec("haproxy_tuned", "HAProxy 2.6 tcp + splice")
+PROFTPD = PathSpec("proftpd", "ProFTPD mod_proxy (reverse)")
+ALL_PATHS = (DIRECT, FTPLB, HAPROXY, HAPROXY_TUNED, PROFTPD)
+
+
+@dataclass
+class PathUnderTest:
+    """A running path: the addresses clients use and the process whose cost is measured.
+
+    ``targets`` has one address for a balancer; for the direct path it has
+    the servers', which a client takes in turn (a perfect round robin).
+    """
+
+    spec: PathSpec
+    targets: tuple[tuple[str, int], ...]
+    pid: int | None
+    stop: Callable[[], None]
+    # ProFTPD forks one process per session: its CPU must be counted over the tree.
+    forks_sessions: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return self.spec.key
+
+    def target(self, index: int) -> tuple[str, int]:
+        return self.targets[index % len(self.targets)]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class ForegroundProcess:
+    """A process this benchmark started, in its own process group, stopped by PID."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+    _stopped: bool = False
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop(self) -> None:
+        """SIGTERM to the group it leads, SIGKILL after a grace period; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+            try:
+                self.process.wait(STOP_GRACE)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Session children (ProFTPD) may outlive the leader for a moment.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _spawn(name: str, argv: list[str], workdir: Path) -> ForegroundProcess:
+    log_path = workdir / "output.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    return ForegroundProcess(name, process, workdir, log_path)
+
+
+def read_banner(host: str, port: int, timeout: float = 3.0) -> bytes:
+    """The first reply line of an FTP service (then QUIT)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        data = b""
+        while b"\n" not in data:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        with contextlib.suppress(OSError):
+            sock.sendall(b"QUIT\r\n")
+        return data
+
+
+def wait_for_banner(proc: ForegroundProcess, host: str, port: int) -> None:
+    """Wait until ``host:port`` answers 220 (through the balancer, from a server)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            last = f"exited with {proc.process.returncode}"
+            break
+        try:
+            banner = read_banner(host, port)
+        except OSError as error:
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if banner.startswith(b"220"):
+                return
+            last = f"banner {banner!r}"
+        time.sleep(0.1)
+    tail = proc.log_tail()
+    proc.stop()
+    raise SetupError(f"{proc.name} on {host}:{port} did not answer 220 ({last}):\n{tail}")
+
+
+def _tmpfs_or_tmp() -> str | None:
+    return "/dev/shm" if Path("/dev/shm").is_dir() else None
+
+
+def _workdir(name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"ftplb-bench-{name}-"))
+    path.chmod(0o755)
+    return path
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def server_passive_range(index: int) -> tuple[int, int]:
+    """Server ``index``'s own passive port range (first, last)."""
+    first = SERVER_PASSIVE_FIRST + index * SERVER_PASSIVE_SIZE
+    return first, first + SERVER_PASSIVE_SIZE - 1
+
+
+def vsftpd_extra_settings(index: int, advertised: str) -> dict[str, str]:
+    """Settings added to the test starter's vsftpd.conf (vsftpd: the last value wins)."""
+    first, last = server_passive_range(index)
+    return {
+        "pasv_enable": "YES",
+        "pasv_address": advertised,
+        "pasv_min_port": str(first),
+        "pasv_max_port": str(last),
+        # No per-command log writes, in any path.
+        "log_ftp_protocol": "NO",
+        "xferlog_enable": "NO",
+    }
+
+
+def start_vsftpd_pair(roots: list[Path]) -> list[FtpServer]:
+    """Two vsftpd servers, each with its own root, port range and pasv_address."""
+    problem = servers.available("vsftpd")
+    if problem is not None:
+        raise SetupError(f"vsftpd cannot run here: {problem}")
+    started: list[FtpServer] = []
+    try:
+        for index, (host, root) in enumerate(zip(SERVER_HOSTS, roots, strict=True)):
+            extra = vsftpd_extra_settings(index, HAPROXY_HOST)
+            started.append(servers.start_vsftpd(host, CONTROL_PORT, root, extra_config=extra))
+    except BaseException:
+        for server in started:
+            server.stop()
+        raise
+    return started
+
+
+def direct_path(backends: list[FtpServer]) -> PathUnderTest:
+    return PathUnderTest(DIRECT, tuple(s.address for s in backends), pid=None, stop=lambda: None)
+
+
+# --------------------------------------------------------------------------- ftplb
+
+
+def ftplb_config(backends: list[FtpServer]) -> str:
+    """mode ftp, round robin, no health checks (HAProxy and mod_proxy run none either)."""
+    first, last = FTPLB_PASSIVE
+    servers_toml = "\n".join(
+        f'[[backends.servers]]\nname = "s{i}"\naddress = "{s.host}:{s.port}"\n'
+        for i, s in enumerate(backends, start=1)
+    )
+    return (
+        textwrap.dedent(
+            f"""\
+        [defaults]
+        timeout_connect = "5s"
+        timeout_client = "600s"
+        timeout_server = "600s"
+
+        [[frontends]]
+        name = "ftp"
+        bind = ["{FTPLB_HOST}:{CONTROL_PORT}"]
+        mode = "ftp"
+        backend = "pool"
+        passive_ports = "{first}-{last}"
+
+        [[backends]]
+        name = "pool"
+        balance = "roundrobin"
+        health = {{ type = "none" }}
+
+        """
+        )
+        + servers_toml
+    )
+
+
+def start_ftplb(backends: list[FtpServer]) -> PathUnderTest:
+    running: RunningBalancer = start_balancer(ftplb_config(backends), FTPLB_HOST, CONTROL_PORT)
+
+    def stop() -> None:
+        status = running.stop()
+        if status != 0:
+            print(f"  ftplb exited with {status}:\n{running.log_text()[-2000:]}", flush=True)
+        shutil.rmtree(running.workdir, ignore_errors=True)
+
+    return PathUnderTest(FTPLB, ((FTPLB_HOST, CONTROL_PORT),), pid=running.process.pid, stop=stop)
+
+
+# --------------------------------------------------------------------------- HAProxy
+
+
+def haproxy_config(bind_host: str, backends: list[FtpServer], *, tuned: bool) -> str:
+    """HAProxy mode tcp the seeds' way: control port balanced, each passive range forwarded.
+
+    ``tuned`` adds only splice in both directions and 1 MiB pipes.
+    """
+    tuning_global = "    tune.pipesize 1048576\n" if tuned else ""
+    tuning_defaults = "    option splice-request\n    option splice-response\n" if tuned else ""
+    lines = [
+        "global",
+        f"    maxconn {HAPROXY_MAXCONN}",
+        tuning_global.rstrip("\n"),
+        "",
+        "defaults",
+        "    mode tcp",
+        f"    maxconn {HAPROXY_MAXCONN}",
+        "    timeout connect 5s",
+        "    timeout client 600s",
+        "    timeout server 600s",
+        tuning_defaults.rstrip("\n"),
+        "",
+        "frontend ftp_control",
+        f"    bind {bind_host}:{CONTROL_PORT}",
+        "    default_backend ftp_servers",
+        "",
+        "backend ftp_servers",
+        "    balance roundrobin",
+    ]
+    lines += [f"    server s{i} {s.host}:{s.port}" for i, s in enumerate(backends, start=1)]
+    for i, server in enumerate(backends, start=1):
+        first, last = server_passive_range(i - 1)
+        lines += [
+            "",
+            f"frontend ftp_passive_s{i}",
+            f"    bind {bind_host}:{first}-{last}",
+            f"    default_backend ftp_passive_s{i}",
+            "",
+            f"backend ftp_passive_s{i}",
+            # No port: connect to the port the client connected to.
+            f"    server s{i} {server.host}",
+        ]
+    return "\n".join(line for line in lines if line is not None) + "\n"
+
+
+def haproxy_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [HAPROXY_BIN, "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        return out.splitlines()[0] if out else "?"
+    return "not installed"
+
+
+def start_haproxy(backends: list[FtpServer], *, tuned: bool) -> PathUnderTest:
+    if not Path(HAPROXY_BIN).exists():
+        raise SetupError("haproxy is not installed (scripts/bench.sh installs it as root)")
+    spec = HAPROXY_TUNED if tuned else HAPROXY
+    host = HAPROXY_TUNED_HOST if tuned else HAPROXY_HOST
+    workdir = _workdir(spec.key)
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(haproxy_config(host, backends, tuned=tuned))
+    proc = _spawn(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
+    wait_for_banner(proc, host, CONTROL_PORT)
+    return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
+
+
+# --------------------------------------------------------------------------- ProFTPD mod_proxy
+
+
+def proftpd_proxy_config(workdir: Path, tables: Path, backends: list[FtpServer]) -> str:
+    """ProFTPD as a reverse proxy: mod_tls must load before mod_proxy (Debian's build)."""
+    first, last = PROFTPD_PASSIVE
+    reverse_servers = " ".join(f"ftp://{s.host}:{s.port}" for s in backends)
+    return textwrap.dedent(
+        f"""\
+        ModulePath {PROFTPD_MODULES}
+        LoadModule mod_tls.c
+        LoadModule mod_proxy.c
+        ServerType standalone
+        ServerName "ftplb bench mod_proxy"
+        DefaultServer on
+        UseIPv6 off
+        DefaultAddress {PROFTPD_HOST}
+        SocketBindTight on
+        Port {CONTROL_PORT}
+        User nobody
+        Group nogroup
+        MaxInstances {PROFTPD_MAX_INSTANCES}
+        PassivePorts {first} {last}
+        PidFile {workdir / "proftpd.pid"}
+        ScoreboardFile {workdir / "proftpd.scoreboard"}
+        DelayTable none
+        WtmpLog off
+        UseReverseDNS off
+        RequireValidShell off
+        TimeoutIdle 600
+        SystemLog {workdir / "proftpd.log"}
+        <IfModule mod_delay.c>
+          DelayEngine off
+        </IfModule>
+        <IfModule mod_proxy.c>
+          ProxyEngine on
+          ProxyRole reverse
+          ProxyTables {tables}
+          ProxyLog {workdir / "proxy.log"}
+          ProxyReverseServers {reverse_servers}
+          ProxyReverseConnectPolicy RoundRobin
+          # The servers advertise HAProxy's address in 227 (the seeds' scheme), which
+          # mod_proxy refuses as foreign; EPSV towards them carries no address.
+          ProxyDataTransferPolicy EPSV
+          # Plain FTP on both sides: no TLS towards the servers either.
+          ProxyTLSEngine off
+        </IfModule>
+        """
+    )
+
+
+def proftpd_version() -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(
+            [PROFTPD_BIN, "-v"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+        return out.strip() or "?"
+    return "not installed"
+
+
+def start_proftpd_proxy(backends: list[FtpServer]) -> PathUnderTest:
+    if not Path(PROFTPD_BIN).exists() or not (PROFTPD_MODULES / "mod_proxy.so").exists():
+        raise SetupError(
+            "proftpd with mod_proxy is not installed "
+            "(scripts/bench.sh installs proftpd-mod-proxy as root)"
+        )
+    workdir = _workdir("proftpd")
+    # mod_proxy keeps its round-robin state in SQLite files (ProxyTables) that every
+    # session process updates; on tmpfs, no session waits for a disk sync.
+    tables = Path(tempfile.mkdtemp(prefix="ftplb-bench-proxytables-", dir=_tmpfs_or_tmp()))
+    tables.chmod(0o755)
+    cfg = workdir / "proftpd.conf"
+    cfg.write_text(proftpd_proxy_config(workdir, tables, backends))
+    cfg.chmod(0o600)
+    proc = _spawn("proftpd", [PROFTPD_BIN, "-n", "-c", str(cfg)], workdir)
+    wait_for_banner(proc, PROFTPD_HOST, CONTROL_PORT)
+
+    def stop() -> None:
+        proc.stop()
+        shutil.rmtree(tables, ignore_errors=True)
+
+    return PathUnderTest(
+        PROFTPD,
+        ((PROFTPD_HOST, CONTROL_PORT),),
+        pid=proc.pid,
+        stop=stop,
+        forks_sessions=True,
+    )
+
+
+STARTERS: dict[str, Callable[[list[FtpServer]], PathUnderTest]] = {
+    DIRECT.key: direct_path,
+    FTPLB.key: start_ftplb,
+    HAPROXY.key: lambda b: start_haproxy(b, tuned=False),
+    HAPROXY_TUNED.key: lambda b: start_haproxy(b, tuned=True),
+    PROFTPD.key: start_proftpd_proxy,
+}
