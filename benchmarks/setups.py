@@ -23,7 +23,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import textwrap
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from tests.integration import servers
 from tests.integration.balancer import RunningBalancer, start_balancer
-from tests.integration.servers import FtpServer
+from tests.integration.servers import FtpServer, read_banner
 
 SERVER_HOSTS = ("127.0.0.21", "127.0.0.22")
 CONTROL_PORT = 2121
@@ -159,20 +158,6 @@ def _spawn(name: str, argv: list[str], workdir: Path) -> ForegroundProcess:
             start_new_session=True,
         )
     return ForegroundProcess(name, process, workdir, log_path)
-
-
-def read_banner(host: str, port: int, timeout: float = 3.0) -> bytes:
-    """The first reply line of an FTP service (then QUIT)."""
-    with socket.create_connection((host, port), timeout=timeout) as sock:
-        data = b""
-        while b"\n" not in data:
-            chunk = sock.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        with contextlib.suppress(OSError):
-            sock.sendall(b"QUIT\r\n")
-        return data
 
 
 def wait_for_banner(proc: ForegroundProcess, host: str, port: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -18,6 +19,15 @@ STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 _next_range = [41000 + (os.getpid() % 50) * 200]
+
+
+def log_fields(line: str) -> dict[str, str]:
+    """The key=value fields of one text log line of ftplb (values may be JSON-quoted)."""
+    fields: dict[str, str] = {}
+    for token in shlex.split(line)[2:]:
+        key, _, value = token.partition("=")
+        fields[key] = value
+    return fields
 
 
 def passive_range(size: int = 100) -> str:

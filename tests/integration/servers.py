@@ -203,7 +203,8 @@ def _make_workdir(kind: str) -> Path:
     return workdir
 
 
-def _read_banner(host: str, port: int, timeout: float) -> bytes:
+def read_banner(host: str, port: int, timeout: float = 3.0) -> bytes:
+    """The first reply line of an FTP service (then QUIT)."""
     with socket.create_connection((host, port), timeout=timeout) as sock:
         data = b""
         while b"\n" not in data:
@@ -224,7 +225,7 @@ def _wait_for_banner(server: FtpServer, timeout: float = STARTUP_TIMEOUT) -> Non
             last_error = "process exited"
             break
         try:
-            banner = _read_banner(server.host, server.port, timeout=2.0)
+            banner = read_banner(server.host, server.port, timeout=2.0)
         except OSError as exc:
             last_error = f"{type(exc).__name__}: {exc}"
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import ftplib
 import os
-import shlex
 import socket
 import threading
 import time
@@ -27,6 +26,7 @@ from tests.integration.balancer import (
     RunningBalancer,
     balancer,
     free_port,
+    log_fields,
     passive_range,
 )
 
@@ -36,25 +36,13 @@ USER = "ftptest"
 PASSWORD = "ftptest"
 SOURCES = ("127.0.0.100", "127.0.0.101")
 
-# ftplb counts a session on a server from the moment it starts connecting to
-# it, and never uncounts it when the client hangs up before that connect has
-# finished. The test harness's start-up probe is such a client, so s1 usually
-# starts with one phantom session; "usually", because on a loaded machine the
-# probe can also finish its connect normally. The tests that only meet the bug
-# through the probe are therefore non-strict; the one that provokes it on
-# purpose is strict.
+# A client that hangs up while ftplb is still connecting to its server must not
+# leave that server's session count raised (it did once: leastconn and
+# max_connections then saw a phantom session).
 SLOW_HOST = "127.0.0.15"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def log_fields(line: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for token in shlex.split(line)[2:]:
-        key, _, value = token.partition("=")
-        fields[key] = value
-    return fields
 
 
 def user_sessions(lb: RunningBalancer, user: str = USER) -> list[dict[str, str]]:

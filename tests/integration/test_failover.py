@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ftplib
-import shlex
 import shutil
 import socket
 import threading
@@ -26,6 +25,7 @@ from tests.integration.balancer import (
     RunningBalancer,
     balancer,
     free_port,
+    log_fields,
     passive_range,
     server_entries,
     simple_config,
@@ -45,15 +45,6 @@ SILENT_HOST = "127.0.0.13"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def log_fields(line: str) -> dict[str, str]:
-    """The key=value fields of one text log line (values may be JSON-quoted)."""
-    fields: dict[str, str] = {}
-    for token in shlex.split(line)[2:]:
-        key, _, value = token.partition("=")
-        fields[key] = value
-    return fields
 
 
 def sessions_of(lb: RunningBalancer, user: str = USER) -> Counter[str]:

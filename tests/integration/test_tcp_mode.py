@@ -23,7 +23,6 @@ import hashlib
 import io
 import itertools
 import os
-import shlex
 import shutil
 import socket
 import time
@@ -39,7 +38,7 @@ from ftplb.app import Balancer, StartupError
 from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients, servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port
+from tests.integration.balancer import RunningBalancer, balancer, free_port, log_fields
 from tests.integration.farms import require
 
 pytestmark = pytest.mark.integration
@@ -227,14 +226,6 @@ def farm(
 
 # ---------------------------------------------------------------------------
 # log helpers
-
-
-def log_fields(line: str) -> dict[str, str]:
-    fields = {}
-    for word in shlex.split(line)[2:]:
-        key, _, value = word.partition("=")
-        fields[key] = value
-    return fields
 
 
 def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
