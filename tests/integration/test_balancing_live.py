@@ -29,6 +29,7 @@ from tests.integration.balancer import (
     log_fields,
     passive_range,
 )
+from tests.integration.fakes import ThreadedTcpServer
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +138,7 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.02)
 
 
-class SlowGreeter:
+class SlowGreeter(ThreadedTcpServer):
     """A TCP relay in front of an FTP server that holds everything back for ``delay`` s.
 
     It makes ftplb's connect to the server last that long (the connect ends
@@ -145,32 +146,12 @@ class SlowGreeter:
     """
 
     def __init__(self, host: str, target: tuple[str, int], delay: float) -> None:
-        self.sock = socket.create_server((host, 0), backlog=64)
-        self.sock.settimeout(0.1)
-        self.host = host
-        self.port: int = self.sock.getsockname()[1]
         self.target = target
         self.delay = delay
-        self.accepted = 0
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._spawn(self._serve)
+        super().__init__(host)
 
-    def _spawn(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self._spawn(self._relay, conn)
+    def handle(self, conn: socket.socket) -> None:
+        self._relay(conn)
 
     def _relay(self, client: socket.socket) -> None:
         with client, socket.create_connection(self.target, timeout=5) as server:
@@ -198,12 +179,6 @@ class SlowGreeter:
                 dst.sendall(data)
             except OSError:
                 return
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
-        for thread in self._threads:
-            thread.join(5)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import contextlib
 import ftplib
 import shutil
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from tests.integration.balancer import (
     server_entries,
     simple_config,
 )
+from tests.integration.fakes import ThreadedTcpServer
 
 pytestmark = pytest.mark.integration
 
@@ -142,35 +142,18 @@ health = {health}
 """
 
 
-class SilentServer:
+class SilentServer(ThreadedTcpServer):
     """Accepts TCP connections and holds them open without ever sending a byte."""
 
     def __init__(self, host: str) -> None:
-        self.sock = socket.create_server((host, 0), backlog=64)
-        self.sock.settimeout(0.1)
-        self.host = host
-        self.port: int = self.sock.getsockname()[1]
-        self.accepted = 0
         self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        super().__init__(host)
 
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self._held.append(conn)
+    def handle(self, conn: socket.socket) -> None:
+        self._held.append(conn)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
+        super().close()
         for conn in self._held:
             conn.close()
 

@@ -31,6 +31,7 @@ import pytest
 
 from tests.integration import clients
 from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.fakes import ThreadedTcpServer
 from tests.integration.farms import Farm, farm, started_servers
 
 pytestmark = pytest.mark.integration
@@ -729,7 +730,7 @@ class FakeLink:
         return line.rstrip(b"\r")
 
 
-class FakeFtpServer:
+class FakeFtpServer(ThreadedTcpServer):
     """A scripted FTP server on threads, for server behaviours no real server shows on demand.
 
     It greets with 220 and accepts any login; subclasses answer the other
@@ -737,31 +738,10 @@ class FakeFtpServer:
     """
 
     def __init__(self, host: str) -> None:
-        self.listener = socket.create_server((host, 0))
-        self.listener.settimeout(0.2)
-        self.host = host
-        self.port: int = self.listener.getsockname()[1]
         self.received: list[bytes] = []
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._start(self._serve)
+        super().__init__(host)
 
-    def _start(self, target: Callable[..., None], *args: object) -> None:
-        thread = threading.Thread(target=target, args=args, daemon=True)
-        self._threads.append(thread)
-        thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._start(self._handle, conn)
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn, contextlib.suppress(OSError, EOFError):
             link = FakeLink(conn, self._stop)
             link.send(b"220 fake\r\n")
@@ -784,12 +764,6 @@ class FakeFtpServer:
 
     def answer(self, link: FakeLink, verb: bytes, arg: bytes) -> None:
         """Answer a command after login; the base class never answers."""
-
-    def close(self) -> None:
-        self._stop.set()
-        self.listener.close()
-        for thread in self._threads:
-            thread.join(timeout=2.0)
 
 
 class SilentServer(FakeFtpServer):
