@@ -20,9 +20,7 @@ only a port), so the same two servers serve every path.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import textwrap
@@ -33,7 +31,12 @@ from pathlib import Path
 
 from tests.integration import servers
 from tests.integration.balancer import RunningBalancer, start_balancer
-from tests.integration.servers import FtpServer, read_banner
+from tests.integration.servers import (
+    ForegroundProcess,
+    FtpServer,
+    read_banner,
+    spawn_foreground,
+)
 
 SERVER_HOSTS = ("127.0.0.21", "127.0.0.22")
 CONTROL_PORT = 2121
@@ -106,58 +109,6 @@ class PathUnderTest:
 
 
 # --------------------------------------------------------------------------- processes
-
-
-@dataclass
-class ForegroundProcess:
-    """A process this benchmark started, in its own process group, stopped by PID."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    workdir: Path
-    log_path: Path
-    _stopped: bool = False
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log_tail(self, chars: int = 3000) -> str:
-        with contextlib.suppress(OSError):
-            return self.log_path.read_text(errors="replace")[-chars:]
-        return ""
-
-    def stop(self) -> None:
-        """SIGTERM to the group it leads, SIGKILL after a grace period; idempotent."""
-        if self._stopped:
-            return
-        self._stopped = True
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            try:
-                self.process.wait(STOP_GRACE)
-                break
-            except subprocess.TimeoutExpired:
-                continue
-        # Session children (ProFTPD) may outlive the leader for a moment.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _spawn(name: str, argv: list[str], workdir: Path) -> ForegroundProcess:
-    log_path = workdir / "output.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            start_new_session=True,
-        )
-    return ForegroundProcess(name, process, workdir, log_path)
 
 
 def wait_for_banner(proc: ForegroundProcess, host: str, port: int) -> None:
@@ -347,7 +298,7 @@ def start_haproxy(backends: list[FtpServer], *, tuned: bool) -> PathUnderTest:
     workdir = _workdir(spec.key)
     cfg = workdir / "haproxy.cfg"
     cfg.write_text(haproxy_config(host, backends, tuned=tuned))
-    proc = _spawn(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
+    proc = spawn_foreground(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
     wait_for_banner(proc, host, CONTROL_PORT)
     return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
 
@@ -426,7 +377,7 @@ def start_proftpd_proxy(backends: list[FtpServer]) -> PathUnderTest:
     cfg = workdir / "proftpd.conf"
     cfg.write_text(proftpd_proxy_config(workdir, tables, backends))
     cfg.chmod(0o600)
-    proc = _spawn("proftpd", [PROFTPD_BIN, "-n", "-c", str(cfg)], workdir)
+    proc = spawn_foreground("proftpd", [PROFTPD_BIN, "-n", "-c", str(cfg)], workdir)
     wait_for_banner(proc, PROFTPD_HOST, CONTROL_PORT)
 
     def stop() -> None:

@@ -49,6 +49,67 @@ class ServerStartError(RuntimeError):
 
 
 @dataclass
+class ForegroundProcess:
+    """A process this test session started, as leader of its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    workdir: Path
+    log_path: Path
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_running(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        with contextlib.suppress(OSError):
+            return self.log_path.read_text(errors="replace")[-chars:]
+        return ""
+
+    def stop(self) -> None:
+        """Stop it by its PID: SIGTERM, wait, SIGKILL after a grace period.
+
+        The signal goes to the process group it leads: forking servers
+        (vsftpd, ProFTPD, Pure-FTPd) leave one child per session otherwise.
+        Calling it again does nothing, so a recycled PID is never signalled.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, sig)
+            try:
+                self.process.wait(timeout=STOP_GRACE)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Session children may outlive the leader for a moment; make sure none stays.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signal.SIGKILL)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def spawn_foreground(name: str, argv: list[str], workdir: Path) -> ForegroundProcess:
+    """Start ``argv`` in ``workdir`` in its own process group, output to output.log."""
+    log_path = workdir / "output.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+            start_new_session=True,
+        )
+    return ForegroundProcess(name, process, workdir, log_path)
+
+
+@dataclass
 class FtpServer:
     """A running FTP server process that this test session started."""
 
@@ -58,11 +119,19 @@ class FtpServer:
     root: Path
     user: str
     password: str
-    pid: int
-    workdir: Path
-    log_path: Path
-    _process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _stopped: bool = field(default=False, repr=False)
+    proc: ForegroundProcess = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def workdir(self) -> Path:
+        return self.proc.workdir
+
+    @property
+    def log_path(self) -> Path:
+        return self.proc.log_path
 
     @property
     def address(self) -> tuple[str, int]:
@@ -77,46 +146,10 @@ class FtpServer:
         return "\n".join(parts)
 
     def is_running(self) -> bool:
-        if self._process is not None:
-            return self._process.poll() is None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return self.proc.is_running()
 
     def stop(self) -> None:
-        """Stop the server by its PID: SIGTERM, wait, SIGKILL after a grace period.
-
-        The server was started as the leader of its own process group, so the
-        signal goes to that group: forking servers (vsftpd, ProFTPD, Pure-FTPd)
-        leave one child per session otherwise. Calling it again does nothing, so
-        a recycled PID is never signalled.
-        """
-        if self._stopped:
-            return
-        self._stopped = True
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, sig)
-            if self._wait(STOP_GRACE):
-                break
-        self._reap_group()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def _wait(self, timeout: float) -> bool:
-        if self._process is None:
-            return not self.is_running()
-        try:
-            self._process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            return False
-        return True
-
-    def _reap_group(self) -> None:
-        # Session children may outlive the leader for a moment; make sure none stays.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, signal.SIGKILL)
+        self.proc.stop()
 
 
 # ---------------------------------------------------------------------------
@@ -252,29 +285,8 @@ def _spawn(
     password: str,
     workdir: Path,
 ) -> FtpServer:
-    log_path = workdir / "output.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=workdir,
-            # Own process group, so stop() reaches the per-session children too.
-            start_new_session=True,
-        )
-    server = FtpServer(
-        kind=kind,
-        host=host,
-        port=port,
-        root=root,
-        user=user,
-        password=password,
-        pid=process.pid,
-        workdir=workdir,
-        log_path=log_path,
-        _process=process,
-    )
+    proc = spawn_foreground(kind, argv, workdir)
+    server = FtpServer(kind, host, port, root, user, password, proc)
     _wait_for_banner(server)
     return server
 
