@@ -196,6 +196,12 @@ def test_garbage_never_raises() -> None:
         find_line(text, ("a", 0, "b"))
 
 
+def test_a_stray_brace_in_an_array_ends_the_scan() -> None:
+    # This once looped forever, recording array index after index.
+    assert find_line("3=[}", ("a", 0, "b")) is None
+    assert find_line("a = [}, 1]\nb = 2", ("b",)) == 2
+
+
 @given(st.text(alphabet=st.sampled_from(list("[]{}\"'=.,#\n abc123\\")), max_size=60))
 def test_arbitrary_text_never_raises(text: str) -> None:
     find_line(text, ("a", 0, "b"))

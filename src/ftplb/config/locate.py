@@ -182,7 +182,12 @@ class _Scanner:
                 self._advance()
                 continue
             self.lines.setdefault((*path, index), self.line)
+            start = self.pos
             self._value((*path, index))
+            if self.pos == start:
+                # Not a value at all (a stray "}"): step over it, or this
+                # loop would record index after index without end.
+                self._advance()
             index += 1
             self._skip_blanks_comments_newlines()
             if self._peek() == ",":
