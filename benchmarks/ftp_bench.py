@@ -11,11 +11,15 @@ and ProFTPD mod_proxy. Measured, with repetitions interleaved over the paths:
 2. short sessions from an asyncio load generator (login, EPSV, LIST or RETR of
    1 KiB, QUIT): sessions/s, latency p50/p99, the balancer's CPU ms per session;
 3. resident memory per idle logged-in session, at 1,000 and 5,000 sessions held
-   by one fresh ftplb process, and by a fresh HAProxy as the reference.
+   by one fresh ftplb process, and by a fresh HAProxy as the reference;
+4. RETR and STOR over FTPS with TLS data connections: ftplb terminating
+   explicit FTPS against HAProxy ``mode tcp`` with ``ssl crt`` on every bind
+   (implicit FTPS), both with the vsftpd servers plain behind them.
 
 Writes RESULTS/<stamp>.json, .md and .png, and prints the Markdown. Each figure
 is given as a ratio to direct, to HAProxy (seed config) and to HAProxy tuned.
-TLS is reported as not available: ftplb does not terminate TLS yet.
+Run the TLS comparison alone with ``--paths ftplb_tls,haproxy_tls`` (or leave
+it out with ``--skip tls``).
 """
 
 from __future__ import annotations
@@ -100,10 +104,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--paths",
         default=",".join(p.key for p in setups.ALL_PATHS),
-        help="paths to measure (direct,ftplb,haproxy,haproxy_tuned,proftpd)",
+        help="paths to measure (direct,ftplb,haproxy,haproxy_tuned,proftpd; "
+        "ftplb_tls,haproxy_tls for the TLS phase)",
     )
     parser.add_argument(
-        "--skip", default="", help="phases to leave out: throughput,sessions,rss (comma-separated)"
+        "--skip",
+        default="",
+        help="phases to leave out: throughput,sessions,rss,tls (comma-separated)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -301,6 +308,62 @@ def run_throughput(
                     }
                 )
                 cpu = sample.cpu_s_per_gib
+                log(
+                    f"  run {run + 1} {op.upper()} {key:<14} {sample.mb_per_s:8.0f} MB/s"
+                    + ("" if cpu is None else f"   balancer CPU {cpu:5.2f} s/GiB")
+                )
+    return results, errors
+
+
+def run_tls_throughput(
+    paths: dict[str, PathUnderTest],
+    workspace: Workspace,
+    credentials: tuple[str, str],
+    size: int,
+    runs: int,
+) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, dict[str, list[str]]]]:
+    """RETR and STOR over FTPS (TLS control and data), interleaved over the TLS paths."""
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {"retr": {}, "stor": {}}
+    errors: dict[str, dict[str, list[str]]] = {}
+    sample_index = 0
+    for run in range(runs):
+        for op in ("retr", "stor"):
+            for key in rotated(list(paths), run):
+                path = paths[key]
+                assert path.ca_file is not None
+                name = BIG_NAME if op == "retr" else f"up-{key}-{run}.bin"
+                sample_index += 1
+                try:
+                    sample = transfers.tls_transfer(
+                        op,
+                        path.target(run),
+                        credentials,
+                        name,
+                        size,
+                        source=loadgen.source_address(sample_index),
+                        ca_file=path.ca_file,
+                        implicit=path.implicit_tls,
+                        upload_from=workspace.source_file,
+                        balancer_pid=path.pid,
+                    )
+                    if op == "stor":
+                        workspace.take_upload(name, size)
+                except (transfers.TransferError, OSError) as error:
+                    errors.setdefault(op, {}).setdefault(key, []).append(str(error)[:500])
+                    log(f"  run {run + 1} {op.upper()} {key:<14} FAILED: {str(error)[:300]}")
+                    for root in workspace.roots:
+                        with contextlib.suppress(FileNotFoundError):
+                            (root / name).unlink()
+                    continue
+                cpu = sample.cpu_s_per_gib
+                results[op].setdefault(key, []).append(
+                    {
+                        "mb_per_s": round(sample.mb_per_s, 1),
+                        "seconds": round(sample.seconds, 4),
+                        "wall_seconds": round(sample.wall_seconds, 4),
+                        "cpu_s_per_gib": None if cpu is None else round(cpu, 4),
+                    }
+                )
                 log(
                     f"  run {run + 1} {op.upper()} {key:<14} {sample.mb_per_s:8.0f} MB/s"
                     + ("" if cpu is None else f"   balancer CPU {cpu:5.2f} s/GiB")
@@ -537,6 +600,8 @@ def write_outputs(raw: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path,
     json_path.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
     md_path.write_text(report.markdown(raw, figures, checks))
     png_path: Path | None = out_dir / f"{stamp}.png"
+    if "throughput" not in raw:
+        return json_path, md_path, None  # the chart shows the plain paths' ratios only
     try:
         from benchmarks.plot import plot  # noqa: PLC0415
 
@@ -580,9 +645,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "paths": args.paths,
         "quick": args.quick,
     }
+    tls_keys = [k for k in args.paths if k in {p.key for p in setups.TLS_PATHS}]
     raw["tls"] = {
-        "status": "not available",
-        "reason": "ftplb does not terminate TLS yet (issue 3 asks for it)",
+        "status": "measured" if tls_keys and "tls" not in args.skip else "not measured",
+        "reason": "left out (--skip tls, or no TLS path in --paths)",
+        "client": "Python ssl, 1 MiB reads/writes, EPSV, TLS data connections",
     }
     with contextlib.ExitStack() as stack:
         stack.callback(workspace.remove)
@@ -592,8 +659,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for server in backends:
             stack.callback(server.stop)
         workspace.fill_roots()
-        wanted = [k for k in args.paths]
-        if "throughput" not in args.skip or "sessions" not in args.skip:
+        wanted = [k for k in args.paths if k not in tls_keys]
+        plain_phases = "throughput" not in args.skip or "sessions" not in args.skip
+        if wanted and plain_phases:
             with started_paths(wanted, backends) as paths:
                 warm_up(runner, paths, load_credentials)
                 if "throughput" not in args.skip:
@@ -616,7 +684,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         runs=args.session_runs,
                     )
                     raw["meta"]["sessions_seconds"] = round(time.monotonic() - phase)
-        if "rss" not in args.skip:
+        if tls_keys and "tls" not in args.skip:
+            log(f"TLS: RETR and STOR of {size_text(args.size)} over FTPS: {tls_keys}")
+            phase = time.monotonic()
+            with started_paths(tls_keys, backends) as paths:
+                raw["tls_throughput"], raw["tls_transfer_errors"] = run_tls_throughput(
+                    paths, workspace, credentials, args.size, args.runs
+                )
+            raw["meta"]["tls_seconds"] = round(time.monotonic() - phase)
+        if "rss" not in args.skip and any(k in args.paths for k in RSS_PATHS):
             keys = [k for k in RSS_PATHS if k in args.paths]
             log(f"RSS per idle logged-in session: {keys} at {args.rss_levels}")
             phase = time.monotonic()

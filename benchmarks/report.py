@@ -12,14 +12,19 @@ from typing import Any, Literal
 
 from benchmarks.stats import fmt, fmt_ratio, median, ratio
 
-PATH_ORDER = ("direct", "ftplb", "haproxy", "haproxy_tuned", "proftpd")
+PATH_ORDER = ("direct", "ftplb", "haproxy", "haproxy_tuned", "proftpd", "ftplb_tls", "haproxy_tls")
 PATH_LABELS = {
     "direct": "direct (client → vsftpd)",
     "ftplb": "ftplb (mode ftp)",
     "haproxy": "HAProxy 2.6 tcp (seed config)",
     "haproxy_tuned": "HAProxy 2.6 tcp + splice",
     "proftpd": "ProFTPD mod_proxy (reverse)",
+    "ftplb_tls": "ftplb, explicit FTPS terminated",
+    "haproxy_tls": "HAProxy 2.6 tcp + ssl crt (implicit FTPS)",
 }
+# The TLS paths compare with HAProxy terminating TLS only.
+TLS_REFERENCES = ("haproxy_tls",)
+TLS_REFERENCE_LABELS = {"haproxy_tls": "x HAProxy TLS"}
 REFERENCES = ("direct", "haproxy", "haproxy_tuned")
 REFERENCE_LABELS = {
     "direct": "x direct",
@@ -81,8 +86,9 @@ def _figure(
         {path: _spread(list(v)) for path, v in per_path.items()},
         {path: len(v) for path, v in per_path.items()},
     )
+    references = TLS_REFERENCES if section == "tls" else REFERENCES
     for path, value in values.items():
-        figure.ratios[path] = {ref: ratio(value, values.get(ref)) for ref in REFERENCES}
+        figure.ratios[path] = {ref: ratio(value, values.get(ref)) for ref in references}
     return figure
 
 
@@ -162,6 +168,30 @@ def build_figures(raw: Mapping[str, Any]) -> list[Figure]:
                     per_path=_without_direct(per_path) if balancer_only else per_path,
                 )
             )
+    tls = raw.get("tls_throughput", {})
+    for op, verb in [(op, op.upper()) for op in ("retr", "stor") if tls.get(op)]:
+        figures.append(
+            _figure(
+                f"tls_{op}_mb_s",
+                section="tls",
+                title=f"FTPS {verb} {size_text}, MB/s",
+                unit="MB/s",
+                better="higher",
+                digits=0,
+                per_path=_collect(tls[op], "mb_per_s"),
+            )
+        )
+        figures.append(
+            _figure(
+                f"tls_{op}_cpu_s_per_gib",
+                section="tls",
+                title=f"balancer CPU s/GiB, FTPS {verb}",
+                unit="s/GiB",
+                better="lower",
+                digits=2,
+                per_path=_collect(tls[op], "cpu_s_per_gib"),
+            )
+        )
     rss = raw.get("rss", {})
     levels = sorted({int(level) for r in rss.values() for level in r.get("levels", {})})
     for level in levels:
@@ -256,11 +286,12 @@ def check_targets(raw: Mapping[str, Any], figures: Sequence[Figure]) -> list[Tar
                 met,
             )
         )
+    tls_ratio = _ratio(figures, "tls_retr_mb_s", "ftplb_tls", "haproxy_tls")
     checks.append(
         TargetCheck(
             "TLS-terminated RETR ≥ HAProxy's TLS-terminated throughput",
-            "not available (ftplb does not terminate TLS yet)",
-            None,
+            "not measured" if tls_ratio is None else f"{fmt_ratio(tls_ratio)} x",
+            _at_least(tls_ratio, 1.0),
         )
     )
     return checks
@@ -275,7 +306,7 @@ def _paths_in(figure: Figure) -> list[str]:
     ]
 
 
-def _figure_rows(figure: Figure) -> list[str]:
+def _figure_rows(figure: Figure, references: Sequence[str] = REFERENCES) -> list[str]:
     rows = []
     for path in _paths_in(figure):
         value = figure.values[path]
@@ -290,7 +321,7 @@ def _figure_rows(figure: Figure) -> list[str]:
             figure.title,
             PATH_LABELS.get(path, path),
             fmt(value, figure.digits),
-            *(fmt_ratio(ratios.get(ref)) for ref in REFERENCES),
+            *(fmt_ratio(ratios.get(ref)) for ref in references),
             str(figure.samples.get(path, 0)),
             spread_text,
         ]
@@ -303,6 +334,7 @@ SECTION_TITLES = {
     "sessions_list": "Short sessions: login, EPSV, LIST, QUIT",
     "sessions_retr": "Short sessions: login, EPSV, RETR of 1 KiB, QUIT",
     "rss": "Memory per idle logged-in session",
+    "tls": "FTPS: ftplb terminating explicit FTPS, HAProxy terminating implicit FTPS",
 }
 
 
@@ -339,20 +371,37 @@ def markdown(
         + " | runs | min-max |"
     )
     rule = "|" + "---|" * 8
+    tls_header = (
+        "| figure | path | median | "
+        + " | ".join(TLS_REFERENCE_LABELS[r] for r in TLS_REFERENCES)
+        + " | runs | min-max |"
+    )
+    tls_rule = "|" + "---|" * (5 + len(TLS_REFERENCES))
     for section, members in sections.items():
-        lines += [f"## {SECTION_TITLES.get(section, section)}", "", header, rule]
+        is_tls = section == "tls"
+        lines += [
+            f"## {SECTION_TITLES.get(section, section)}",
+            "",
+            tls_header if is_tls else header,
+            tls_rule if is_tls else rule,
+        ]
         for figure in members:
-            lines += _figure_rows(figure)
+            lines += _figure_rows(figure, TLS_REFERENCES if is_tls else REFERENCES)
         lines.append("")
     errors = _error_summary(raw)
     if errors:
         lines += ["## Failures", "", *errors, ""]
     tls = raw.get("tls", {})
+    if tls.get("status") == "measured":
+        tls_line = (
+            f"- FTPS, TLS data connections, vsftpd plain behind both; client: {tls.get('client')}"
+        )
+    else:
+        tls_line = f"- FTPS: {tls.get('status', 'not measured')} ({tls.get('reason', '')})"
     lines += [
         "## TLS",
         "",
-        f"- explicit FTPS terminated by ftplb, RETR: {tls.get('status', 'not available')}"
-        f" ({tls.get('reason', '')})",
+        tls_line,
         "",
         "## Targets (issue 3)",
         "",
@@ -381,9 +430,11 @@ def _error_summary(raw: Mapping[str, Any]) -> list[str]:
         if entry.get("errors"):
             text = ", ".join(f"{k}: {v}" for k, v in sorted(entry["errors"].items()))
             lines.append(f"- RSS hold, {PATH_LABELS.get(path, path)}: {text}")
-    for op, runs in raw.get("transfer_errors", {}).items():
-        for path, messages in runs.items():
-            lines.append(f"- {op.upper()}, {PATH_LABELS.get(path, path)}: {len(messages)} failed")
+    for kind in ("transfer_errors", "tls_transfer_errors"):
+        for op, runs in raw.get(kind, {}).items():
+            for path, messages in runs.items():
+                label = PATH_LABELS.get(path, path)
+                lines.append(f"- {op.upper()}, {label}: {len(messages)} failed")
     return lines
 
 

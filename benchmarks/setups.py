@@ -8,6 +8,8 @@ is bound to its own loopback address, and is stopped by its PID:
     127.0.0.3                HAProxy 2.6 mode tcp, the seeds' configuration
     127.0.0.4                HAProxy, the same plus splice and 1 MiB pipes
     127.0.0.5                ProFTPD mod_proxy, reverse, round robin
+    127.0.0.6                ftplb terminating explicit FTPS (AUTH TLS), plain to the servers
+    127.0.0.7                HAProxy mode tcp with ``ssl crt`` on every bind (implicit FTPS)
 
 The HAProxy paths need what the seeds' configuration needs from the servers:
 each vsftpd advertises the balancer's address (``pasv_address``) and its own
@@ -20,7 +22,10 @@ only a port), so the same two servers serve every path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import shutil
+import socket
+import ssl
 import subprocess
 import tempfile
 import textwrap
@@ -44,11 +49,14 @@ FTPLB_HOST = "127.0.0.2"
 HAPROXY_HOST = "127.0.0.3"
 HAPROXY_TUNED_HOST = "127.0.0.4"
 PROFTPD_HOST = "127.0.0.5"
+FTPLB_TLS_HOST = "127.0.0.6"
+HAPROXY_TLS_HOST = "127.0.0.7"
 
 # Each server's own passive range (the HAProxy scheme); the balancers' client-side ranges.
 SERVER_PASSIVE_FIRST = 50000
 SERVER_PASSIVE_SIZE = 500
 FTPLB_PASSIVE = (40000, 40999)
+FTPLB_TLS_PASSIVE = (41000, 41999)
 PROFTPD_PASSIVE = (42000, 42999)
 
 # Room for 5,000 held sessions (2 fds each), and in the tuned case maxconn/4 pipes
@@ -81,7 +89,11 @@ FTPLB = PathSpec("ftplb", "ftplb (mode ftp)")
 HAPROXY = PathSpec("haproxy", "HAProxy 2.6 tcp (seed config)")
 HAPROXY_TUNED = PathSpec("haproxy_tuned", "HAProxy 2.6 tcp + splice")
 PROFTPD = PathSpec("proftpd", "ProFTPD mod_proxy (reverse)")
-ALL_PATHS = (DIRECT, FTPLB, HAPROXY, HAPROXY_TUNED, PROFTPD)
+FTPLB_TLS = PathSpec("ftplb_tls", "ftplb, explicit FTPS terminated")
+HAPROXY_TLS = PathSpec("haproxy_tls", "HAProxy 2.6 tcp + ssl crt (implicit FTPS)")
+PLAIN_PATHS = (DIRECT, FTPLB, HAPROXY, HAPROXY_TUNED, PROFTPD)
+TLS_PATHS = (FTPLB_TLS, HAPROXY_TLS)
+ALL_PATHS = (*PLAIN_PATHS, *TLS_PATHS)
 
 
 @dataclass
@@ -99,6 +111,10 @@ class PathUnderTest:
     # ProFTPD forks one process per session: its CPU must be counted over the tree.
     forks_sessions: bool = False
     notes: list[str] = field(default_factory=list)
+    # FTPS paths: the CA that signed the balancer's certificate, and whether
+    # TLS starts with the first byte (implicit) or after AUTH TLS.
+    ca_file: Path | None = None
+    implicit_tls: bool = False
 
     @property
     def key(self) -> str:
@@ -393,10 +409,130 @@ def start_proftpd_proxy(backends: list[FtpServer]) -> PathUnderTest:
     )
 
 
+# --------------------------------------------------------------------------- FTPS
+
+
+@dataclass(frozen=True, slots=True)
+class BenchPki:
+    ca_file: Path
+    server_pem: Path
+    """Key and certificate chain, for both ftplb and HAProxy."""
+
+
+@functools.cache
+def bench_pki() -> BenchPki:
+    """A throwaway CA and a certificate for the TLS paths' addresses (trustme)."""
+    try:
+        import trustme  # noqa: PLC0415 - a test dependency, only needed here
+    except ImportError as error:
+        raise SetupError("the TLS paths need trustme (pip install trustme)") from error
+    workdir = _workdir("pki")
+    ca = trustme.CA()
+    cert = ca.issue_cert(FTPLB_TLS_HOST, HAPROXY_TLS_HOST)
+    pki = BenchPki(workdir / "ca.pem", workdir / "server.pem")
+    ca.cert_pem.write_to_path(str(pki.ca_file))
+    cert.private_key_and_cert_chain_pem.write_to_path(str(pki.server_pem))
+    return pki
+
+
+def ftplb_tls_config(backends: list[FtpServer], pki: BenchPki) -> str:
+    """The ftplb config, on its own address and ports, terminating explicit FTPS."""
+    first, last = FTPLB_TLS_PASSIVE
+    text = ftplb_config(backends)
+    text = text.replace(f'"{FTPLB_HOST}:{CONTROL_PORT}"', f'"{FTPLB_TLS_HOST}:{CONTROL_PORT}"')
+    text = text.replace(
+        f'passive_ports = "{FTPLB_PASSIVE[0]}-{FTPLB_PASSIVE[1]}"',
+        f'passive_ports = "{first}-{last}"\ntls = "explicit"\ntls_certificate = "{pki.server_pem}"',
+    )
+    return text
+
+
+def start_ftplb_tls(backends: list[FtpServer]) -> PathUnderTest:
+    pki = bench_pki()
+    running = start_balancer(ftplb_tls_config(backends, pki), FTPLB_TLS_HOST, CONTROL_PORT)
+
+    def stop() -> None:
+        status = running.stop()
+        if status != 0:
+            print(f"  ftplb exited with {status}:\n{running.log_text()[-2000:]}", flush=True)
+        shutil.rmtree(running.workdir, ignore_errors=True)
+
+    return PathUnderTest(
+        FTPLB_TLS,
+        ((FTPLB_TLS_HOST, CONTROL_PORT),),
+        pid=running.process.pid,
+        stop=stop,
+        ca_file=pki.ca_file,
+    )
+
+
+def haproxy_tls_config(backends: list[FtpServer], pki: BenchPki) -> str:
+    """The seed HAProxy config with ``ssl crt`` on the control bind and every passive range.
+
+    That is implicit FTPS: HAProxy cannot answer AUTH TLS, so TLS has to start
+    with the first byte on every connection, control and data alike.
+    """
+    text = haproxy_config(HAPROXY_TLS_HOST, backends, tuned=False)
+    bind = f"    bind {HAPROXY_TLS_HOST}:"
+    lines = [
+        line + f" ssl crt {pki.server_pem}" if line.startswith(bind) else line
+        for line in text.splitlines()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def start_haproxy_tls(backends: list[FtpServer]) -> PathUnderTest:
+    if not Path(HAPROXY_BIN).exists():
+        raise SetupError("haproxy is not installed (scripts/bench.sh installs it as root)")
+    pki = bench_pki()
+    workdir = _workdir(HAPROXY_TLS.key)
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(haproxy_tls_config(backends, pki))
+    proc = spawn_foreground(HAPROXY_TLS.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
+    wait_for_tls_banner(proc, HAPROXY_TLS_HOST, CONTROL_PORT, pki)
+    return PathUnderTest(
+        HAPROXY_TLS,
+        ((HAPROXY_TLS_HOST, CONTROL_PORT),),
+        pid=proc.pid,
+        stop=proc.stop,
+        ca_file=pki.ca_file,
+        implicit_tls=True,
+    )
+
+
+def wait_for_tls_banner(proc: ForegroundProcess, host: str, port: int, pki: BenchPki) -> None:
+    """:func:`wait_for_banner` over implicit TLS."""
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    deadline = time.monotonic() + START_TIMEOUT
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        if proc.process.poll() is not None:
+            last = f"exited with {proc.process.returncode}"
+            break
+        try:
+            with (
+                socket.create_connection((host, port), timeout=3) as raw,
+                context.wrap_socket(raw, server_hostname=host) as sock,
+            ):
+                banner = sock.recv(4096)
+        except OSError as error:
+            last = f"{type(error).__name__}: {error}"
+        else:
+            if banner.startswith(b"220"):
+                return
+            last = f"banner {banner!r}"
+        time.sleep(0.1)
+    tail = proc.log_tail()
+    proc.stop()
+    raise SetupError(f"{proc.name} on {host}:{port} did not answer 220 over TLS ({last}):\n{tail}")
+
+
 STARTERS: dict[str, Callable[[list[FtpServer]], PathUnderTest]] = {
     DIRECT.key: direct_path,
     FTPLB.key: start_ftplb,
     HAPROXY.key: lambda b: start_haproxy(b, tuned=False),
     HAPROXY_TUNED.key: lambda b: start_haproxy(b, tuned=True),
     PROFTPD.key: start_proftpd_proxy,
+    FTPLB_TLS.key: start_ftplb_tls,
+    HAPROXY_TLS.key: start_haproxy_tls,
 }

@@ -1,5 +1,8 @@
 """One large RETR or STOR through a path with curl (EPSV), and the balancer's CPU for it.
 
+:func:`tls_transfer` does the same over FTPS with a small Python client, for
+the TLS paths (see its docstring for why not curl).
+
 Throughput is the payload size over curl's own transfer time:
 ``time_total - time_pretransfer``, which starts once the transfer command has
 been sent and ends with the final reply, so the login and the data-connection
@@ -8,6 +11,9 @@ set-up are left out and a held-back 226 is counted in.
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import ssl
 import subprocess
 import time
 from dataclasses import dataclass
@@ -140,3 +146,153 @@ def transfer(
     if seconds <= 0:
         seconds = total
     return TransferSample(op, size, seconds, wall, cpu)
+
+
+# --------------------------------------------------------------------------- FTPS
+
+_FTPS_CHUNK = 1024 * 1024
+
+
+class _FtpsControl:
+    """A minimal blocking FTP(S) control connection for :func:`tls_transfer`."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._file = sock.makefile("rb")
+
+    def upgrade(self, context: ssl.SSLContext, host: str) -> None:
+        self._file.close()
+        self.sock = context.wrap_socket(self.sock, server_hostname=host)
+        self._file = self.sock.makefile("rb")
+
+    def reply(self) -> tuple[int, str]:
+        line = self._file.readline().decode("utf-8", "replace")
+        if len(line) < 4:
+            raise TransferError(f"control connection closed (got {line!r})")
+        code, text = int(line[:3]), line
+        if line[3] == "-":
+            while True:
+                more = self._file.readline().decode("utf-8", "replace")
+                if not more:
+                    raise TransferError("control connection closed in a multi-line reply")
+                text += more
+                if more[:3] == line[:3] and more[3:4] == " ":
+                    break
+        return code, text.strip()
+
+    def command(self, line: str, *expected: int) -> str:
+        self.sock.sendall(line.encode() + b"\r\n")
+        code, text = self.reply()
+        while code // 100 == 1:
+            code, text = self.reply()
+        if expected and code not in expected:
+            raise TransferError(f"{line.split(maxsplit=1)[0]} got {text!r}")
+        return text
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+            self.sock.close()
+
+
+def _epsv_port(text: str) -> int:
+    inside = text[text.index("(") + 1 : text.index(")")]
+    return int(inside.strip(inside[0])) if inside else 0
+
+
+def tls_transfer(
+    op: Op,
+    target: tuple[str, int],
+    credentials: tuple[str, str],
+    remote_name: str,
+    size: int,
+    *,
+    source: str,
+    ca_file: Path,
+    implicit: bool,
+    upload_from: Path | None = None,
+    balancer_pid: int | None = None,
+) -> TransferSample:
+    """Move ``size`` bytes once over FTPS, with TLS data (EPSV), timed like :func:`transfer`.
+
+    Explicit: AUTH TLS, PBSZ 0, PROT P.  Implicit: TLS from the first byte,
+    and no PBSZ/PROT: a TLS-terminating TCP proxy (HAProxy ``ssl crt``) passes
+    them to a server that knows no TLS; the data connection is TLS anyway,
+    since the proxy terminates TLS on the passive ports as well.
+
+    Not curl: behind HAProxy the server refuses PROT P (it knows no TLS), and
+    curl then falls back to clear data connections, which the proxy's TLS
+    ports refuse.  This client is Python's ssl module with 1 MiB reads and
+    writes, the same for every TLS path, so the ratios compare the balancers.
+    """
+    host, port = target
+    user, password = credentials
+    context = ssl.create_default_context(cafile=str(ca_file))
+    cpu_before = procstat.cpu_seconds(balancer_pid) if balancer_pid is not None else None
+    started = time.perf_counter()
+    raw = socket.create_connection((host, port), timeout=60, source_address=(source, 0))
+    control = _FtpsControl(context.wrap_socket(raw, server_hostname=host) if implicit else raw)
+    moved = 0
+    try:
+        code, text = control.reply()
+        if code != 220:
+            raise TransferError(f"banner {text!r}")
+        if not implicit:
+            control.command("AUTH TLS", 234)
+            control.upgrade(context, host)
+        control.command(f"USER {user}", 331, 230)
+        control.command(f"PASS {password}", 230)
+        if not implicit:
+            control.command("PBSZ 0", 200)
+            control.command("PROT P", 200)
+        control.command("TYPE I", 200)
+        data_port = _epsv_port(control.command("EPSV", 229))
+        plain = socket.create_connection((host, data_port), timeout=60, source_address=(source, 0))
+        begun = time.perf_counter()
+        verb = "RETR" if op == "retr" else "STOR"
+        control.sock.sendall(f"{verb} {remote_name}\r\n".encode())
+        session = control.sock.session if isinstance(control.sock, ssl.SSLSocket) else None
+        with context.wrap_socket(plain, server_hostname=host, session=session) as data:
+            code, text = control.reply()
+            if code // 100 != 1:
+                raise TransferError(f"{verb} got {text!r}")
+            moved = _ftps_receive(data) if op == "retr" else _ftps_send(data, upload_from)
+        code, text = control.reply()
+        ended = time.perf_counter()
+        if code // 100 != 2:
+            raise TransferError(f"{verb} ended with {text!r}")
+        with contextlib.suppress(OSError, TransferError):
+            control.command("QUIT")
+    finally:
+        control.close()
+    wall = time.perf_counter() - started
+    cpu = None
+    if balancer_pid is not None and cpu_before is not None:
+        cpu = procstat.cpu_seconds(balancer_pid) - cpu_before
+    if moved != size:
+        raise TransferError(f"FTPS {op} {host}:{port} moved {moved} bytes, not {size}")
+    return TransferSample(op, size, ended - begun, wall, cpu)
+
+
+def _ftps_receive(data: ssl.SSLSocket) -> int:
+    buffer = bytearray(_FTPS_CHUNK)
+    view = memoryview(buffer)
+    total = 0
+    while received := data.recv_into(view):
+        total += received
+    with contextlib.suppress(OSError, ValueError):
+        data.unwrap()
+    return total
+
+
+def _ftps_send(data: ssl.SSLSocket, upload_from: Path | None) -> int:
+    if upload_from is None:
+        raise ValueError("STOR needs a file to upload")
+    total = 0
+    with upload_from.open("rb") as source:
+        while chunk := source.read(_FTPS_CHUNK):
+            data.sendall(chunk)
+            total += len(chunk)
+    with contextlib.suppress(OSError, ValueError):
+        data.unwrap()  # close_notify: the end of the upload
+    return total

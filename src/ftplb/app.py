@@ -9,20 +9,24 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from ftplb.admin.server import AdminError
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.config.schema import Backend, Config, Endpoint, Frontend
+from ftplb.config.workers import WorkerSlot, worker_share
+from ftplb.monitoring import Monitoring
 from ftplb.proto.control import SessionPolicy
 from ftplb.runtime.data import DataSettings
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
-from ftplb.runtime.listeners import ListenError, listening_socket
+from ftplb.runtime.listeners import ListenError, listening_socket, share_listeners
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.probes import ProbeResult
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
+from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
 
 
 class StartupError(Exception):
@@ -90,6 +94,11 @@ class Balancer:
                 detail=result.detail,
             )
 
+        try:
+            tls = backend_tls(backend)
+        except TlsSetupError as error:
+            where = f"backends[{self.config.backends.index(backend)}]"
+            raise StartupError(f"{where}.{error}") from error
         return HealthChecker(
             pool,
             health.type,
@@ -100,12 +109,21 @@ class Balancer:
             user=health.user,
             password=health.password,
             on_change=changed,
+            tls=tls,
         )
 
     def _frontend(self, frontend: Frontend) -> FrontendContext:
         defaults = self.config.defaults
         backend = self.config.backend(frontend.backend)
         pool = self.pools[backend.name]
+        # A certificate or key that OpenSSL refuses stops the start, naming the key.
+        try:
+            where = f"frontends[{self.config.frontends.index(frontend)}]"
+            client_tls = frontend_tls(frontend)
+            where = f"backends[{self.config.backends.index(backend)}]"
+            server_tls = backend_tls(backend)
+        except TlsSetupError as error:
+            raise StartupError(f"{where}.{error}") from error
         ports = (
             PortPool(frontend.passive_ports.first, frontend.passive_ports.last)
             if frontend.passive_ports is not None
@@ -117,6 +135,9 @@ class Balancer:
             banner=frontend.banner,
             max_line_length=defaults.max_line_length,
             log_commands=defaults.log_commands,
+            client_tls=frontend.tls,
+            tls_required=frontend.tls_required,
+            server_tls=server_tls is not None,
         )
         timeouts = Timeouts(
             connect=defaults.timeout_connect,
@@ -141,6 +162,8 @@ class Balancer:
                 idle_timeout=max(defaults.timeout_client, defaults.timeout_server),
                 budget=self._budget,
             ),
+            client_tls=client_tls,
+            backend_tls=server_tls,
         )
 
     # ----------------------------------------------------------------- run
@@ -167,7 +190,14 @@ class Balancer:
             await self.stop()
             raise
         for ctx, sock in sockets:
-            server = await loop.create_server(_session_factory(ctx), sock=sock)
+            # Implicit FTPS: the listener handshakes before a session (and its 220) starts.
+            implicit = ctx.policy.client_tls == "implicit"
+            server = await loop.create_server(
+                _session_factory(ctx),
+                sock=sock,
+                ssl=ctx.client_tls if implicit else None,
+                ssl_handshake_timeout=ctx.timeouts.data if implicit else None,
+            )
             self._servers.append(server)
             address = sock.getsockname()
             self.log.info("listening", frontend=ctx.name, address=f"{address[0]}:{address[1]}")
@@ -217,20 +247,72 @@ def _session_factory(ctx: FrontendContext) -> Callable[[], Session]:
     return lambda: Session(ctx)
 
 
-async def serve(config: Config, stop: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM or SIGINT (or until ``stop`` is set)."""
+async def serve(
+    config: Config,
+    stop: asyncio.Event | None = None,
+    *,
+    worker: WorkerSlot | None = None,
+    on_ready: Callable[[], None] | None = None,
+    metrics_dir: str | None = None,
+) -> None:
+    """Run until SIGTERM or SIGINT (or until ``stop`` is set).
+
+    As ``worker`` of several worker processes, serve that worker's share of
+    ``config`` (its passive port slices and limit shares), on frontend
+    listeners shared with the other workers, with ``worker=<i>`` on every log
+    line. ``on_ready`` is called once every listener is open. ``metrics_dir``
+    is the master's directory for this worker's metric files; a lone process
+    with an ``[admin]`` section records into one of its own and serves it.
+    """
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(signum, stop.set)
-    balancer = Balancer(config)
+    log: EventLog | None = None
+    if worker is not None and worker.count > 1:
+        config, log = _become_worker(config, worker)
+    balancer = Balancer(config, log)
+    monitoring = Monitoring.for_process(config, metrics_dir)
     await balancer.start()
     try:
+        if monitoring is not None:
+            monitoring.record(
+                balancer.log, balancer.pools, config, balancer.checkers, balancer.frontends
+            )
+            if metrics_dir is None:  # a lone process hosts its own admin listener
+                await monitoring.serve_admin(config)
+        if on_ready is not None:
+            on_ready()
         await stop.wait()
+    except AdminError as error:
+        raise StartupError(str(error)) from error
     finally:
         balancer.log.info("stopping")
         await balancer.stop()
+        if monitoring is not None:
+            await monitoring.close()
+
+
+def _become_worker(config: Config, worker: WorkerSlot) -> tuple[Config, EventLog]:
+    """Make this process ``worker``: its share of ``config``, its log, shared listeners."""
+    log = EventLog(config.defaults.log_format, fixed={"worker": worker.index})
+
+    def unsteered(reason: str) -> None:
+        log.warning(
+            "connections are spread by the kernel's 4-tuple hash, so one client's "
+            "sessions may reach different workers",
+            reason=reason,
+        )
+
+    share_listeners(worker.count, unsteered)
+    share = worker_share(config, worker)
+    for frontend in share.frontends:
+        if frontend.passive_ports is not None:
+            log.info(
+                "passive port slice", frontend=frontend.name, ports=str(frontend.passive_ports)
+            )
+    return share, log
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:

@@ -74,7 +74,9 @@ def simple_config(
     defaults: str = "",
     frontend: str = "",
     health: str = '{ type = "ftp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }',
+    sections: str = "",
 ) -> str:
+    """A one-frontend, one-backend config; ``sections`` adds whole tables (``[admin]``)."""
     shown = f"[{host}]" if ":" in host else host
     binds = ", ".join(f'"{b}"' for b in (f"{shown}:{port}", *extra_binds))
     return f"""
@@ -96,6 +98,7 @@ health = {health}
 {backend}
 
 {server_entries(servers)}
+{sections}
 """
 
 

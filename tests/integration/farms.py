@@ -104,7 +104,8 @@ def farm(
     """Servers of ``kind`` on ``hosts`` behind an ftplb on ``lb_host``.
 
     ``config`` goes to :func:`simple_config`: ``backend=``, ``defaults=``,
-    ``frontend=`` (extra TOML lines for those sections) and ``health=``.
+    ``frontend=`` (extra TOML lines for those sections), ``health=`` and
+    ``sections=`` (whole tables).
     """
     hosts = hosts or ["127.0.0.11", "127.0.0.12"]
     with started_servers(kind, hosts, files, credentials) as group:

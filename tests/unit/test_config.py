@@ -765,3 +765,137 @@ def test_user_routing_is_fine_for_backends_of_ftp_frontends() -> None:
     assert config.backends[0].balance == "user"
     with pytest.raises(ConfigError, match=r'backends\[0\].balance: "user" cannot work'):
         load_config_text(text)
+
+
+# --------------------------------------------------------------------------
+# TLS keys
+# --------------------------------------------------------------------------
+
+_PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+_PEM_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+
+def _tls_frontend(text: str, lines: str) -> str:
+    return text.replace('backend = "pool"\n', f'backend = "pool"\n{lines}\n', 1)
+
+
+def _tls_backend(text: str, lines: str) -> str:
+    return text.replace('name = "pool"\n', f'name = "pool"\n{lines}\n', 1)
+
+
+def test_tls_defaults_are_off() -> None:
+    config = load_config_text(MINIMAL)
+    frontend, backend = config.frontends[0], config.backends[0]
+    assert (frontend.tls, frontend.tls_certificate, frontend.tls_key) == ("none", None, None)
+    assert frontend.tls_required is False
+    assert (backend.tls, backend.tls_verify, backend.tls_ca, backend.tls_server_name) == (
+        "none",
+        True,
+        None,
+        None,
+    )
+
+
+def test_tls_paths_are_taken_from_the_config_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "lb.pem").write_text(_PEM_KEY + _PEM_CERT)
+    (tmp_path / "ca.pem").write_text(_PEM_CERT)
+    text = _tls_frontend(MINIMAL, 'tls = "explicit"\ntls_certificate = "certs/lb.pem"')
+    text = _tls_backend(
+        text, 'tls = "implicit"\ntls_ca = "ca.pem"\ntls_server_name = "ftp.example"'
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.frontends[0].tls_certificate == str(tmp_path / "certs" / "lb.pem")
+    assert config.backends[0].tls_ca == str(tmp_path / "ca.pem")
+    assert config.backends[0].tls_server_name == "ftp.example"
+    assert Config.model_validate(config.model_dump()) == config
+
+
+def test_tls_with_a_separate_key_file(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text(_PEM_CERT)
+    (tmp_path / "key.pem").write_text(_PEM_KEY.replace("PRIVATE", "EC PRIVATE"))
+    lines = 'tls = "implicit"\ntls_certificate = "cert.pem"\ntls_key = "key.pem"'
+    config = load_config(write(tmp_path, _tls_frontend(MINIMAL, lines)))
+    assert config.frontends[0].tls_key == str(tmp_path / "key.pem")
+
+
+def test_tls_needs_a_certificate_and_a_certificate_needs_tls(tmp_path: Path) -> None:
+    name, found = problems(tmp_path, _tls_frontend(MINIMAL, 'tls = "explicit"'))
+    assert found == [
+        f'{name}:1: frontends[0].tls_certificate: missing: tls = "explicit" needs a certificate'
+    ]
+    (tmp_path / "lb.pem").write_text(_PEM_KEY + _PEM_CERT)
+    lines = 'tls_certificate = "lb.pem"\ntls_required = true'
+    name, found = problems(tmp_path, _tls_frontend(MINIMAL, lines))
+    assert found == [
+        f'{name}:5: frontends[0].tls_certificate: has no effect without tls = "explicit" or '
+        '"implicit"',
+        f'{name}:6: frontends[0].tls_required: has no effect without tls = "explicit" or '
+        '"implicit"',
+    ]
+
+
+def test_backend_tls_keys_need_backend_tls(tmp_path: Path) -> None:
+    text = _tls_backend(MINIMAL, 'tls_verify = false\ntls_server_name = "ftp.example"')
+    name, found = problems(tmp_path, text)
+    assert found == [
+        f'{name}:8: backends[0].tls_verify: has no effect without tls = "explicit" or "implicit"',
+        f'{name}:9: backends[0].tls_server_name: has no effect without tls = "explicit" or '
+        '"implicit"',
+    ]
+
+
+def test_tls_is_refused_in_tcp_mode(tmp_path: Path) -> None:
+    (tmp_path / "lb.pem").write_text(_PEM_KEY + _PEM_CERT)
+    text = _tls_frontend(
+        MINIMAL, 'mode = "tcp"\ntls = "explicit"\ntls_certificate = "lb.pem"'
+    ).replace('address = "127.0.0.11:21"', 'address = "127.0.0.11:21"\npassive_ports = "50000"')
+    text = _tls_backend(text, 'tls = "explicit"')
+    _, found = problems(tmp_path, text)
+    assert any('frontends[0].tls: cannot work with mode = "tcp"' in p for p in found), found
+    assert any("backends[0].tls: cannot work" in p for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "cannot read {path}: No such file or directory"),
+        ("not a certificate", "{path} holds no PEM certificate"),
+        (_PEM_CERT, "{path} holds no private key, and tls_key is not set"),
+    ],
+)
+def test_unusable_certificate_files(tmp_path: Path, content: str | None, message: str) -> None:
+    pem = tmp_path / "lb.pem"
+    if content is not None:
+        pem.write_text(content)
+    text = _tls_frontend(MINIMAL, 'tls = "explicit"\ntls_certificate = "lb.pem"')
+    name, found = problems(tmp_path, text)
+    assert found == [f"{name}:6: frontends[0].tls_certificate: {message.format(path=pem)}"]
+    assert check_config(tmp_path / "ftplb.toml") == found
+
+
+def test_unusable_key_and_ca_files(tmp_path: Path) -> None:
+    (tmp_path / "cert.pem").write_text(_PEM_CERT)
+    (tmp_path / "key.pem").write_text("garbage")
+    text = _tls_frontend(
+        MINIMAL, 'tls = "explicit"\ntls_certificate = "cert.pem"\ntls_key = "key.pem"'
+    )
+    text = _tls_backend(text, 'tls = "explicit"\ntls_ca = "missing-ca.pem"')
+    name, found = problems(tmp_path, text)
+    assert found == [
+        f"{name}:7: frontends[0].tls_key: {tmp_path / 'key.pem'} holds no PEM private key",
+        f"{name}:12: backends[0].tls_ca: cannot read {tmp_path / 'missing-ca.pem'}: "
+        "No such file or directory",
+    ]
+
+
+@pytest.mark.parametrize("bad", ["", "-bad.example", "two words", "a..b"])
+def test_bad_tls_server_names(tmp_path: Path, bad: str) -> None:
+    text = _tls_backend(MINIMAL, f'tls = "explicit"\ntls_server_name = "{bad}"')
+    _, found = problems(tmp_path, text)
+    assert len(found) == 1 and "backends[0].tls_server_name: invalid TLS server name" in found[0]
+
+
+def test_bad_tls_mode(tmp_path: Path) -> None:
+    _, found = problems(tmp_path, _tls_frontend(MINIMAL, 'tls = "starttls"'))
+    assert len(found) == 1 and "frontends[0].tls: Input should be" in found[0]

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from ftplb.config.locate import index_lines, nearest_line
-from ftplb.config.schema import Config, Problem, format_key, problems_from_error
+from ftplb.config.schema import Config, KeyPath, Problem, format_key, problems_from_error
 
 __all__ = ["ConfigError", "check_config", "load_config", "load_config_text"]
 
@@ -46,19 +47,31 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except UnicodeDecodeError as error:
         line = raw.count(b"\n", 0, error.start) + 1
         raise ConfigError([f"{source}:{line}: not valid UTF-8 text"]) from None
-    return load_config_text(text, source)
+    return load_config_text(text, source, base_dir=os.path.dirname(os.path.abspath(source)))
 
 
-def load_config_text(text: str, source: str = "<string>") -> Config:
-    """The configuration in ``text``; ``source`` names it in error messages."""
+def load_config_text(
+    text: str, source: str = "<string>", *, base_dir: str | os.PathLike[str] | None = None
+) -> Config:
+    """The configuration in ``text``; ``source`` names it in error messages.
+
+    Relative file paths in it (TLS certificates, keys, CAs) are taken from
+    ``base_dir`` (the current directory when None), and made absolute.
+    """
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError([_syntax_problem(str(error), text, source)]) from None
+    base = os.fspath(base_dir) if base_dir is not None else os.getcwd()
+    _absolute_file_paths(data, base)
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as error:
         problems = problems_from_error(error)
+    else:
+        problems = list(_tls_file_problems(config))
+        if not problems:
+            return config
     raise ConfigError(_format_problems(problems, text, source))
 
 
@@ -69,6 +82,83 @@ def check_config(path: str | os.PathLike[str]) -> list[str]:
     except ConfigError as error:
         return error.problems
     return []
+
+
+# (section, key) of every value that names a file.
+_FILE_KEYS = (
+    ("frontends", "tls_certificate"),
+    ("frontends", "tls_key"),
+    ("backends", "tls_ca"),
+)
+
+_PEM_CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
+_PEM_PRIVATE_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+_MAX_PEM_BYTES = 1 << 20
+
+
+def _absolute_file_paths(data: dict[str, object], base: str) -> None:
+    """Make relative file paths absolute against ``base``, in place, before validation.
+
+    Leaves anything that is not a string alone, for the schema to report.
+    """
+    for section, key in _FILE_KEYS:
+        tables = data.get(section)
+        if not isinstance(tables, list):
+            continue
+        for table in tables:
+            if isinstance(table, dict):
+                value = table.get(key)
+                if isinstance(value, str) and value and not os.path.isabs(value):
+                    table[key] = os.path.normpath(os.path.join(base, value))
+
+
+def _read_pem(path: str) -> tuple[bytes | None, str]:
+    """The start of a PEM file, or None and the reason it cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(_MAX_PEM_BYTES), ""
+    except OSError as error:
+        return None, f"cannot read {path}: {error.strerror or error}"
+
+
+def _tls_file_problems(config: Config) -> Iterator[Problem]:
+    """Files named for TLS that are missing, unreadable, or hold no PEM of the right kind.
+
+    Only the PEM markers are looked at here; whether OpenSSL accepts the
+    contents (a key that matches its certificate, say) is checked at start-up.
+    """
+    for f, frontend in enumerate(config.frontends):
+        cert_pem = b""
+        if frontend.tls_certificate is not None:
+            where: KeyPath = ("frontends", f, "tls_certificate")
+            pem, problem = _read_pem(frontend.tls_certificate)
+            if pem is None:
+                yield Problem(where, problem)
+            elif _PEM_CERTIFICATE not in pem:
+                yield Problem(where, f"{frontend.tls_certificate} holds no PEM certificate")
+            else:
+                cert_pem = pem
+        key_path = frontend.tls_key
+        if key_path is not None:
+            pem, problem = _read_pem(key_path)
+            if pem is None:
+                yield Problem(("frontends", f, "tls_key"), problem)
+            elif not _PEM_PRIVATE_KEY.search(pem):
+                yield Problem(("frontends", f, "tls_key"), f"{key_path} holds no PEM private key")
+        elif cert_pem and not _PEM_PRIVATE_KEY.search(cert_pem):
+            yield Problem(
+                ("frontends", f, "tls_certificate"),
+                f"{frontend.tls_certificate} holds no private key, and tls_key is not set",
+            )
+    for b, backend in enumerate(config.backends):
+        if backend.tls_ca is not None:
+            pem, problem = _read_pem(backend.tls_ca)
+            if pem is None:
+                yield Problem(("backends", b, "tls_ca"), problem)
+            elif _PEM_CERTIFICATE not in pem:
+                yield Problem(
+                    ("backends", b, "tls_ca"), f"{backend.tls_ca} holds no PEM certificate"
+                )
 
 
 def _syntax_problem(message: str, text: str, source: str) -> str:

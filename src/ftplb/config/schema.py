@@ -40,6 +40,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "Admin",
     "Backend",
     "Config",
     "Defaults",
@@ -320,6 +321,47 @@ def _show(value: object) -> str:
     return str(value)
 
 
+TlsMode = Literal["none", "explicit", "implicit"]
+"""No TLS, AUTH TLS on the plain port (RFC 4217), or TLS from the first byte."""
+
+
+def _check_file_path(value: object) -> str:
+    # Relative paths are made absolute by the loader, against the file's folder.
+    if isinstance(value, str) and value and "\0" not in value:
+        return value
+    raise PydanticCustomError(
+        "file_path", "expected a file path, got {value}", {"value": _show(value)}
+    )
+
+
+FilePath = Annotated[str, PlainValidator(_check_file_path)]
+
+_SERVER_NAME_RE = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]{0,62})(\.[A-Za-z0-9]([A-Za-z0-9-]{0,62}))*\.?"
+)
+
+
+def _check_server_name(value: object) -> str:
+    if isinstance(value, str) and (_SERVER_NAME_RE.fullmatch(value) or _is_ip(value)):
+        return value
+    raise PydanticCustomError(
+        "server_name",
+        "invalid TLS server name {value}: expected a DNS name or an IP address",
+        {"value": _show(value)},
+    )
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+TlsServerName = Annotated[str, PlainValidator(_check_server_name)]
+
+
 # --------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------
@@ -343,6 +385,8 @@ class Defaults(_Section):
     log_commands: bool = False
     max_line_length: Annotated[int, Field(ge=512, le=65536)] = 4096
     max_connections: Count = 0
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Worker processes sharing the listeners (see docs/workers.md)."""
 
 
 class Health(_Section):
@@ -387,6 +431,11 @@ class Backend(_Section):
     health: Health = Health()
     user_map: dict[str, str] = Field(default_factory=dict)
     servers: Annotated[list[Server], Field(min_length=1)]
+    # TLS towards the servers: "none" offloads, the others re-encrypt.
+    tls: TlsMode = "none"
+    tls_verify: bool = True
+    tls_ca: FilePath | None = None
+    tls_server_name: TlsServerName | None = None
 
 
 class Frontend(_Section):
@@ -400,6 +449,35 @@ class Frontend(_Section):
     passive_ports: PortRangeField | None = None
     max_connections: Count = 0
     banner: ReplyText = "ftplb ready"
+    # FTPS terminated here, with this certificate.
+    tls: TlsMode = "none"
+    tls_certificate: FilePath | None = None
+    tls_key: FilePath | None = None
+    tls_required: bool = False
+
+
+def _check_admin_user(value: object) -> str:
+    # HTTP basic auth ends the user name at the first ':'.
+    if isinstance(value, str) and value and value.isprintable() and ":" not in value:
+        return value
+    raise PydanticCustomError(
+        "admin_user",
+        "invalid user name {value}: expected printable text without ':'",
+        {"value": _show(value)},
+    )
+
+
+AdminUser = Annotated[str, PlainValidator(_check_admin_user)]
+
+
+class Admin(_Section):
+    """The HTTP listener of the stats page, the JSON stats and the Prometheus metrics."""
+
+    bind: BindAddress = Endpoint("127.0.0.1", 8404)
+    stats_refresh: PositiveDuration = 5.0
+    # HTTP basic auth when both are set (the cross-check refuses one alone).
+    user: AdminUser | None = None
+    password: Annotated[str, Field(min_length=1)] | None = None
 
 
 _CROSS_CHECK_ERROR = "config_cross_check"
@@ -411,6 +489,7 @@ class Config(_Section):
     defaults: Defaults = Defaults()
     frontends: Annotated[list[Frontend], Field(min_length=1)]
     backends: Annotated[list[Backend], Field(min_length=1)]
+    admin: Admin | None = None
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``; KeyError if there is none."""
@@ -446,6 +525,10 @@ def cross_check(config: Config) -> list[Problem]:
         *_passive_range_conflicts(config),
         *_unknown_mapped_servers(config),
         *_user_routing_in_tcp_mode(config),
+        *_frontend_tls_settings(config),
+        *_backend_tls_settings(config),
+        *_passive_ranges_for_workers(config),
+        *_admin_settings(config),
     ]
 
 
@@ -572,6 +655,19 @@ def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
             yield Problem(("backends", b, "user_map"), f"cannot work: {reason}")
 
 
+def _passive_ranges_for_workers(config: Config) -> Iterator[Problem]:
+    """Frontend passive ranges too small to give every worker a slice of its own."""
+    workers = config.defaults.workers
+    for f, frontend in enumerate(config.frontends):
+        ports = frontend.passive_ports
+        if ports is not None and ports.count < workers:
+            yield Problem(
+                ("frontends", f, "passive_ports"),
+                f"range {ports} has {ports.count} port{'s' if ports.count != 1 else ''}, "
+                f"fewer than defaults.workers = {workers}: each worker needs a slice of its own",
+            )
+
+
 def _tcp_backends(config: Config) -> Iterator[tuple[int, Frontend, int]]:
     """(frontend index, frontend, backend index) for each backend relayed in tcp
     mode, once per backend (through its first tcp frontend)."""
@@ -591,6 +687,79 @@ def _backend_index(config: Config, name: str) -> int | None:
         if backend.name == name:
             return index
     return None
+
+
+def _frontend_tls_settings(config: Config) -> Iterator[Problem]:
+    """TLS keys that contradict each other on a frontend."""
+    for f, frontend in enumerate(config.frontends):
+        here: KeyPath = ("frontends", f)
+        if frontend.tls != "none" and frontend.mode == "tcp":
+            yield Problem(
+                (*here, "tls"),
+                'cannot work with mode = "tcp": that mode relays TLS unread; '
+                'use mode = "ftp" to terminate TLS here',
+            )
+        if frontend.tls != "none" and frontend.tls_certificate is None:
+            yield Problem(
+                (*here, "tls_certificate"), f'missing: tls = "{frontend.tls}" needs a certificate'
+            )
+        if frontend.tls == "none":
+            # Compared with the defaults, not "was it written": a dumped and
+            # reloaded config spells every default out.
+            changed = {
+                "tls_certificate": frontend.tls_certificate is not None,
+                "tls_key": frontend.tls_key is not None,
+                "tls_required": frontend.tls_required,
+            }
+            for key in (key for key, set_ in changed.items() if set_):
+                yield Problem((*here, key), 'has no effect without tls = "explicit" or "implicit"')
+
+
+def _backend_tls_settings(config: Config) -> Iterator[Problem]:
+    """TLS keys of a backend that only make sense with TLS towards its servers."""
+    for f, frontend, b in _tcp_backends(config):
+        if config.backends[b].tls != "none":
+            yield Problem(
+                ("backends", b, "tls"),
+                f'cannot work: {format_key(("frontends", f))} ("{frontend.name}") relays this '
+                'backend in mode = "tcp", where the client\'s own TLS goes to the servers unread',
+            )
+    for b, backend in enumerate(config.backends):
+        if backend.tls != "none":
+            continue
+        changed = {
+            "tls_verify": not backend.tls_verify,
+            "tls_ca": backend.tls_ca is not None,
+            "tls_server_name": backend.tls_server_name is not None,
+        }
+        for key in (key for key, set_ in changed.items() if set_):
+            yield Problem(
+                ("backends", b, key), 'has no effect without tls = "explicit" or "implicit"'
+            )
+
+
+def _admin_settings(config: Config) -> Iterator[Problem]:
+    """Admin credentials given by halves, and an admin bind that a frontend also needs."""
+    admin = config.admin
+    if admin is None:
+        return
+    if (admin.user is None) != (admin.password is None):
+        given, missing = ("user", "password") if admin.password is None else ("password", "user")
+        yield Problem(
+            ("admin", missing), f"missing: {given} is set, and basic auth needs both or neither"
+        )
+    for f, frontend in enumerate(config.frontends):
+        for i, endpoint in enumerate(frontend.bind):
+            if _binds_clash(admin.bind, endpoint):
+                where = format_key(("frontends", f, "bind", i))
+                yield Problem(("admin", "bind"), f"{admin.bind} clashes with {endpoint} of {where}")
+        ports = frontend.passive_ports
+        if ports is not None and admin.bind.port in ports:
+            where = format_key(("frontends", f, "passive_ports"))
+            yield Problem(
+                ("admin", "bind"),
+                f"port {admin.bind.port} is in the passive range {ports} of {where}",
+            )
 
 
 # --------------------------------------------------------------------------

@@ -88,6 +88,18 @@ class StartTransfer:
     client: ClientSide
     server: ServerSide
     upload: bool
+    client_tls: bool = False
+    """The client's data leg is TLS (the client sent PROT P): we are its TLS server."""
+    server_tls: bool = False
+    """The server's data leg is TLS (the backend re-encrypts): we are its TLS client."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartTls:
+    """The 234 reply to AUTH has been queued for the client: upgrade the client's
+    control connection to TLS (as the TLS server) once it is written, then report
+    ``client_tls_started`` or ``client_tls_failed``.  Until then, stop reading
+    from the client: bytes sent before the handshake must never be executed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +146,7 @@ Action = (
     | OpenClientListener
     | OpenServerListener
     | StartTransfer
+    | StartTls
     | ConnectClient
     | CloseData
     | TransferDone

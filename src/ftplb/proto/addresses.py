@@ -9,6 +9,7 @@ unmapped, so that two spellings of one address compare equal.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -45,10 +46,13 @@ class HostPort:
         return cls(unmap_ipv4(host), _checked_port(port))
 
 
+@functools.lru_cache(maxsize=4096)
 def unmap_ipv4(host: str) -> str:
     """Canonical text of ``host``; ``::ffff:a.b.c.d`` becomes ``a.b.c.d``.
 
-    Raises ``ValueError`` if ``host`` is not an IP address.
+    Raises ``ValueError`` if ``host`` is not an IP address. Cached: a balancer
+    sees the same few server and client addresses over and over, and parsing
+    one with ``ipaddress`` costs more than the rest of a PASV reply's handling.
     """
     if not isinstance(host, str):
         raise ValueError(f"host must be an IP address string, not {host!r}")
@@ -153,7 +157,8 @@ def _from_six_numbers(numbers: list[int]) -> HostPort | None:
     port = numbers[4] * 256 + numbers[5]
     if port == 0:
         return None
-    return HostPort.of(".".join(map(str, numbers[:4])), port)
+    # Four numbers of 0..255 joined by dots are canonical IPv4 text already.
+    return HostPort(".".join(map(str, numbers[:4])), port)
 
 
 # ---------------------------------------------------------------- 229 / EPRT / EPSV

@@ -7,7 +7,9 @@ commands and replies as bytes, and acts only where a load balancer must:
   the balancer, and the server's leg follows the backend's ``data_mode``;
 * transfers: a transfer's final reply is held until every data byte has been
   relayed, so a client never reads "226" with bytes still missing;
-* ABOR, QUIT, EPSV ALL, FEAT and security commands.
+* ABOR, QUIT, EPSV ALL, FEAT and security commands;
+* FTPS (RFC 4217): AUTH, PBSZ and PROT are answered here and never reach the
+  server, which gets its own TLS (or none) from the runtime.
 
 Commands are taken one at a time: the next one waits until the previous one
 has its final reply, which keeps our own replies in order with the server's.
@@ -40,13 +42,18 @@ from ftplb.proto.features import filter_feat, own_feat
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
 
 ServerDataMode = Literal["passive", "active", "client"]
+ClientTlsMode = Literal["none", "explicit", "implicit"]
 
 _UPLOAD_VERBS = frozenset({b"STOR", b"APPE", b"STOU"})
 _SECURITY_VERBS = frozenset({b"AUTH", b"PBSZ", b"PROT", b"CCC", b"ADAT", b"MIC", b"CONF", b"ENC"})
 _UNPROXIABLE_VERBS = frozenset({b"LPSV", b"LPRT", b"SPSV"})
 _LOGIN_VERBS = frozenset({b"USER", b"PASS", b"ACCT"})
+_AUTH_MECHANISMS = frozenset({b"TLS", b"SSL", b"TLS-C"})
+# What a TLS frontend adds to FEAT, whatever the server offers.
+_TLS_FEATURES = (b"AUTH TLS", b"PBSZ", b"PROT")
 
 _PLEASE_LOGIN = format_reply(530, "Please login with USER and PASS.")
+_LOGIN_NEEDS_TLS = format_reply(530, "Non-anonymous sessions must use encryption (AUTH TLS).")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +65,12 @@ class SessionPolicy:
     banner: str = "ftplb ready"
     max_line_length: int = 4096
     log_commands: bool = False
+    client_tls: ClientTlsMode = "none"
+    """FTPS towards the client: AUTH TLS on demand, or TLS from the first byte."""
+    tls_required: bool = False
+    """Refuse logins before AUTH, and transfers while PROT is C."""
+    server_tls: bool = False
+    """The runtime speaks TLS to the server, so its data connections are TLS too."""
 
 
 class _Expect(Enum):
@@ -96,17 +109,21 @@ class ControlSession:
     __slots__ = (
         "_abort_needs_transfer_final",
         "_abort_saw_preliminary",
+        "_after_tls",
         "_busy",
         "_client_listener",
         "_closed",
         "_commands",
+        "_control_protected",
         "_data",
         "_epsv_all",
         "_expect",
         "_held_output",
+        "_pbsz",
         "_pending_client_side",
         "_pending_user",
         "_policy",
+        "_prot_private",
         "_queue",
         "_replies",
         "_server_address",
@@ -114,6 +131,7 @@ class ControlSession:
         "_server_gone",
         "_server_ready",
         "_setup_verb",
+        "_tls_pending",
         "_transfer",
         "client_ip",
         "logged_in",
@@ -149,6 +167,12 @@ class ControlSession:
         # While a transfer's final reply is held back, everything else bound
         # for the client queues behind it, so the order never changes.
         self._held_output: list[bytes] | None = None
+        # TLS towards the client: the control connection, PBSZ, and PROT P.
+        self._control_protected = policy.client_tls == "implicit"
+        self._tls_pending = False
+        self._after_tls: list[bytes] = []
+        self._pbsz = False
+        self._prot_private = False
 
     # ----------------------------------------------------------------- state
     @property
@@ -173,6 +197,21 @@ class ControlSession:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def client_control_protected(self) -> bool:
+        """The client's control connection is TLS (after AUTH, or implicit)."""
+        return self._control_protected
+
+    @property
+    def client_data_protected(self) -> bool:
+        """The client asked for TLS data connections (PROT P)."""
+        return self._prot_private
+
+    @property
+    def server_tls(self) -> bool:
+        """The server's control and data connections are TLS."""
+        return self._policy.server_tls
 
     # ---------------------------------------------------------------- events
     def start(self) -> list[act.Action]:
@@ -202,7 +241,9 @@ class ControlSession:
         return self._close(reason, format_reply(421, text))
 
     def client_data(self, data: bytes) -> list[act.Action]:
-        if self._closed:
+        if self._closed or self._tls_pending:
+            # Between AUTH and the end of the handshake, plaintext from the
+            # client is an injection attempt (or garbage): never execute it.
             return []
         self._queue.extend(self._commands.feed(data))
         out: list[act.Action] = []
@@ -265,6 +306,23 @@ class ControlSession:
     def server_listener_failed(self, reason: str) -> list[act.Action]:
         return self._setup_failed(f"cannot open a listener for the server: {reason}")
 
+    def client_tls_started(self) -> list[act.Action]:
+        """The client's control connection completed its TLS handshake after AUTH."""
+        if self._closed or not self._tls_pending:
+            return []
+        self._tls_pending = False
+        self._control_protected = True
+        out: list[act.Action] = [act.SendToClient(chunk) for chunk in self._after_tls]
+        self._after_tls = []
+        out += self._command_done()
+        out += self._pump()
+        return out
+
+    def client_tls_failed(self, reason: str) -> list[act.Action]:
+        """The TLS handshake after AUTH failed: nothing can be said to the client."""
+        self._after_tls = []
+        return self._close(f"client TLS handshake failed: {reason}")
+
     def data_done(self, error: str | None) -> list[act.Action]:
         """The data relay of the running transfer has ended (flushed, or failed)."""
         transfer = self._transfer
@@ -297,7 +355,9 @@ class ControlSession:
         if not self._server_ready:
             return self._before_server(command)
         if verb in _SECURITY_VERBS:
-            return self._say(format_reply(502, "TLS is not enabled on this frontend."))
+            return self._on_security_command(command)
+        if verb in _LOGIN_VERBS and self._login_needs_tls():
+            return self._say(_LOGIN_NEEDS_TLS)
         if verb in _UNPROXIABLE_VERBS:
             return self._say(format_reply(502, f"{verb.decode()} is not supported."))
         rule = rule_for(verb)
@@ -315,6 +375,10 @@ class ControlSession:
             return self._forward(command, _Expect.QUIT)
         if verb == b"FEAT":
             return self._forward(command, _Expect.FEAT)
+        if verb == b"REIN" and self._policy.client_tls != "none":
+            # REIN would reset the TLS state (RFC 4217): the client would then
+            # expect plaintext on a connection that stays TLS here.
+            return self._say(format_reply(502, "REIN is not supported with TLS."))
         if verb in _LOGIN_VERBS:
             if verb == b"USER":
                 self.user = command.arg
@@ -327,6 +391,10 @@ class ControlSession:
     def _before_server(self, command: Command) -> list[act.Action]:
         """Commands before USER when the server can only be chosen from USER."""
         verb = command.verb
+        if verb in _SECURITY_VERBS:
+            return self._on_security_command(command)
+        if verb in _LOGIN_VERBS and self._login_needs_tls():
+            return self._say(_LOGIN_NEEDS_TLS)
         if verb == b"USER":
             self.user = command.arg
             self._pending_user = command
@@ -335,7 +403,7 @@ class ControlSession:
         if verb == b"QUIT":
             return self._close("client quit", format_reply(221, "Goodbye."))
         if verb == b"FEAT":
-            return self._say(own_feat())
+            return self._say(own_feat(self._feat_extra()))
         if verb == b"NOOP":
             return self._say(format_reply(200, "NOOP ok."))
         if verb == b"SYST":
@@ -344,9 +412,68 @@ class ControlSession:
             return self._say(format_reply(200, "OK."))
         if verb == b"PASS":
             return self._say(format_reply(503, "Login with USER first."))
-        if verb in _SECURITY_VERBS:
-            return self._say(format_reply(502, "TLS is not enabled on this frontend."))
         return self._say(_PLEASE_LOGIN)
+
+    # -------------------------------------------------------------- security
+    def _on_security_command(self, command: Command) -> list[act.Action]:
+        """AUTH, PBSZ, PROT and friends: ftplb's own, never forwarded."""
+        verb = command.verb
+        if self._policy.client_tls == "none":
+            return self._say(format_reply(502, "TLS is not enabled on this frontend."))
+        if verb == b"AUTH":
+            return self._on_auth(command.arg.strip().upper())
+        if verb == b"PBSZ":
+            return self._on_pbsz(command.arg.strip())
+        if verb == b"PROT":
+            return self._on_prot(command.arg.strip().upper())
+        if verb == b"CCC":
+            # A clear control channel would blind nothing here, but it would
+            # let anyone on the path rewrite the client's commands again.
+            return self._say(format_reply(533, "CCC is not allowed; the session stays encrypted."))
+        return self._say(format_reply(502, f"{verb.decode()} is not supported."))
+
+    def _on_auth(self, mechanism: bytes) -> list[act.Action]:
+        if self._control_protected:
+            return self._say(format_reply(503, "Already using TLS."))
+        if mechanism not in _AUTH_MECHANISMS:
+            shown = mechanism.decode("ascii", "backslashreplace")
+            return self._say(format_reply(504, f"AUTH {shown} is not supported; use AUTH TLS."))
+        # Whatever the client sent after AUTH was sent in the clear, before
+        # the handshake: executing it later as if it came over TLS is the
+        # STARTTLS command injection.  Drop it, and any partial line.
+        self._queue.clear()
+        self._commands = CommandParser(self._policy.max_line_length)
+        self._tls_pending = True
+        self._busy = True
+        return [act.SendToClient(format_reply(234, "AUTH TLS successful.")), act.StartTls()]
+
+    def _on_pbsz(self, size: bytes) -> list[act.Action]:
+        if not self._control_protected:
+            return self._say(format_reply(503, "PBSZ needs AUTH first."))
+        if not size.isdigit():
+            return self._say(format_reply(501, "PBSZ needs a number."))
+        self._pbsz = True
+        # TLS protects a stream, not blocks: the only buffer size is 0 (RFC 4217 §9).
+        return self._say(format_reply(200, "PBSZ=0"))
+
+    def _on_prot(self, level: bytes) -> list[act.Action]:
+        if not self._control_protected:
+            return self._say(format_reply(503, "PROT needs AUTH first."))
+        if not self._pbsz:
+            return self._say(format_reply(503, "PROT needs PBSZ first."))
+        shown = level.decode("ascii", "backslashreplace")
+        if level in (b"P", b"C"):
+            self._prot_private = level == b"P"
+            return self._say(format_reply(200, f"Protection level set to {shown}."))
+        if level in (b"S", b"E"):
+            return self._say(format_reply(536, f"PROT {shown} is not supported; use P or C."))
+        return self._say(format_reply(504, f"PROT {shown} is not recognized."))
+
+    def _login_needs_tls(self) -> bool:
+        return self._policy.tls_required and not self._control_protected
+
+    def _feat_extra(self) -> tuple[bytes, ...]:
+        return _TLS_FEATURES if self._policy.client_tls != "none" else ()
 
     def _forward(
         self, command: Command, expect: _Expect, before: list[act.Action] | None = None
@@ -460,11 +587,19 @@ class ControlSession:
 
     # ------------------------------------------------------------- transfers
     def _on_transfer_command(self, command: Command) -> list[act.Action]:
+        if self._policy.tls_required and not self._prot_private:
+            return self._say(format_reply(521, "Data connections must be encrypted."))
         setup = self._data
         if setup is None:
             return self._say(format_reply(425, "Use PORT, PASV, EPRT or EPSV first."))
         self._transfer = _Transfer(command, setup.client, setup.server)
-        start = act.StartTransfer(setup.client, setup.server, command.verb in _UPLOAD_VERBS)
+        start = act.StartTransfer(
+            setup.client,
+            setup.server,
+            command.verb in _UPLOAD_VERBS,
+            client_tls=self._prot_private,
+            server_tls=self._policy.server_tls,
+        )
         return self._forward(command, _Expect.TRANSFER, [start])
 
     def _on_transfer_reply(self, reply: Reply) -> list[act.Action]:
@@ -566,7 +701,7 @@ class ControlSession:
         if expect in (_Expect.SERVER_PASSIVE, _Expect.SERVER_ACTIVE):
             return self._on_server_data_setup_reply(reply, expect)
         if expect is _Expect.FEAT:
-            return [*self._say(filter_feat(reply)), *self._command_done()]
+            return [*self._say(filter_feat(reply, self._feat_extra())), *self._command_done()]
         if expect is _Expect.QUIT:
             return self._close("client quit", reply.raw)
         if expect is _Expect.LOGIN and reply.code == 230:
@@ -599,7 +734,10 @@ class ControlSession:
         return []
 
     def _say(self, data: bytes) -> list[act.Action]:
-        """Send to the client, or queue behind a held transfer reply."""
+        """Send to the client, or queue behind a held transfer reply (or a handshake)."""
+        if self._tls_pending:
+            self._after_tls.append(data)
+            return []
         if self._held_output is not None:
             self._held_output.append(data)
             return []
@@ -626,7 +764,8 @@ class ControlSession:
         if self._held_output:
             out += [act.SendToClient(chunk) for chunk in self._held_output]
         self._held_output = None
-        if last_words:
+        if last_words and not self._tls_pending:
+            # Mid-handshake, plaintext last words would only garble it.
             out.append(act.SendToClient(last_words))
         out.append(act.Close(reason))
         return out

@@ -1,10 +1,11 @@
-"""One session's data connections: listeners, connects, and the relay between them."""
+"""One session's data connections: listeners, connects, TLS, and the relay between them."""
 
 from __future__ import annotations
 
 import asyncio
 import fcntl
 import socket
+import ssl
 import struct
 import termios
 from collections.abc import Callable
@@ -12,10 +13,12 @@ from dataclasses import dataclass
 
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
+from ftplb.runtime.connect import open_connection
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.relay import relay
+from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
 
 @dataclass(slots=True)
@@ -41,6 +44,20 @@ class Addresses:
     client_local_ip: str  # ours, on the client's control connection
     server_ip: str  # the server
     server_local_ip: str  # ours, on the server's control connection
+
+
+@dataclass(frozen=True, slots=True)
+class DataTls:
+    """TLS for one session's data legs, used when a transfer asks for it."""
+
+    client_context: ssl.SSLContext | None
+    """The frontend's server context: we are the TLS server of the client's leg."""
+    server: BackendTls | None
+    """The backend's TLS: we are the TLS client of the server's leg."""
+    server_session: Callable[[], ssl.SSLSession | None]
+    """The server control connection's TLS session, read when a data leg opens."""
+    timeout: float
+    """Bound of each handshake and close."""
 
 
 class _Acceptor:
@@ -118,11 +135,19 @@ class DataChannel:
         "_log",
         "_server_acceptor",
         "_settings",
+        "_tls",
         "_transfer",
     )
 
-    def __init__(self, settings: DataSettings, addresses: Addresses, log: EventLog) -> None:
+    def __init__(
+        self,
+        settings: DataSettings,
+        addresses: Addresses,
+        log: EventLog,
+        tls: DataTls | None = None,
+    ) -> None:
         self._settings = settings
+        self._tls = tls
         self._addresses = addresses
         self._log = log
         self._client_acceptor: _Acceptor | None = None
@@ -174,6 +199,13 @@ class DataChannel:
                     # client's, so this costs no time and no extra tasks.
                     server = await self._server_leg(start.server)
                     client = await self._client_leg(start.client)
+                    # Then TLS, the server's leg first: a server starts its
+                    # handshake when it gets to the command, and a client
+                    # starts its own when it reads the 150 we pass on.
+                    if start.server_tls:
+                        server = await self._secure_server_leg(server)
+                    if start.client_tls:
+                        client = await self._secure_client_leg(client)
             except TimeoutError:
                 return TransferOutcome("data connection not established in time", 0, 0, False)
             except OSError as error:
@@ -186,16 +218,52 @@ class DataChannel:
                 finish_with="a_to_b" if start.upload else "b_to_a",
             )
             problem = result.error
+            if problem is None and isinstance(server, ssl.SSLSocket) and self._tls is not None:
+                # vsftpd's strict_ssl_read_eof wants an upload to end in
+                # close_notify, not a bare EOF.
+                await close_notify(server, self._tls.timeout)
             if problem is None and not start.upload:
                 server.close()  # ProFTPD sends its 226 only once this is closed
                 server = None
-                if not await _delivered(client, self._settings.idle_timeout):
-                    problem = "client stopped reading"
+            if problem is None and isinstance(client, ssl.SSLSocket) and self._tls is not None:
+                # The client's EOF: TLS has no half-close, and clients such as
+                # ftplib wait for it before they read the final reply.
+                await close_notify(client, self._tls.timeout)
+            if problem is None and not start.upload:
+                problem = await _delivery_problem(client, self._settings.idle_timeout)
             return TransferOutcome(problem, result.b_to_a, result.a_to_b, result.spliced)
         finally:
             for sock in (client, server):
                 if sock is not None:
                     sock.close()
+
+    async def _secure_server_leg(self, sock: socket.socket) -> ssl.SSLSocket:
+        tls = self._tls
+        if tls is None or tls.server is None:
+            sock.close()
+            raise OSError("no TLS settings for the server's data connection")
+        session = tls.server_session()
+        secured = await handshake(
+            sock,
+            tls.server.context,
+            server_side=False,
+            timeout=tls.timeout,
+            server_hostname=tls.server.name_for(self._addresses.server_ip),
+            session=session,
+        )
+        if session is not None and not secured.session_reused:
+            self._log.warning(
+                "the server did not resume the control connection's TLS session",
+                server=self._addresses.server_ip,
+            )
+        return secured
+
+    async def _secure_client_leg(self, sock: socket.socket) -> ssl.SSLSocket:
+        tls = self._tls
+        if tls is None or tls.client_context is None:
+            sock.close()
+            raise OSError("no TLS settings for the client's data connection")
+        return await handshake(sock, tls.client_context, server_side=True, timeout=tls.timeout)
 
     async def _client_leg(self, side: act.ClientSide) -> socket.socket:
         if isinstance(side, act.ClientPassive):
@@ -227,6 +295,12 @@ def _unacknowledged(sock: socket.socket) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
+async def _delivery_problem(sock: socket.socket, idle_timeout: float) -> str | None:
+    if await _delivered(sock, idle_timeout):
+        return None
+    return "client stopped reading"
+
+
 async def _delivered(sock: socket.socket, idle_timeout: float) -> bool:
     """Wait until the peer has acknowledged every byte sent on ``sock``.
 
@@ -251,14 +325,4 @@ async def _delivered(sock: socket.socket, idle_timeout: float) -> bool:
 
 
 async def _connect(address: HostPort, source_ip: str | None) -> socket.socket:
-    family = socket.AF_INET if address.family == 1 else socket.AF_INET6
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setblocking(False)
-        if source_ip is not None and (":" in source_ip) == (family == socket.AF_INET6):
-            sock.bind((source_ip, 0))
-        await asyncio.get_running_loop().sock_connect(sock, (address.host, address.port))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+    return await open_connection(asyncio.get_running_loop(), address.host, address.port, source_ip)

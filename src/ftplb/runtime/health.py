@@ -16,6 +16,7 @@ from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.health.state import HealthState
 from ftplb.runtime.probes import PROBE_KINDS, ProbeResult, probe
+from ftplb.runtime.tls import BackendTls
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,8 @@ class HealthChecker:
         user: str | None = None,
         password: str | None = None,
         on_change: ChangeCallback | None = None,
+        *,
+        tls: BackendTls | None = None,
     ) -> None:
         if kind not in CHECK_KINDS:
             raise ValueError(f"unknown health check {kind!r}; expected one of {CHECK_KINDS}")
@@ -50,6 +53,7 @@ class HealthChecker:
         self._user = user
         self._password = password
         self._on_change = on_change
+        self._tls = tls
         # Each machine starts from the server's current flag: servers start
         # healthy, and a checker rebuilt on reload must not resurrect a DOWN one.
         self._health = {
@@ -100,6 +104,7 @@ class HealthChecker:
                 self.timeout,
                 user=self._user,
                 password=self._password,
+                tls=self._tls,
             )
             self._record(server, result)
             # Pace from the start of the check, so the interval is the period

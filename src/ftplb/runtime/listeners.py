@@ -1,9 +1,20 @@
-"""Listening sockets for frontends, with error messages an administrator can act on."""
+"""Listening sockets for frontends, with error messages an administrator can act on.
+
+In a worker process of ``workers = N`` (see :func:`share_listeners`), every
+frontend listener is opened with SO_REUSEPORT, so that the N workers listen
+on the same ports, and carries the program that steers each client IP to one
+worker (:mod:`ftplb.runtime.steering`). Passive data listeners do not come
+from here: each worker has its own slice of the passive ports.
+"""
 
 from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ftplb.runtime.steering import SteeringError, attach_steering
 
 
 class ListenError(Exception):
@@ -14,18 +25,46 @@ def show_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@dataclass(slots=True)
+class _Sharing:
+    workers: int
+    on_unsteered: Callable[[str], None]
+    steered: bool = True
+
+
+_sharing: _Sharing | None = None
+
+
+def share_listeners(workers: int, on_unsteered: Callable[[str], None]) -> None:
+    """Make this process one of ``workers`` processes that share every frontend listener.
+
+    Call it once, before any listener opens; a worker process calls it at
+    start. From then on :func:`listening_socket` joins the SO_REUSEPORT group
+    of its address and attaches the steering program. If the kernel refuses
+    the program, ``on_unsteered`` gets the reason once, and connections are
+    spread by the kernel's default 4-tuple hash.
+    """
+    global _sharing  # noqa: PLW0603 - membership of a reuseport group is per process
+    _sharing = _Sharing(workers, on_unsteered) if workers > 1 else None
+
+
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A non-blocking listening socket; ListenError if the address cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
+    sharing = _sharing
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if sharing is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # "[::]" and "0.0.0.0" are separate binds in the config; keep them apart.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
+        if sharing is not None:
+            _steer(sock, sharing)
     except OSError as error:
         sock.close()
         message = f"cannot listen on {show_address(host, port)}: {error.strerror or error}"
@@ -51,3 +90,13 @@ def ephemeral_ports() -> tuple[int, int] | None:
         return int(first), int(last)
     except (OSError, ValueError):
         return None
+
+
+def _steer(sock: socket.socket, sharing: _Sharing) -> None:
+    if not sharing.steered:
+        return  # refused once: the kernel will refuse it on every socket
+    try:
+        attach_steering(sock, sharing.workers)
+    except SteeringError as error:
+        sharing.steered = False
+        sharing.on_unsteered(str(error))

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable, Mapping
 from typing import Any, Literal, TextIO
 
 LogFormat = Literal["text", "json"]
+
+Observer = Callable[[str, dict[str, Any]], None]
+"""Called with each record's kind and fields (read-only), e.g. to count it in metrics."""
 
 
 def _text_value(value: Any) -> str:
@@ -21,13 +25,41 @@ def _text_value(value: Any) -> str:
 class EventLog:
     """Writes one line per record; never raises on a closed or full stream."""
 
-    __slots__ = ("_format", "_second", "_stamp", "_stream")
+    __slots__ = ("_fixed", "_format", "_observers", "_second", "_stamp", "_stream")
 
-    def __init__(self, log_format: LogFormat = "text", stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        log_format: LogFormat = "text",
+        stream: TextIO | None = None,
+        fixed: Mapping[str, Any] | None = None,
+    ) -> None:
+        # Fields on every line, right after the kind (a worker's `worker=<i>`).
+        self._fixed: dict[str, Any] = dict(fixed or {})
         self._format = log_format
         self._stream = stream if stream is not None else sys.stderr
         self._second = -1
         self._stamp = ""
+        self._observers: tuple[Observer, ...] = ()
+
+    def add_observer(self, observer: Observer) -> None:
+        """Also hand every record to ``observer``, after its line is written."""
+        self._observers = (*self._observers, observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        """Stop handing records to ``observer``; unknown observers are ignored."""
+        # Equality, not identity: each access to a bound method makes a new object.
+        self._observers = tuple(o for o in self._observers if o != observer)
+
+    def notify(self, kind: str, **fields: Any) -> None:
+        """Hand a record to the observers only: an event worth counting, not a line."""
+        self._tell(kind, fields)
+
+    def _tell(self, kind: str, fields: dict[str, Any]) -> None:
+        for observer in self._observers:
+            try:
+                observer(kind, fields)
+            except Exception:
+                continue  # an observer (metrics) must never take a session down
 
     def write(self, kind: str, **fields: Any) -> None:
         now = int(time.time())
@@ -35,15 +67,18 @@ class EventLog:
             self._second = now
             self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         stamp = self._stamp
+        shown = {**self._fixed, **fields} if self._fixed else fields
         if self._format == "json":
-            line = json.dumps({"time": stamp, "event": kind, **fields}, default=str)
+            line = json.dumps({"time": stamp, "event": kind, **shown}, default=str)
         else:
-            line = " ".join([stamp, kind, *(f"{k}={_text_value(v)}" for k, v in fields.items())])
+            line = " ".join([stamp, kind, *(f"{k}={_text_value(v)}" for k, v in shown.items())])
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
         except (OSError, ValueError):
             pass  # logging must never take a session down
+        if self._observers:
+            self._tell(kind, fields)
 
     def session(self, **fields: Any) -> None:
         self.write("session", **fields)

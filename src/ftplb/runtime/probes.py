@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from dataclasses import dataclass
 
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser
+from ftplb.runtime.tls import BackendTls
 
 PROBE_KINDS = ("tcp", "ftp", "login")
 
@@ -28,7 +30,7 @@ class ProbeResult:
     """The outcome of one probe."""
 
     ok: bool
-    layer: str  # "L4" (connect), "L7" (FTP); "L6" is reserved for TLS
+    layer: str  # "L4" (connect), "L6" (TLS handshake), "L7" (FTP)
     detail: str
     duration: float  # seconds
 
@@ -94,12 +96,19 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
     timeout: float,
     user: str | None = None,
     password: str | None = None,
+    *,
+    tls: BackendTls | None = None,
 ) -> ProbeResult:
     """Check ``host:port`` with a ``kind`` probe ("tcp", "ftp" or "login").
 
     "tcp" only connects. "ftp" reads the whole greeting, requires 220, then
     sends QUIT. "login" also sends USER and PASS and requires 230. The whole
     probe, connect and close included, is bounded by ``timeout`` seconds.
+
+    With ``tls`` (the backend's TLS towards its servers), "ftp" and "login"
+    handshake right after connecting when it is implicit, and "login" sends
+    AUTH TLS and handshakes before USER when it is explicit.  A failed
+    handshake is reported at layer "L6".
     """
     started = time.monotonic()
     progress = _Progress()
@@ -116,11 +125,19 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
     try:
         async with asyncio.timeout(timeout):
             layer, detail = await _run(
-                kind=kind, host=host, port=port, user=user, password=password, progress=progress
+                kind=kind,
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                progress=progress,
+                tls=tls,
             )
     except (TimeoutError, OSError) as exc:
         if progress.passed:
             return result(True, "L7", progress.passed)
+        if isinstance(exc, ssl.SSLError):
+            return result(False, "L6", f"TLS handshake failed: {_tls_reason(exc)}")
         if isinstance(exc, TimeoutError):
             return result(False, progress.layer, _timeout_detail(progress.step))
         if isinstance(exc, ConnectionRefusedError):
@@ -132,6 +149,12 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
     except Exception as exc:  # a probe must never take its checker down
         return result(False, progress.layer, f"probe error {progress.step}: {exc!r}")
     return result(True, layer, detail)
+
+
+def _tls_reason(error: ssl.SSLError) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError) and error.verify_message:
+        return f"certificate verify failed: {error.verify_message}"
+    return error.reason or str(error)
 
 
 def _timeout_detail(step: str) -> str:
@@ -157,6 +180,7 @@ async def _run(
     user: str | None,
     password: str | None,
     progress: _Progress,
+    tls: BackendTls | None = None,
 ) -> tuple[str, str]:
     """Carry out the probe; returns (layer, detail) on success, raises on failure."""
     reader, writer = await asyncio.open_connection(host, port)
@@ -164,10 +188,14 @@ async def _run(
     try:
         if kind == "tcp":
             return "L4", "connected"
+        if tls is not None and tls.mode == "implicit":
+            await _start_tls(writer, tls, host, progress)
         replies = _ReplyReader(reader, progress)
         banner = await _read_banner(replies, progress)
         detail = f"{banner.code} banner"
         if kind == "login":
+            if tls is not None and tls.mode == "explicit":
+                await _auth_tls(writer, replies, tls, host, progress)
             detail = await _login(writer, replies, progress, user or "", password or "")
         progress.passed = detail
         progress.at("sending QUIT")
@@ -186,6 +214,29 @@ async def _run(
             # plain connect check ends the same way, as HAProxy's does, so that
             # frequent checks leave no TIME_WAIT sockets behind.
             writer.transport.abort()
+
+
+async def _start_tls(
+    writer: asyncio.StreamWriter, tls: BackendTls, host: str, progress: _Progress
+) -> None:
+    progress.at("in the TLS handshake", "L6")
+    await writer.start_tls(tls.context, server_hostname=tls.name_for(host))
+
+
+async def _auth_tls(
+    writer: asyncio.StreamWriter,
+    replies: _ReplyReader,
+    tls: BackendTls,
+    host: str,
+    progress: _Progress,
+) -> None:
+    progress.at("waiting for AUTH TLS reply")
+    writer.write(b"AUTH TLS\r\n")
+    await writer.drain()
+    reply = await replies.next()
+    if reply.code != 234:
+        raise _CheckFailedError("L6", f"{reply.code} to AUTH TLS")
+    await _start_tls(writer, tls, host, progress)
 
 
 async def _read_banner(replies: _ReplyReader, progress: _Progress) -> Reply:

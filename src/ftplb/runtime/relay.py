@@ -533,16 +533,41 @@ class _CopyDirection(_Direction):
                 self._eof = True
                 self._end_of_stream()
                 return
+            if self._tls_source is not None:
+                received = self._gather_records(received)
             self._start = 0
             self._end = received
             self.received += received
             if not self._flush():
+                return
+            if self._eof:
+                self._end_of_stream()
                 return
         self._watch_source()
         if self._tls_source is not None and self._tls_source.pending():
             # Decrypted bytes wait inside the TLS object, where no readiness
             # event will announce them: come back on the next loop iteration.
             self._retry = self._loop.call_soon(self.pump)
+
+    def _gather_records(self, end: int) -> int:
+        """Read more of a TLS source into the buffer after ``end``; the new end.
+
+        A TLS read returns one record, 16 KiB at most: gathering the records
+        already here lets one send carry up to a whole buffer, not a syscall
+        per record. An EOF met here is kept for after the flush; an error is
+        left for the next read to raise.
+        """
+        src, buffer = self._src, self._buffer
+        while end < len(buffer):
+            try:
+                received = src.recv_into(buffer[end:])
+            except (OSError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            if received == 0:
+                self._eof = True
+                break
+            end += received
+        return end
 
     def unregister(self) -> None:
         super().unregister()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
 from typing import cast
@@ -15,10 +16,12 @@ from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
-from ftplb.runtime.data import Addresses, DataChannel, DataSettings, TransferOutcome
+from ftplb.runtime.connect import open_connection
+from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.tls import BackendTls, session_of
 
 _MAX_BACKLOG = 64
 """Pipelined client commands held before reading from the client pauses."""
@@ -60,43 +63,84 @@ class FrontendContext:
     data: DataSettings
     overall: SessionLimit = field(default_factory=SessionLimit)
     sessions: set[Session] = field(default_factory=set)
+    client_tls: ssl.SSLContext | None = None
+    """The frontend's TLS server context (AUTH TLS, implicit, and PROT P data)."""
+    backend_tls: BackendTls | None = None
+    """TLS towards the servers; None offloads (plain FTP to them)."""
 
 
 class _ServerLink(asyncio.Protocol):
-    """The control connection to a server: reads its greeting, then feeds the session."""
+    """The control connection to a server: reads its greeting (and, with TLS, the
+    answers to AUTH, PBSZ and PROT) itself, then feeds the session."""
 
-    __slots__ = ("_parser", "greeting", "session", "transport")
+    __slots__ = (
+        "_error",
+        "_loop",
+        "_parser",
+        "_replies",
+        "_waiter",
+        "attached",
+        "lost_early",
+        "session",
+        "transport",
+    )
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
         self.session = session
         self.transport: asyncio.Transport | None = None
-        self.greeting: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        self._parser: ReplyParser | None = ReplyParser()
+        self._loop = loop
+        self._parser = ReplyParser()
+        self._replies: list[Reply] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._error: BaseException | None = None
+        self.attached = False
+        # Closed by the server after its setup replies, before the session took over.
+        self.lost_early = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
 
+    async def reply(self) -> Reply:
+        """The next final reply while the link is set up (1xx lines are skipped)."""
+        while not self._replies:
+            if self._error is not None:
+                raise self._error
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._replies.pop(0)
+
+    def attach(self) -> None:
+        """From now on, everything the server says goes to the session."""
+        self.attached = True
+
+    def _wake(self, error: BaseException | None = None) -> None:
+        if error is not None and self._error is None:
+            self._error = error
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     def data_received(self, data: bytes) -> None:
-        if self._parser is None:
+        if self.attached:
             self.session.on_server_data(data)
             return
         try:
             replies = self._parser.feed(data)
         except ProtocolError as error:
-            if not self.greeting.done():
-                self.greeting.set_exception(error)
+            self._wake(error)
             return
-        for reply in replies:
-            if reply.is_final and not self.greeting.done():
-                self._parser = None
-                self.greeting.set_result(reply)
-                return
+        self._replies += [reply for reply in replies if reply.is_final]
+        if self._replies:
+            self._wake()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.greeting.done():
-            self.greeting.set_exception(ConnectionError("closed before its greeting"))
-        elif self._parser is None:
+        if self.attached:
             self.session.on_server_lost()
+        else:
+            self.lost_early = True
+            self._wake(ConnectionError("server closed the connection while it was set up"))
 
 
 class Session(asyncio.Protocol):
@@ -112,10 +156,12 @@ class Session(asyncio.Protocol):
         "_last_client",
         "_last_server",
         "_link",
+        "_loop",
         "_paused",
         "_server",
         "_started",
         "_timer",
+        "_tls_task",
         "_transfer_bytes",
         "_transfer_error",
         "_transfer_started",
@@ -127,12 +173,15 @@ class Session(asyncio.Protocol):
 
     def __init__(self, ctx: FrontendContext) -> None:
         self._ctx = ctx
+        # Cached: asyncio.get_running_loop() costs a getpid() system call each time.
+        self._loop = asyncio.get_running_loop()
         self._closed = False
         self._paused = False
         self._server: Server | None = None
         self._link: _ServerLink | None = None
         self._data: DataChannel | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._tls_task: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._bytes_in = 0
         self._bytes_out = 0
@@ -163,13 +212,22 @@ class Session(asyncio.Protocol):
             self.transport.write(format_reply(421, "Too many connections, try again later."))
             self.transport.close()
             self._closed = True
+            ctx.log.session(
+                frontend=ctx.name,
+                client=f"{self.client.host}:{self.client.port}",
+                server="-",
+                user="-",
+                duration=0.0,
+                bytes_in=0,
+                bytes_out=0,
+                end="too many connections",
+            )
             return
         ctx.sessions.add(self)
         ctx.overall.active += 1
         advertised = ctx.passive_address or self.local_ip
         self.core = ControlSession(ctx.policy, self.client.host, 2 if ":" in advertised else 1)
-        loop = asyncio.get_running_loop()
-        self._last_client = self._last_server = loop.time()
+        self._last_client = self._last_server = self._loop.time()
         self._arm_timer()
         self._do(self.core.start())
 
@@ -177,7 +235,7 @@ class Session(asyncio.Protocol):
         if self._closed:
             return
         self._bytes_in += len(data)
-        self._last_client = asyncio.get_running_loop().time()
+        self._last_client = self._loop.time()
         self._do(self.core.client_data(data))
         if self.core.backlog > _MAX_BACKLOG and self.transport is not None:
             # A client that pipelines without reading our replies must not
@@ -196,7 +254,7 @@ class Session(asyncio.Protocol):
     def on_server_data(self, data: bytes) -> None:
         if self._closed:
             return
-        self._last_server = asyncio.get_running_loop().time()
+        self._last_server = self._loop.time()
         self._do(self.core.server_data(data))
 
     def on_server_lost(self) -> None:
@@ -220,10 +278,10 @@ class Session(asyncio.Protocol):
                 self.transport.write(action.data)
         elif isinstance(action, act.SendToServer):
             if self._link is not None and self._link.transport is not None:
-                self._last_server = asyncio.get_running_loop().time()
+                self._last_server = self._loop.time()
                 self._link.transport.write(action.data)
         elif isinstance(action, act.ConnectServer):
-            self._connect_task = asyncio.ensure_future(self._connect_server(action.user))
+            self._connect_task = self._loop.create_task(self._connect_server(action.user))
         elif isinstance(action, act.OpenClientListener):
             self._open_client_listener()
         elif isinstance(action, act.OpenServerListener):
@@ -231,6 +289,8 @@ class Session(asyncio.Protocol):
         elif isinstance(action, act.StartTransfer):
             self._transfer_started = time.monotonic()
             self._channel().start(action, self._on_transfer_outcome)
+        elif isinstance(action, act.StartTls):
+            self._start_client_tls()
         elif isinstance(action, act.ConnectClient):
             self._channel().connect_client()
         elif isinstance(action, act.CloseData):
@@ -245,6 +305,44 @@ class Session(asyncio.Protocol):
             )
         elif isinstance(action, act.Close):
             self._close(action.reason)
+
+    # ------------------------------------------------------------ client TLS
+    def _start_client_tls(self) -> None:
+        transport = self.transport
+        context = self._ctx.client_tls
+        if transport is None or context is None:
+            self._do(self.core.client_tls_failed("TLS is not configured"))
+            return
+        # Not one more plaintext byte may reach the core: what follows the
+        # AUTH line on the wire is the client's handshake, for TLS to read.
+        transport.pause_reading()
+        self._tls_task = self._loop.create_task(self._upgrade_client(transport, context))
+
+    async def _upgrade_client(self, transport: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            upgraded = await self._loop.start_tls(
+                transport,
+                self,
+                context,
+                server_side=True,
+                ssl_handshake_timeout=self._ctx.timeouts.data,
+            )
+        except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
+            self._ctx.log.warning(
+                "client TLS handshake failed",
+                frontend=self._ctx.name,
+                client=self.client.host,
+                reason=describe(error),
+            )
+            self._do(self.core.client_tls_failed(describe(error)))
+            return
+        if upgraded is None or self._closed:
+            if upgraded is not None:
+                upgraded.close()
+            return
+        self.transport = upgraded
+        self._last_client = self._loop.time()
+        self._do(self.core.client_tls_started())
 
     # ------------------------------------------------------- server connect
     async def _connect_server(self, user: bytes | None) -> None:
@@ -263,29 +361,57 @@ class Session(asyncio.Protocol):
             return
         self._server = server
         self._link = link
-        self._last_server = asyncio.get_running_loop().time()
+        link.attach()
+        self._last_server = self._loop.time()
         family = 2 if ":" in server.host else 1
         self._do(self.core.server_connected(server.host, family))
+        if link.lost_early:
+            self.on_server_lost()
 
     async def _open_link(self, server: Server) -> _ServerLink:
-        loop = asyncio.get_running_loop()
-        link = _ServerLink(self)
+        loop = self._loop
+        link = _ServerLink(self, loop)
+        tls = self._ctx.backend_tls
         try:
             async with asyncio.timeout(self._ctx.timeouts.connect):
-                local = (self._ctx.source_ip, 0) if self._ctx.source_ip else None
-                await loop.create_connection(
-                    lambda: link, server.host, server.port, local_addr=local
-                )
-                greeting = await link.greeting
+                sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
+                try:
+                    if tls is not None and tls.mode == "implicit":
+                        await loop.create_connection(
+                            lambda: link,
+                            sock=sock,
+                            ssl=tls.context,
+                            server_hostname=tls.name_for(server.host),
+                        )
+                    else:
+                        await loop.create_connection(lambda: link, sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+                greeting = await link.reply()
+                if greeting.code != 220:
+                    raise ProtocolError(421, f"greeting was {greeting.code}, not 220")
+                if tls is not None:
+                    await self._secure_link(link, tls, server.host)
         except BaseException:
             if link.transport is not None:
                 link.transport.close()
             raise
-        if greeting.code != 220:
-            assert link.transport is not None
-            link.transport.close()
-            raise ProtocolError(421, f"greeting was {greeting.code}, not 220")
         return link
+
+    async def _secure_link(self, link: _ServerLink, tls: BackendTls, host: str) -> None:
+        """AUTH TLS (when explicit), then PBSZ 0 and PROT P, before the session's own commands."""
+        assert link.transport is not None
+        if tls.mode == "explicit":
+            await _expect(link, b"AUTH TLS\r\n", 234)
+            upgraded = await self._loop.start_tls(
+                link.transport, link, tls.context, server_hostname=tls.name_for(host)
+            )
+            if upgraded is None:
+                raise ConnectionError("TLS towards the server could not start")
+            link.transport = upgraded
+        await _expect(link, b"PBSZ 0\r\n", 200)
+        await _expect(link, b"PROT P\r\n", 200)
 
     # ----------------------------------------------------------- data legs
     def _channel(self) -> DataChannel:
@@ -296,8 +422,20 @@ class Session(asyncio.Protocol):
             if link is not None and link.transport is not None:
                 server_local_ip = kernel_host(link.transport.get_extra_info("sockname")[0])
             addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
-            self._data = DataChannel(self._ctx.data, addresses, self._ctx.log)
+            self._data = DataChannel(self._ctx.data, addresses, self._ctx.log, self._data_tls())
         return self._data
+
+    def _data_tls(self) -> DataTls | None:
+        ctx = self._ctx
+        if ctx.client_tls is None and ctx.backend_tls is None:
+            return None
+
+        def server_session() -> ssl.SSLSession | None:
+            # Read at each data connection: a TLS 1.3 ticket arrives after the handshake.
+            link = self._link
+            return session_of(link.transport if link is not None else None)
+
+        return DataTls(ctx.client_tls, ctx.backend_tls, server_session, ctx.timeouts.data)
 
     def _open_client_listener(self) -> None:
         advertised = self._ctx.passive_address or self.local_ip
@@ -309,6 +447,7 @@ class Session(asyncio.Protocol):
             )
             self._do(self.core.client_listener_failed(describe(error)))
             return
+        self._ctx.log.notify("passive", frontend=self._ctx.name)
         self._do(self.core.client_listener_ready(address))
 
     def _open_server_listener(self) -> None:
@@ -322,8 +461,7 @@ class Session(asyncio.Protocol):
     def _on_transfer_outcome(self, outcome: TransferOutcome) -> None:
         if self._closed:
             return
-        loop = asyncio.get_running_loop()
-        self._last_client = self._last_server = loop.time()
+        self._last_client = self._last_server = self._loop.time()
         self._transfer_bytes = (outcome.to_client, outcome.to_server)
         self._transfer_error = outcome.error
         self._do(self.core.data_done(outcome.error))
@@ -352,12 +490,12 @@ class Session(asyncio.Protocol):
     def _arm_timer(self) -> None:
         t = self._ctx.timeouts
         delay = max(0.05, min(t.client, t.server) / 4)
-        self._timer = asyncio.get_running_loop().call_later(delay, self._check_timers)
+        self._timer = self._loop.call_later(delay, self._check_timers)
 
     def _check_timers(self) -> None:
         if self._closed:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time()
         t = self._ctx.timeouts
         core = self.core
         if core.idle and not core.transfer_running and now - self._last_client >= t.client:
@@ -379,6 +517,8 @@ class Session(asyncio.Protocol):
             self._timer.cancel()
         if self._connect_task is not None and not self._connect_task.done():
             self._connect_task.cancel()
+        if self._tls_task is not None and not self._tls_task.done():
+            self._tls_task.cancel()
         if self._data is not None:
             self._data.close()
             self._data = None
@@ -404,6 +544,15 @@ class Session(asyncio.Protocol):
         if not self._closed and self.transport is not None:
             self.transport.write(format_reply(421, message))
             self._close("balancer shutting down")
+
+
+async def _expect(link: _ServerLink, command: bytes, code: int) -> None:
+    assert link.transport is not None
+    link.transport.write(command)
+    reply = await link.reply()
+    if reply.code != code:
+        verb = command.split(maxsplit=1)[0].decode()
+        raise ProtocolError(421, f"{verb} got {reply.code}, not {code}")
 
 
 def _text(value: bytes | None) -> str:

@@ -1,0 +1,1 @@
+"""The admin HTTP listener: stats page, JSON stats and Prometheus metrics."""

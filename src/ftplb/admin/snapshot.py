@@ -1,0 +1,254 @@
+"""The numbers of the stats page and the JSON stats, summed over every process.
+
+:func:`collect` reads the metric files of all processes (a
+``MultiProcessCollector`` sums them); :func:`build_snapshot` lays the samples
+out per frontend, backend and server in plain frozen dataclasses, with the
+configuration supplying what the metrics do not carry (addresses, weights,
+modes) and every configured server listed even before it has numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from ftplb.balancing.state import ServerState
+from ftplb.config.schema import Config
+
+__all__ = [
+    "BackendStats",
+    "FrontendStats",
+    "ServerStats",
+    "Snapshot",
+    "build_snapshot",
+    "collect",
+    "snapshot_dict",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStats:
+    """One server, as all processes see it together."""
+
+    name: str
+    address: str
+    weight: int
+    state: str
+    """UP, DOWN, DRAIN or MAINT; "UP/DOWN" while processes disagree; "-" before any sample."""
+    current_sessions: int
+    sessions: int
+    """Sessions ended."""
+    bytes_in: int
+    """From clients: control and data bytes."""
+    bytes_out: int
+    """To clients: control and data bytes."""
+    transfers: int
+    connect_failures: int
+    last_check: str
+    """"ok" or "failed" (in some process), "-" before the first check."""
+    last_check_duration: float | None
+    checks_ok: int
+    checks_failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class BackendStats:
+    """A backend and its servers; the totals are the sums of the servers'."""
+
+    name: str
+    balance: str
+    servers: tuple[ServerStats, ...]
+    servers_up: int
+    current_sessions: int
+    sessions: int
+    bytes_in: int
+    bytes_out: int
+    transfers: int
+    connect_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendStats:
+    """A frontend: where clients connect."""
+
+    name: str
+    mode: str
+    binds: tuple[str, ...]
+    backend: str
+    current_sessions: int
+    sessions: int
+    bytes_in: int
+    bytes_out: int
+    transfers: int
+    refusals: int
+    """Clients answered 421: over a limit, or no server could take them."""
+    end_reasons: dict[str, int]
+    transfer_results: dict[str, int]
+    """Transfers by "COMMAND RESULT", e.g. "RETR 2xx"."""
+    passive_listeners: int
+    passive_listener_failures: int
+    data_connections_refused: int
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Everything the stats page and the JSON stats show."""
+
+    generated: str
+    """UTC time of the reading, ISO 8601."""
+    workers: int
+    """Live processes recording metrics."""
+    frontends: tuple[FrontendStats, ...]
+    backends: tuple[BackendStats, ...]
+
+
+def collect(directory: str) -> list[Metric]:
+    """The metrics of every process that wrote into ``directory``, summed (blocking I/O)."""
+    # prometheus_client leaves the collector unannotated.
+    collector = MultiProcessCollector(None, path=directory)  # type: ignore[no-untyped-call]
+    return list(collector.collect())  # type: ignore[no-untyped-call]
+
+
+class _Samples:
+    """Sample values by sample name, summed over the label subsets asked for."""
+
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self._by_name: dict[str, list[tuple[dict[str, str], float]]] = defaultdict(list)
+        for family in families:
+            for sample in family.samples:
+                self._by_name[sample.name].append((sample.labels, sample.value))
+
+        self._sums: dict[tuple[str, ...], dict[tuple[str, ...], float]] = {}
+
+    def by(self, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+        """Sums of the samples called ``name`` per value of the labels ``keys``."""
+        # Memoized: each frontend and backend asks for the same sums.
+        sums = self._sums.get((name, *keys))
+        if sums is None:
+            sums = self._sums[(name, *keys)] = defaultdict(float)
+            for labels, value in self._by_name.get(name, ()):
+                sums[tuple(labels.get(key, "") for key in keys)] += value
+        return sums
+
+    def present(self, name: str, *keys: str) -> dict[tuple[str, ...], float]:
+        """Like :meth:`by`, but only label sets that have a sample (gauges)."""
+        return {
+            tuple(labels.get(key, "") for key in keys): value
+            for labels, value in self._by_name.get(name, ())
+        }
+
+
+def build_snapshot(
+    config: Config, families: Iterable[Metric], now: float | None = None
+) -> Snapshot:
+    """Lay out the collected ``families`` along the frontends and backends of ``config``."""
+    s = _Samples(families)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+    backends = tuple(_backend(config, index, s) for index in range(len(config.backends)))
+    frontends = tuple(_frontend(config, index, s) for index in range(len(config.frontends)))
+    workers = int(sum(s.by("ftplb_worker_processes").values()))
+    return Snapshot(stamp, workers, frontends, backends)
+
+
+def _backend(config: Config, index: int, s: _Samples) -> BackendStats:
+    backend = config.backends[index]
+    name = backend.name
+    current = s.present("ftplb_server_current_sessions", "backend", "server")
+    states = s.present("ftplb_server_state", "backend", "server", "state")
+    sessions = s.by("ftplb_sessions_total", "backend", "server")
+    control = s.by("ftplb_control_bytes_total", "backend", "server", "direction")
+    data = s.by("ftplb_transfer_bytes_total", "backend", "server", "direction")
+    transfers = s.by("ftplb_transfers_total", "backend", "server")
+    failures = s.by("ftplb_server_connect_failures_total", "backend", "server")
+    checks = s.by("ftplb_health_checks_total", "backend", "server", "result")
+    check_ok = s.present("ftplb_server_check_ok", "backend", "server")
+    check_duration = s.present("ftplb_server_check_duration_seconds", "backend", "server")
+    servers: list[ServerStats] = []
+    for server in backend.servers:
+        key = (name, server.name)
+        seen = [st.value for st in ServerState if states.get((*key, st.value), 0) >= 1]
+        checks_ok = int(checks.get((*key, "ok"), 0))
+        checks_failed = int(checks.get((*key, "fail"), 0))
+        checked = checks_ok + checks_failed > 0
+        servers.append(
+            ServerStats(
+                name=server.name,
+                address=str(server.address),
+                weight=server.weight,
+                state="/".join(seen) or "-",
+                current_sessions=int(current.get(key, 0)),
+                sessions=int(sessions.get(key, 0)),
+                bytes_in=int(control.get((*key, "in"), 0) + data.get((*key, "in"), 0)),
+                bytes_out=int(control.get((*key, "out"), 0) + data.get((*key, "out"), 0)),
+                transfers=int(transfers.get(key, 0)),
+                connect_failures=int(failures.get(key, 0)),
+                last_check=("ok" if check_ok.get(key, 1) >= 1 else "failed") if checked else "-",
+                last_check_duration=check_duration.get(key) if checked else None,
+                checks_ok=checks_ok,
+                checks_failed=checks_failed,
+            )
+        )
+    return BackendStats(
+        name=name,
+        balance=backend.balance,
+        servers=tuple(servers),
+        servers_up=sum(1 for server in servers if server.state == ServerState.UP.value),
+        current_sessions=sum(server.current_sessions for server in servers),
+        sessions=sum(server.sessions for server in servers),
+        bytes_in=sum(server.bytes_in for server in servers),
+        bytes_out=sum(server.bytes_out for server in servers),
+        transfers=sum(server.transfers for server in servers),
+        connect_failures=sum(server.connect_failures for server in servers),
+    )
+
+
+def _frontend(config: Config, index: int, s: _Samples) -> FrontendStats:
+    frontend = config.frontends[index]
+    key = (frontend.name,)
+    control = s.by("ftplb_control_bytes_total", "frontend", "direction")
+    data = s.by("ftplb_transfer_bytes_total", "frontend", "direction")
+    ends = s.by("ftplb_session_ends_total", "frontend", "reason")
+    results = s.by("ftplb_transfers_total", "frontend", "command", "result")
+    passive = s.by("ftplb_passive_listeners_total", "frontend", "result")
+    return FrontendStats(
+        name=frontend.name,
+        mode=frontend.mode,
+        binds=tuple(str(bind) for bind in frontend.bind),
+        backend=frontend.backend,
+        current_sessions=int(s.by("ftplb_frontend_current_sessions", "frontend").get(key, 0)),
+        sessions=int(s.by("ftplb_sessions_total", "frontend").get(key, 0)),
+        bytes_in=int(control.get((*key, "in"), 0) + data.get((*key, "in"), 0)),
+        bytes_out=int(control.get((*key, "out"), 0) + data.get((*key, "out"), 0)),
+        transfers=int(s.by("ftplb_transfers_total", "frontend").get(key, 0)),
+        refusals=int(s.by("ftplb_refusals_total", "frontend").get(key, 0)),
+        end_reasons=_nonzero(
+            {reason: value for (name, reason), value in ends.items() if name == frontend.name}
+        ),
+        transfer_results=_nonzero(
+            {
+                f"{command} {result}": value
+                for (name, command, result), value in sorted(results.items())
+                if name == frontend.name
+            }
+        ),
+        passive_listeners=int(passive.get((*key, "opened"), 0)),
+        passive_listener_failures=int(passive.get((*key, "failed"), 0)),
+        data_connections_refused=int(
+            s.by("ftplb_data_connections_refused_total", "frontend").get(key, 0)
+        ),
+    )
+
+
+def _nonzero(counts: dict[str, float]) -> dict[str, int]:
+    return {key: int(value) for key, value in sorted(counts.items()) if value}
+
+
+def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
+    """The snapshot as plain JSON-ready data."""
+    return asdict(snapshot)

@@ -1,0 +1,570 @@
+"""Counters and gauges of the balancer, recorded so that they sum over worker processes.
+
+prometheus_client's multiprocess mode is used whatever the number of
+processes, so there is one code path: every process writes its own files
+(``<type>_<pid>.db``, memory-mapped) into one shared directory, and the admin
+server reads them all with a ``MultiProcessCollector``, which sums counters and
+combines gauges by their ``multiprocess_mode``.
+
+prometheus_client picks the class that stores every value *when
+prometheus_client.values is imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
+environment variable, and each metric child takes that class when it is
+created. So :func:`enable` sets the variable and replaces the class itself
+(the module looks it up again for every new child), and every instrument here
+is created lazily, after :func:`enable`. A value object also reads the
+variable when it opens its file, and reopens its files under the new pid after
+a ``fork()``: workers forked after :func:`enable` write files of their own.
+
+Recording costs a dictionary update per event: the runtime reports sessions,
+transfers and warnings to its :class:`EventLog`, :class:`Metrics` observes
+those records, adds to pending sums, and writes them to the files on a short
+timer (and on :meth:`Metrics.flush`). State that is not an event (sessions
+per server, server state, the last health check) is sampled from the pools on
+the same timer.
+
+Call order in each process that serves sessions::
+
+    enable(directory)                 # before any Metrics exists
+    metrics = Metrics()
+    metrics.attach(balancer.log, balancer.pools, balancer.config,
+                   checkers=balancer.checkers, frontends=balancer.frontends)
+    metrics.start()                   # on the running loop: the 1 s timer
+    ...
+    metrics.stop()                    # flushes, zeroes this process's gauges
+
+and in the supervisor, when a worker has exited: ``mark_process_dead(pid, directory)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sized
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from prometheus_client import Counter, Gauge, multiprocess, values
+
+from ftplb.balancing.pool import Pool
+from ftplb.balancing.state import Server, ServerState
+from ftplb.config.schema import Config
+from ftplb.proto.commands import rule_for
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.probes import ProbeResult
+
+__all__ = [
+    "END_REASONS",
+    "ENV_VAR",
+    "CheckResults",
+    "Metrics",
+    "SessionCounted",
+    "clear_directory",
+    "enable",
+    "enabled_directory",
+    "end_reason",
+    "mark_process_dead",
+]
+
+ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
+
+SAMPLE_INTERVAL = 1.0
+"""Seconds between two samples of the pools (and writes of pending counts)."""
+
+# --------------------------------------------------------------------------
+# Enabling multiprocess mode
+# --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Mode:
+    directory: str | None = None
+    generation: int = 0  # bumped by each enable() that changes the storage
+    instruments: _Instruments | None = None
+
+
+_mode = _Mode()
+
+
+def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> None:
+    """Record every metric of this process into ``directory`` (created if missing).
+
+    Call it before any :class:`Metrics` exists; calling it again with the same
+    directory does nothing. Another directory (or a ``process_id``, which
+    tests use to act as two processes) closes this process's files and starts
+    a fresh set: instruments of earlier generations must no longer be used.
+    """
+    path = str(Path(directory).resolve())
+    Path(path).mkdir(parents=True, exist_ok=True)
+    if _mode.directory == path and process_id is None:
+        return
+    if _mode.directory is not None:
+        close_files = getattr(values.ValueClass, "close_all_files", None)
+        if close_files is not None:
+            close_files()
+    os.environ[ENV_VAR] = path
+    # prometheus_client leaves these two functions unannotated.
+    values.ValueClass = values.MultiProcessValue(process_id or os.getpid)  # type: ignore[no-untyped-call]
+    _mode.directory = path
+    _mode.generation += 1
+    _mode.instruments = None
+
+
+def enabled_directory() -> str | None:
+    """The directory given to :func:`enable` in this process, or None."""
+    return _mode.directory
+
+
+def clear_directory(directory: str) -> None:
+    """Remove the files of an earlier run; the supervisor calls it once, before any worker."""
+    for path in Path(directory).glob("*.db"):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def mark_process_dead(pid: int, directory: str) -> None:
+    """Forget the gauges of an exited process ``pid``; its counters keep counting in sums."""
+    multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+# --------------------------------------------------------------------------
+# The instruments
+# --------------------------------------------------------------------------
+
+_FBS = ("frontend", "backend", "server")
+_BS = ("backend", "server")
+
+
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    sessions: Counter
+    session_ends: Counter
+    control_bytes: Counter
+    transfers: Counter
+    transfer_bytes: Counter
+    connect_failures: Counter
+    refusals: Counter
+    passive_listeners: Counter
+    data_refused: Counter
+    health_checks: Counter
+    state_changes: Counter
+    server_sessions: Gauge
+    server_state: Gauge
+    check_ok: Gauge
+    check_duration: Gauge
+    frontend_sessions: Gauge
+    workers: Gauge
+
+
+def _instruments() -> _Instruments:
+    if _mode.directory is None:
+        raise RuntimeError("metrics.enable(directory) must be called before recording metrics")
+    if _mode.instruments is None:
+        # registry=None: the admin server collects from the files, never from
+        # a registry, and a second generation must not clash with the first.
+        def counter(name: str, text: str, labels: Iterable[str]) -> Counter:
+            return Counter(name, text, labelnames=tuple(labels), registry=None)
+
+        def gauge(name: str, text: str, labels: Iterable[str], mode: Any) -> Gauge:
+            return Gauge(
+                name, text, labelnames=tuple(labels), registry=None, multiprocess_mode=mode
+            )
+
+        _mode.instruments = _Instruments(
+            sessions=counter("ftplb_sessions", "Client sessions ended.", _FBS),
+            session_ends=counter(
+                "ftplb_session_ends", "Client sessions ended, by reason.", (*_FBS, "reason")
+            ),
+            control_bytes=counter(
+                "ftplb_control_bytes",
+                "Control connection bytes from (in) and to (out) clients, at session end.",
+                (*_FBS, "direction"),
+            ),
+            transfers=counter(
+                "ftplb_transfers",
+                "Data transfers, by command and result.",
+                (*_FBS, "command", "result"),
+            ),
+            transfer_bytes=counter(
+                "ftplb_transfer_bytes",
+                "Data connection bytes from (in) and to (out) clients.",
+                (*_FBS, "direction"),
+            ),
+            connect_failures=counter(
+                "ftplb_server_connect_failures", "Failed connects to a server.", _FBS
+            ),
+            refusals=counter(
+                "ftplb_refusals",
+                "Clients refused with 421 (reason: limit, no_server).",
+                ("frontend", "backend", "reason"),
+            ),
+            passive_listeners=counter(
+                "ftplb_passive_listeners",
+                "Passive data listeners for clients (result: opened, failed).",
+                ("frontend", "result"),
+            ),
+            data_refused=counter(
+                "ftplb_data_connections_refused",
+                "Data connections refused: the peer was not the session's own.",
+                ("frontend",),
+            ),
+            health_checks=counter(
+                "ftplb_health_checks",
+                "Health checks, by result and layer.",
+                (*_BS, "result", "layer"),
+            ),
+            state_changes=counter(
+                "ftplb_server_state_changes",
+                "Health verdict changes of a server.",
+                (*_BS, "state"),
+            ),
+            server_sessions=gauge(
+                "ftplb_server_current_sessions", "Sessions on a server now.", _BS, "livesum"
+            ),
+            server_state=gauge(
+                "ftplb_server_state",
+                "1 when some live process sees the server in this state.",
+                (*_BS, "state"),
+                "livemax",
+            ),
+            check_ok=gauge(
+                "ftplb_server_check_ok",
+                "1 when the last health check passed in every live process.",
+                _BS,
+                "livemin",
+            ),
+            check_duration=gauge(
+                "ftplb_server_check_duration_seconds",
+                "Duration of the last health check (the slowest over live processes).",
+                _BS,
+                "livemax",
+            ),
+            frontend_sessions=gauge(
+                "ftplb_frontend_current_sessions",
+                "Sessions on a frontend now.",
+                ("frontend",),
+                "livesum",
+            ),
+            workers=gauge(
+                "ftplb_worker_processes", "Live processes recording metrics.", (), "livesum"
+            ),
+        )
+    return _mode.instruments
+
+
+# --------------------------------------------------------------------------
+# Bounded label values
+# --------------------------------------------------------------------------
+
+END_REASONS: Mapping[str, str] = {
+    "client quit": "quit",
+    "client closed the connection": "client_closed",
+    "client idle timeout": "client_timeout",
+    "server timeout": "server_timeout",
+    "server closed the session": "server_closed",
+    "server closed the connection": "server_closed",
+    "server sent a malformed reply": "protocol_error",
+    "balancer shutting down": "shutdown",
+    "too many connections": "limit",
+    "no server available": "no_server",
+    # mode = "tcp"
+    "closed": "closed",
+    "idle timeout": "idle_timeout",
+    "reset by client": "client_reset",
+    "reset by server": "server_reset",
+}
+"""Session end texts of the runtime and the bounded reason label each counts as."""
+
+
+def end_reason(text: str, had_server: bool) -> str:
+    """The reason label for a session that ended with ``text``.
+
+    A session that never had a server and ended with "<server>: <why>" is the
+    failover's last connect failure: no server could take it.
+    """
+    reason = END_REASONS.get(text)
+    if reason is not None:
+        return reason
+    if not had_server and ": " in text:
+        return "no_server"
+    return "other"
+
+
+_REFUSALS = frozenset(("limit", "no_server"))
+
+
+def _command_label(verb: str) -> str:
+    # Only the verbs that open a data connection: a client must not be able
+    # to mint label values.
+    if verb.isascii() and rule_for(verb.encode("ascii")).opens_data:
+        return verb.upper()
+    return "other"
+
+
+def _result_class(code: object) -> str:
+    if isinstance(code, int) and 100 <= code <= 599:
+        return f"{code // 100}xx"
+    return "other"
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+# --------------------------------------------------------------------------
+# Recording
+# --------------------------------------------------------------------------
+
+
+class SessionCounted(Protocol):
+    """A frontend whose current sessions can be counted (a FrontendContext)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def sessions(self) -> Sized: ...
+
+
+class CheckResults(Protocol):
+    """Where the last health check of each server is found (a HealthChecker)."""
+
+    def result(self, server_name: str) -> ProbeResult | None: ...
+
+
+_Pending = dict[tuple[Counter, tuple[str, ...]], float]
+
+
+class Metrics:
+    """Derives this process's metrics from its EventLog and its pools."""
+
+    def __init__(self, sample_interval: float = SAMPLE_INTERVAL) -> None:
+        self._instruments = _instruments()
+        self._generation = _mode.generation
+        self._interval = sample_interval
+        self._pending: _Pending = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._log: EventLog | None = None
+        self._pools: Mapping[str, Pool] = {}
+        self._checkers: Mapping[str, CheckResults] = {}
+        self._frontends: list[SessionCounted] = []
+        self._backend_of: dict[str, str] = {}
+        self._last_checks: dict[tuple[str, str], object] = {}
+        self._sampled_servers: set[tuple[str, str]] = set()
+        self._sampled_frontends: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._running = False
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "session": self._on_session,
+            "transfer": self._on_transfer,
+            "data": self._on_data,
+            "warning": self._on_warning,
+            "health": self._on_health,
+            "passive": self._on_passive,
+        }
+
+    # ---------------------------------------------------------- lifecycle
+    def attach(
+        self,
+        log: EventLog,
+        pools: Mapping[str, Pool],
+        config: Config,
+        *,
+        checkers: Mapping[str, CheckResults] | None = None,
+        frontends: Iterable[SessionCounted] = (),
+    ) -> None:
+        """Observe ``log`` and sample ``pools``; again after a reload, with the new ones.
+
+        ``config`` names each frontend's backend. ``checkers`` (per backend)
+        give the last health check; ``frontends`` their current sessions.
+        """
+        if self._log is not None:
+            self._log.remove_observer(self._observe)
+        self._backend_of = {f.name: f.backend for f in config.frontends}
+        self._pools = pools
+        self._checkers = checkers or {}
+        self._frontends = list(frontends)
+        self._log = log
+        log.add_observer(self._observe)
+        self.sample()
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Sample and write every ``sample_interval`` seconds on ``loop`` (the running one)."""
+        if not self._running:
+            self._running = True
+            self._loop = loop or asyncio.get_running_loop()
+            self._timer = self._loop.call_later(self._interval, self._tick)
+
+    def stop(self) -> None:
+        """Stop observing and sampling, write what is pending, and zero this process's gauges."""
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._log is not None:
+            self._log.remove_observer(self._observe)
+            self._log = None
+        self._pools, self._checkers, self._frontends = {}, {}, []
+        self.sample()  # with nothing attached: every gauge of this process goes to 0
+
+    def _tick(self) -> None:
+        self._timer = None
+        try:
+            self.sample()
+        finally:
+            if self._running and self._loop is not None:
+                self._timer = self._loop.call_later(self._interval, self._tick)
+
+    # ----------------------------------------------------------- writing
+    def _follow_enable(self) -> None:
+        if self._generation != _mode.generation:
+            # enable() started a new set of files: follow it, and drop the
+            # counts that were meant for the files it closed.
+            self._instruments = _instruments()
+            self._generation = _mode.generation
+            self._children.clear()
+            self._pending.clear()
+            self._last_checks.clear()
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels) if labels else metric
+        return child
+
+    def flush(self) -> None:
+        """Write the pending counts to this process's files."""
+        self._follow_enable()
+        pending, self._pending = self._pending, {}
+        for (metric, labels), amount in pending.items():
+            self._child(metric, labels).inc(amount)
+
+    def _add(self, metric: Counter, labels: tuple[str, ...], amount: float = 1.0) -> None:
+        key = (metric, labels)
+        pending = self._pending
+        pending[key] = pending.get(key, 0.0) + amount
+
+    # ---------------------------------------------------------- sampling
+    def sample(self) -> None:
+        """Write the state of the attached pools, checkers and frontends, and pending counts."""
+        self._follow_enable()
+        ins = self._instruments
+        self._child(ins.workers, ()).set(1 if self._log is not None else 0)
+        seen: set[tuple[str, str]] = set()
+        for backend, pool in self._pools.items():
+            checker = self._checkers.get(backend)
+            for server in pool.servers:
+                labels = (backend, server.name)
+                seen.add(labels)
+                self._sample_server(labels, server, checker)
+        for labels in self._sampled_servers - seen:
+            self._zero_server(labels)
+        self._sampled_servers = seen
+        names: set[str] = set()
+        for frontend in self._frontends:
+            names.add(frontend.name)
+            self._child(ins.frontend_sessions, (frontend.name,)).set(len(frontend.sessions))
+        for name in self._sampled_frontends - names:
+            self._child(ins.frontend_sessions, (name,)).set(0)
+        self._sampled_frontends = names
+        self.flush()  # last: sampling counts health checks
+
+    def _sample_server(
+        self, labels: tuple[str, str], server: Server, checker: CheckResults | None
+    ) -> None:
+        ins = self._instruments
+        self._child(ins.server_sessions, labels).set(server.active)
+        state = server.state
+        for candidate in ServerState:
+            self._child(ins.server_state, (*labels, candidate.value)).set(
+                1 if candidate is state else 0
+            )
+        result = checker.result(server.name) if checker is not None else None
+        if result is None or self._last_checks.get(labels) is result:
+            return
+        # Checks are counted when sampled: one faster than the sampling
+        # period would be missed, and health intervals are longer than that.
+        self._last_checks[labels] = result
+        self._add(ins.health_checks, (*labels, "ok" if result.ok else "fail", result.layer))
+        self._child(ins.check_ok, labels).set(1 if result.ok else 0)
+        self._child(ins.check_duration, labels).set(result.duration)
+
+    def _zero_server(self, labels: tuple[str, str]) -> None:
+        ins = self._instruments
+        self._child(ins.server_sessions, labels).set(0)
+        for candidate in ServerState:
+            self._child(ins.server_state, (*labels, candidate.value)).set(0)
+        if self._last_checks.pop(labels, None) is not None:
+            # livemin/livemax: neutral values, so a gone server never decides.
+            self._child(ins.check_ok, labels).set(1)
+            self._child(ins.check_duration, labels).set(0)
+
+    # ------------------------------------------------------------ events
+    def _observe(self, kind: str, fields: dict[str, Any]) -> None:
+        handler = self._handlers.get(kind)
+        if handler is not None:
+            handler(fields)
+
+    def _labels(self, fields: dict[str, Any]) -> tuple[str, str, str]:
+        frontend = str(fields.get("frontend", "-"))
+        return frontend, self._backend_of.get(frontend, "-"), str(fields.get("server", "-"))
+
+    def _on_session(self, fields: dict[str, Any]) -> None:
+        ins = self._instruments
+        labels = self._labels(fields)
+        reason = end_reason(str(fields.get("end", "")), labels[2] != "-")
+        self._add(ins.sessions, labels)
+        self._add(ins.session_ends, (*labels, reason))
+        self._add(ins.control_bytes, (*labels, "in"), _number(fields.get("bytes_in")))
+        self._add(ins.control_bytes, (*labels, "out"), _number(fields.get("bytes_out")))
+        if reason in _REFUSALS:
+            self._add(ins.refusals, (labels[0], labels[1], reason))
+
+    def _on_transfer(self, fields: dict[str, Any]) -> None:
+        ins = self._instruments
+        labels = self._labels(fields)
+        command = _command_label(str(fields.get("command", "")))
+        self._add(ins.transfers, (*labels, command, _result_class(fields.get("result"))))
+        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
+        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+
+    def _on_data(self, fields: dict[str, Any]) -> None:
+        # mode = "tcp": a relayed data connection; its command is unknown.
+        ins = self._instruments
+        labels = self._labels(fields)
+        result = "relayed" if fields.get("end") == "closed" else "failed"
+        self._add(ins.transfers, (*labels, "-", result))
+        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
+        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+
+    def _on_warning(self, fields: dict[str, Any]) -> None:
+        message = fields.get("message")
+        ins = self._instruments
+        if message == "server connect failed":
+            self._add(ins.connect_failures, self._labels(fields))
+        elif message == "cannot open a passive listener":
+            self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
+        elif message in _DATA_REFUSALS:
+            self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
+
+    def _on_passive(self, fields: dict[str, Any]) -> None:
+        frontend = str(fields.get("frontend", "-"))
+        self._add(self._instruments.passive_listeners, (frontend, "opened"))
+
+    def _on_health(self, fields: dict[str, Any]) -> None:
+        labels = (str(fields.get("backend", "-")), str(fields.get("server", "-")))
+        state = fields.get("state")
+        state = state if state in _HEALTH_STATES else "other"
+        self._add(self._instruments.state_changes, (*labels, state))
+
+
+_HEALTH_STATES = frozenset(("UP", "DOWN"))
+_DATA_REFUSALS = frozenset(
+    (
+        "refused a data connection from a foreign address",
+        "data connection refused: no control session from this address to the server",
+    )
+)

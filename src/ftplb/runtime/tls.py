@@ -1,0 +1,241 @@
+"""TLS for the runtime: contexts built from the configuration, and handshakes on plain sockets.
+
+Control connections use asyncio's own TLS (``loop.start_tls``, or a listener
+or connection made with ``ssl=``).  Data connections do not: the relay works
+on sockets, so a data leg is wrapped into an :class:`ssl.SSLSocket` here and
+its handshake is driven by the event loop's readiness callbacks, like the
+relay itself.
+
+Every wait is bounded: a peer that stops in the middle of a handshake or of
+a close costs a timer, never a stuck task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from dataclasses import dataclass
+from typing import Literal
+
+from ftplb.config.schema import Backend, Frontend
+
+__all__ = [
+    "BackendTls",
+    "TlsSetupError",
+    "backend_context",
+    "backend_tls",
+    "close_notify",
+    "frontend_context",
+    "frontend_tls",
+    "handshake",
+    "session_of",
+]
+
+MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+
+
+class TlsSetupError(Exception):
+    """A certificate, key or CA file that OpenSSL refuses; ``key`` is the config key."""
+
+    def __init__(self, key: str, path: str, reason: str) -> None:
+        super().__init__(f"{key}: {path}: {reason}")
+        self.key = key
+        self.path = path
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTls:
+    """How to speak TLS to the servers of one backend."""
+
+    mode: Literal["explicit", "implicit"]
+    context: ssl.SSLContext
+    server_name: str | None
+    """The name to verify (and send as SNI); None means the server's address."""
+
+    def name_for(self, host: str) -> str:
+        return self.server_name or host
+
+
+def frontend_tls(frontend: Frontend) -> ssl.SSLContext | None:
+    """The TLS server context of ``frontend``; None when it has no TLS."""
+    if frontend.tls == "none" or frontend.tls_certificate is None:
+        return None
+    return frontend_context(frontend.tls_certificate, frontend.tls_key)
+
+
+def backend_tls(backend: Backend) -> BackendTls | None:
+    """How to reach the servers of ``backend`` over TLS; None when it offloads."""
+    if backend.tls == "none":
+        return None
+    context = backend_context(backend.tls_verify, backend.tls_ca)
+    return BackendTls(backend.tls, context, backend.tls_server_name)
+
+
+def _reason(error: Exception) -> str:
+    if isinstance(error, ssl.SSLError):
+        return error.reason or error.strerror or str(error)
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
+
+
+def frontend_context(certificate: str, key: str | None = None) -> ssl.SSLContext:
+    """The TLS server context of a frontend: its certificate chain and key, TLS 1.2 or later.
+
+    The same context serves the control connection and every data
+    connection, so a client can resume its control session's TLS session on
+    its data connections (curl and lftp do; OpenSSL's session cache and
+    tickets make that work without more code).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = MINIMUM_VERSION
+    try:
+        context.load_cert_chain(certificate, key)
+    except (ssl.SSLError, OSError) as error:
+        # OpenSSL does not say which of the two files it disliked; name the
+        # key file when there is one and the chain itself loads.
+        culprit = ("tls_certificate", certificate)
+        if key is not None and _loads_as_chain(certificate):
+            culprit = ("tls_key", key)
+        raise TlsSetupError(*culprit, _reason(error)) from error
+    return context
+
+
+def _loads_as_chain(path: str) -> bool:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(path)
+    except (ssl.SSLError, OSError):
+        return False
+    return True
+
+
+def backend_context(verify: bool = True, ca: str | None = None) -> ssl.SSLContext:
+    """The TLS client context towards a backend's servers.
+
+    With ``verify``, the server's certificate must chain to ``ca`` (or the
+    system store) and name the server (checked against IP SANs for an
+    address).  Without it, any certificate is accepted: encryption without
+    authentication, for servers with self-signed certificates on a trusted
+    network.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = MINIMUM_VERSION
+    if verify:
+        try:
+            if ca is None:
+                context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+            else:
+                context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError) as error:
+            raise TlsSetupError("tls_ca", ca or "system store", _reason(error)) from error
+    else:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def session_of(transport: asyncio.BaseTransport | None) -> ssl.SSLSession | None:
+    """The TLS session of a control connection, for data connections to resume.
+
+    Ask when the data connection opens, not after the control handshake: with
+    TLS 1.3 the session ticket arrives after the handshake.
+    """
+    if transport is None:
+        return None
+    tls = transport.get_extra_info("ssl_object")
+    if tls is None:
+        return None
+    session = tls.session
+    return session if isinstance(session, ssl.SSLSession) else None
+
+
+async def _ready(fd: int, *, writable: bool) -> None:
+    """Wait until ``fd`` is readable (or writable)."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    if writable:
+        loop.add_writer(fd, wake)
+    else:
+        loop.add_reader(fd, wake)
+    try:
+        await waiter
+    finally:
+        if writable:
+            loop.remove_writer(fd)
+        else:
+            loop.remove_reader(fd)
+
+
+async def handshake(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    *,
+    server_side: bool,
+    timeout: float,
+    server_hostname: str | None = None,
+    session: ssl.SSLSession | None = None,
+) -> ssl.SSLSocket:
+    """Wrap a connected non-blocking socket in TLS and complete the handshake.
+
+    ``sock`` is consumed: from here on only the returned socket owns the
+    connection (it stays non-blocking, ready for the relay), and on failure
+    the connection is closed.  ``session`` asks to resume a TLS session
+    (servers such as vsftpd demand it on data connections).  Raises
+    ``TimeoutError`` after ``timeout`` seconds, ``ssl.SSLError`` or
+    ``OSError`` when the handshake fails.
+    """
+    try:
+        tls = context.wrap_socket(
+            sock,
+            server_side=server_side,
+            do_handshake_on_connect=False,
+            server_hostname=None if server_side else server_hostname,
+            session=session,
+        )
+    except BaseException:
+        sock.close()
+        raise
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    await _ready(tls.fileno(), writable=False)
+                except ssl.SSLWantWriteError:
+                    await _ready(tls.fileno(), writable=True)
+                else:
+                    return tls
+    except BaseException:
+        tls.close()
+        raise
+
+
+async def close_notify(sock: ssl.SSLSocket, timeout: float) -> None:
+    """Send TLS close_notify on ``sock``, waiting at most ``timeout`` to write it.
+
+    The peer's own close_notify is not awaited: a peer that waits for the
+    transfer's final reply before it answers would deadlock with us.  Errors
+    are ignored, since the connection is being closed anyway; the socket is
+    left open for the caller to close.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    sock.unwrap()
+                except ssl.SSLWantWriteError:
+                    await _ready(sock.fileno(), writable=True)
+                except ssl.SSLWantReadError:
+                    return  # ours is out; the peer's has not arrived yet
+                else:
+                    return
+    except (OSError, ValueError, TimeoutError):
+        return

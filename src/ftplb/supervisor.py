@@ -1,0 +1,475 @@
+"""``workers = N``: a master process that runs N worker processes and keeps them running.
+
+Each worker is a fresh ``python -m ftplb run -c FILE --worker I/N`` that loads
+the same configuration file and runs the whole balancer on its share of it
+(:mod:`ftplb.config.workers`), on frontend listeners that all workers share
+through SO_REUSEPORT (:mod:`ftplb.runtime.steering`). Workers are new
+interpreters rather than forks, so no worker inherits a running event loop,
+and the master may run one of its own (for the admin server).
+
+The master:
+
+* starts the workers **one after the other**, each once the previous one has
+  reported that all its listeners are open. The kernel numbers the sockets of
+  each SO_REUSEPORT group in the order they start listening, and the steering
+  program picks a socket by that number, so every group must list the workers
+  in the same order: otherwise a tcp-mode client's data connection could
+  reach another worker than its control connection. (When a worker dies, the
+  kernel moves the last socket of each group into its place, the same move in
+  every group, and the restarted worker joins every group at the end.)
+* reports a worker's startup error (a port in use, ...) as ``ftplb: MESSAGE``
+  and exits 1, as a single process does;
+* restarts a worker that exits unexpectedly, at once the first time and then
+  with a growing delay while it keeps dying soon after its start; after
+  ``MAX_QUICK_DEATHS`` such deaths in a row it gives up, stops the others and
+  exits 1;
+* on SIGTERM or SIGINT, passes SIGTERM to every worker, waits for them (up to
+  ``STOP_TIMEOUT``, then SIGKILL) and exits 0.
+
+A worker reports to the master through a pipe (``--status-fd``): one JSON
+line, ``{"ready": true}`` or ``{"error": MESSAGE}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ftplb.admin.server import AdminError
+from ftplb.config.schema import Config
+from ftplb.config.workers import WorkerSlot
+from ftplb.monitoring import Monitoring
+from ftplb.runtime.logs import EventLog
+
+__all__ = [
+    "METRICS_DIR_ENV",
+    "Supervisor",
+    "WorkerExit",
+    "run_supervisor",
+    "run_worker",
+    "worker_metrics_dir",
+]
+
+METRICS_DIR_ENV = "FTPLB_METRICS_DIR"
+"""Environment variable naming the directory where workers write their metric files."""
+
+MASTER_PID_ENV = "FTPLB_MASTER_PID"
+"""The master's PID, so that a worker started after its master died stops at once."""
+
+START_TIMEOUT = 60.0
+"""Seconds a worker may take to open its listeners (thousands of tcp-mode ports)."""
+
+STOP_TIMEOUT = 10.0
+"""Seconds the master waits for workers after SIGTERM before it kills them."""
+
+STABLE_AFTER = 10.0
+"""A worker that ran this long before dying is restarted at once."""
+
+MAX_QUICK_DEATHS = 5
+"""Quick deaths of one worker in a row after which the master gives up."""
+
+BACKOFF_FIRST = 0.5
+BACKOFF_MAX = 8.0
+
+_PR_SET_PDEATHSIG = 1
+
+
+def describe_status(returncode: int) -> str:
+    """A process exit status in words: "exit status 1", "signal SIGKILL"."""
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerExit:
+    """A worker process that has ended, for whoever cleans up after it (metrics)."""
+
+    slot: WorkerSlot
+    pid: int
+    returncode: int
+
+
+@dataclass(slots=True)
+class _Worker:
+    slot: WorkerSlot
+    process: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    exit_reported: bool = False
+    waiter: asyncio.Task[int] | None = field(default=None, repr=False)
+
+
+class _StartError(Exception):
+    """A worker could not start; the message says why, for the user."""
+
+
+class Supervisor:
+    """The master process of a ``workers = N`` run.
+
+    ``config_text`` is the text ``config`` came from: every worker, restarted
+    ones too, gets that same text on its standard input, so all run the same
+    configuration even if the file changes meanwhile. ``command`` starts a
+    worker when followed by ``--worker I/N --status-fd FD`` (by default
+    ``python -m ftplb run -c CONFIG_PATH``; the path names the file in
+    messages and anchors relative paths). ``on_worker_exit`` is called for
+    every worker process that ends (to mark its metric files dead).
+    """
+
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        config_text: str,
+        *,
+        log: EventLog | None = None,
+        command: Sequence[str] | None = None,
+        on_worker_exit: Callable[[WorkerExit], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_text = config_text
+        self.count = config.defaults.workers
+        self.log = log or EventLog(config.defaults.log_format)
+        self.command = list(command or [sys.executable, "-m", "ftplb", "run", "-c", config_path])
+        self.on_worker_exit = on_worker_exit
+        self.metrics_dir: str | None = None
+        self._monitoring: Monitoring | None = None
+        self._workers = [_Worker(WorkerSlot(i, self.count)) for i in range(self.count)]
+        self._stop = asyncio.Event()
+        self._exits: asyncio.Queue[_Worker] = asyncio.Queue()
+
+    @property
+    def pids(self) -> list[int]:
+        """The PIDs of the worker processes running now."""
+        return [
+            w.process.pid
+            for w in self._workers
+            if w.process is not None and w.process.returncode is None
+        ]
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop the workers and return (what SIGTERM does)."""
+        self._stop.set()
+
+    async def run(self) -> int:
+        """Start the workers, keep them running until stopped; the exit status."""
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stop.set)
+        self.metrics_dir = self._create_metrics_dir()
+        monitoring = (
+            Monitoring(self.metrics_dir, owns_directory=False)
+            if self.metrics_dir is not None
+            else None
+        )
+        try:
+            try:
+                if monitoring is not None:
+                    # The master hosts the admin listener and sums the workers' files.
+                    await monitoring.serve_admin(self.config)
+                    self._monitoring = monitoring
+                for worker in self._workers:
+                    await self._start(worker)
+                    if self._stop.is_set():
+                        return 0
+                self.log.info("workers ready", workers=self.count)
+                await self._supervise()
+            except (_StartError, AdminError) as error:
+                print(f"ftplb: {error}", file=sys.stderr, flush=True)
+                return 1
+            return 0
+        finally:
+            await self._stop_workers()
+            if monitoring is not None:
+                await monitoring.close()
+            self._remove_metrics_dir()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+
+    # -------------------------------------------------------------- metrics
+    def _create_metrics_dir(self) -> str | None:
+        # With an [admin] section, every worker writes its metric files here
+        # (it finds the path in FTPLB_METRICS_DIR), and the master, which hosts
+        # the admin listener, sums them. The directory lives as long as this run.
+        if self.config.admin is None:
+            return None
+        return tempfile.mkdtemp(prefix="ftplb-metrics-")
+
+    def _remove_metrics_dir(self) -> None:
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            self.metrics_dir = None
+
+    # ------------------------------------------------------------- starting
+    async def _start(self, worker: _Worker) -> None:
+        """Start ``worker`` and wait until it listens; _StartError if it cannot."""
+        read_end, write_end = os.pipe()
+        env = dict(os.environ)
+        env[MASTER_PID_ENV] = str(os.getpid())
+        if self.metrics_dir is not None:
+            env[METRICS_DIR_ENV] = self.metrics_dir
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self.command,
+                "--worker",
+                str(worker.slot),
+                "--status-fd",
+                str(write_end),
+                stdin=asyncio.subprocess.PIPE,
+                pass_fds=(write_end,),
+                env=env,
+            )
+        except OSError as error:
+            os.close(read_end)
+            raise _StartError(f"cannot start worker {worker.slot.index}: {error}") from error
+        finally:
+            os.close(write_end)
+        await _send_config(process, self.config_text)
+        worker.process = process
+        worker.started = time.monotonic()
+        worker.exit_reported = False
+        self.log.info("worker started", worker=worker.slot.index, pid=process.pid)
+        try:
+            status = await self._read_status(read_end)
+        finally:
+            os.close(read_end)
+        if status.get("ready") is True:
+            worker.waiter = asyncio.ensure_future(self._wait_for(worker))
+            return
+        if self._stop.is_set():
+            return  # stopping: whatever the worker said no longer matters
+        # A worker that reported an error exits by itself; one that hangs is killed.
+        await self._end(worker, grace=0 if "timeout" in status else STOP_TIMEOUT)
+        if "error" in status:
+            raise _StartError(str(status["error"]))
+        returncode = process.returncode if process.returncode is not None else -signal.SIGKILL
+        raise _StartError(
+            f"worker {worker.slot.index} ended before it was ready ({describe_status(returncode)})"
+            if "timeout" not in status
+            else f"worker {worker.slot.index} did not open its listeners in {START_TIMEOUT:g} s"
+        )
+
+    async def _read_status(self, read_end: int) -> dict[str, object]:
+        """The worker's status line; {} at EOF (it died), {"timeout": ...}, or {} on stop."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(read_end), "rb")
+        )
+        line_task = asyncio.ensure_future(reader.readline())
+        stop_task = asyncio.ensure_future(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {line_task, stop_task}, timeout=START_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+            )
+            if line_task in done:
+                return _parse_status(line_task.result())
+            if stop_task in done:
+                return {}
+            return {"timeout": True}
+        finally:
+            for task in (line_task, stop_task):
+                task.cancel()
+            transport.close()
+
+    async def _wait_for(self, worker: _Worker) -> int:
+        assert worker.process is not None
+        returncode = await worker.process.wait()
+        await self._exits.put(worker)
+        return returncode
+
+    # ---------------------------------------------------------- supervising
+    async def _supervise(self) -> None:
+        """Restart workers that exit, until stopped; _StartError when it gives up."""
+        while not self._stop.is_set():
+            exit_task = asyncio.ensure_future(self._exits.get())
+            stop_task = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({exit_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            stop_task.cancel()
+            if self._stop.is_set():
+                exit_task.cancel()  # stopping: workers that exit now are not restarted
+                return
+            await self._restart(exit_task.result())
+
+    async def _restart(self, worker: _Worker) -> None:
+        assert worker.process is not None and worker.process.returncode is not None
+        returncode = worker.process.returncode
+        lived = time.monotonic() - worker.started
+        self._exited(worker, unexpected=True)
+        worker.quick_deaths = worker.quick_deaths + 1 if lived < STABLE_AFTER else 0
+        while not self._stop.is_set():
+            if worker.quick_deaths >= MAX_QUICK_DEATHS:
+                raise _StartError(
+                    f"worker {worker.slot.index} keeps dying ({describe_status(returncode)}, "
+                    f"{worker.quick_deaths} times in a row soon after its start); giving up"
+                )
+            if worker.quick_deaths:
+                delay = min(BACKOFF_FIRST * 2 ** (worker.quick_deaths - 1), BACKOFF_MAX)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+                if self._stop.is_set():
+                    return
+            try:
+                await self._start(worker)
+                return
+            except _StartError as error:
+                worker.quick_deaths += 1
+                if worker.quick_deaths >= MAX_QUICK_DEATHS:
+                    raise
+                self.log.warning(
+                    "worker restart failed", worker=worker.slot.index, reason=str(error)
+                )
+
+    def _exited(self, worker: _Worker, *, unexpected: bool) -> None:
+        process = worker.process
+        assert process is not None and process.returncode is not None
+        fields: dict[str, object] = {
+            "worker": worker.slot.index,
+            "pid": process.pid,
+            "status": describe_status(process.returncode),
+        }
+        worker.exit_reported = True
+        if unexpected:
+            self.log.warning("worker exited", **fields)
+        else:
+            self.log.info("worker exited", **fields)
+        if self._monitoring is not None:
+            self._monitoring.worker_exited(process.pid)
+        if self.on_worker_exit is not None:
+            self.on_worker_exit(WorkerExit(worker.slot, process.pid, process.returncode))
+
+    # ------------------------------------------------------------- stopping
+    async def _stop_workers(self) -> None:
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(self._end(worker, grace=STOP_TIMEOUT) for worker in self._workers))
+
+    async def _end(self, worker: _Worker, *, grace: float) -> None:
+        """Wait up to ``grace`` seconds for ``worker`` to end, then kill it; log its exit."""
+        process = worker.process
+        if process is None or worker.exit_reported:
+            return
+        if worker.waiter is not None:
+            worker.waiter.cancel()
+            worker.waiter = None
+        if process.returncode is None:
+            try:
+                await asyncio.wait_for(process.wait(), grace)
+            except TimeoutError:
+                if grace > 0:
+                    self.log.warning("worker did not stop; killing it", worker=worker.slot.index)
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        self._exited(worker, unexpected=False)
+
+
+def _parse_status(line: bytes) -> dict[str, object]:
+    if not line:
+        return {}
+    try:
+        status = json.loads(line)
+    except ValueError:
+        return {"error": f"unreadable worker status {line[:200]!r}"}
+    return status if isinstance(status, dict) else {}
+
+
+async def _send_config(process: asyncio.subprocess.Process, text: str) -> None:
+    if process.stdin is None:
+        return
+    # A worker that dies before reading it is noticed on its status pipe.
+    with contextlib.suppress(OSError):
+        process.stdin.write(text.encode("utf-8"))
+        await process.stdin.drain()
+    process.stdin.close()
+
+
+def run_supervisor(config_path: str, config: Config, config_text: str) -> int:
+    """Run the master of a ``workers = N`` run until SIGTERM/SIGINT; the exit status."""
+
+    async def main() -> int:
+        return await Supervisor(config_path, config, config_text).run()
+
+    try:
+        return asyncio.run(main())
+    except KeyboardInterrupt:
+        return 0
+
+
+# ------------------------------------------------------------------ worker side
+def worker_metrics_dir() -> str | None:
+    """In a worker: the master's directory for metric files (None outside a master)."""
+    return os.environ.get(METRICS_DIR_ENV) or None
+
+
+def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
+    """The body of a worker process; reports to the master on ``status_fd``.
+
+    The configuration text comes on standard input, from the master;
+    ``config_path`` names it in messages and anchors its relative paths.
+    """
+    # Imported here: the master never needs the runtime.
+    from ftplb.app import StartupError, run_event_loop, serve  # noqa: PLC0415
+    from ftplb.config.load import ConfigError, load_config_text  # noqa: PLC0415
+
+    status = os.fdopen(status_fd, "w", encoding="utf-8")
+    if not _stop_with_master():
+        return 0
+
+    def report(**fields: object) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            status.write(json.dumps(fields) + "\n")
+            status.close()
+
+    try:
+        text = sys.stdin.buffer.read().decode("utf-8")
+        base_dir = os.path.dirname(os.path.abspath(config_path))
+        config = load_config_text(text, config_path, base_dir=base_dir)
+    except (OSError, UnicodeDecodeError) as error:
+        report(error=f"worker {slot.index} cannot read its configuration: {error}")
+        return 1
+    except ConfigError as error:
+        report(error="\n".join(error.problems))
+        return 1
+    try:
+        run_event_loop(
+            lambda: serve(
+                config,
+                worker=slot,
+                on_ready=lambda: report(ready=True),
+                metrics_dir=worker_metrics_dir(),
+            )
+        )
+    except StartupError as error:
+        report(error=str(error))
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _stop_with_master() -> bool:
+    """Get SIGTERM when the master dies, so that no worker outlives it.
+
+    False when the master is gone already (it died before the request took
+    effect, so no signal will come).
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    master = os.environ.get(MASTER_PID_ENV)
+    return master is None or not master.isdigit() or os.getppid() == int(master)

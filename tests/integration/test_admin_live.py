@@ -1,0 +1,165 @@
+"""The admin listener of a real ``ftplb run``: one process, and a master with two workers.
+
+The clients' own counts are the reference: sessions opened, bytes downloaded.
+With workers, sessions come from several source addresses so that both workers
+serve some, and the master's figures must be the sum.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration import clients
+from tests.integration.balancer import RunningBalancer, free_port
+from tests.integration.farms import farm
+from tests.integration.workers_farm import records, wait_ready
+
+pytestmark = pytest.mark.integration
+
+PAYLOAD = os.urandom(200 * 1024)
+SOURCES = [f"127.0.0.{n}" for n in range(100, 108)]
+
+
+def admin_section(port: int) -> str:
+    return f'[admin]\nbind = "127.0.0.1:{port}"\nstats_refresh = "2s"\n'
+
+
+def get(port: int, path: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return response.status, response.headers.get("Content-Type", ""), response.read()
+
+
+def metric_sum(port: int, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``.
+
+    Sessions that never reached a server (``server="-"``: the test harness's
+    own probe that ftplb listens) are left out.
+    """
+    _, _, body = get(port, "/metrics")
+    total = 0.0
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if (
+                sample.name == name
+                and labels.items() <= sample.labels.items()
+                and sample.labels.get("server") != "-"
+            ):
+                total += sample.value
+    return total
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Metrics reach the files on a 1 s timer: poll until ``check`` holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+def unserved(lb: RunningBalancer) -> int:
+    return sum(1 for fields in records(lb, "session") if fields["server"] == "-")
+
+
+def download(lb: RunningBalancer, user: str, password: str, source: str | None) -> None:
+    with clients.ftplib_session(lb.host, lb.port, user, password, "epsv", source) as client:
+        assert client.retr("payload.bin") == PAYLOAD
+
+
+def test_a_single_process_serves_its_own_figures() -> None:
+    admin_port = free_port()
+    with farm(files={"payload.bin": PAYLOAD}, sections=admin_section(admin_port)) as group:
+        for _ in range(3):
+            download(group.lb, group.user, group.password, None)
+        assert eventually(lambda: metric_sum(admin_port, "ftplb_sessions_total") == 3)
+        assert metric_sum(admin_port, "ftplb_transfer_bytes_total", direction="out") == 3 * len(
+            PAYLOAD
+        )
+        assert metric_sum(admin_port, "ftplb_worker_processes") == 1
+
+        status, kind, body = get(admin_port, "/stats.json")
+        assert status == 200 and kind.startswith("application/json")
+        stats = json.loads(body)
+        (frontend,) = stats["frontends"]
+        assert frontend["sessions"] == 3 + unserved(group.lb)
+        assert frontend["bytes_out"] >= 3 * len(PAYLOAD)
+        (backend,) = stats["backends"]
+        assert sum(server["sessions"] for server in backend["servers"]) == 3
+
+        status, kind, page = get(admin_port, "/stats")
+        assert status == 200 and kind.startswith("text/html")
+        assert b'http-equiv="refresh" content="2"' in page
+        assert b"s1" in page and b"s2" in page
+
+
+def test_a_master_sums_its_workers() -> None:
+    admin_port = free_port()
+    with farm(
+        files={"payload.bin": PAYLOAD},
+        defaults="workers = 2",
+        sections=admin_section(admin_port),
+    ) as group:
+        wait_ready(group.lb)
+        for source in SOURCES:
+            download(group.lb, group.user, group.password, source)
+        workers = {fields["worker"] for fields in records(group.lb, "session")}
+        assert workers == {"0", "1"}, "the sources should have reached both workers"
+        assert eventually(lambda: metric_sum(admin_port, "ftplb_sessions_total") == len(SOURCES))
+        assert metric_sum(admin_port, "ftplb_transfer_bytes_total", direction="out") == len(
+            SOURCES
+        ) * len(PAYLOAD)
+        assert metric_sum(admin_port, "ftplb_worker_processes") == 2
+        stats = json.loads(get(admin_port, "/stats.json")[2])
+        assert stats["frontends"][0]["sessions"] == len(SOURCES) + unserved(group.lb)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_taken_admin_port_stops_ftplb_with_a_clear_message(tmp_path: Path, workers: int) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        config = f"""
+[defaults]
+workers = {workers}
+
+[[frontends]]
+name = "ftp"
+bind = ["127.0.0.1:{free_port()}"]
+backend = "pool"
+
+[[backends]]
+name = "pool"
+health = {{ type = "none" }}
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+
+{admin_section(port)}
+"""
+        path = tmp_path / "ftplb.toml"
+        path.write_text(config)
+        done = subprocess.run(
+            [sys.executable, "-m", "ftplb", "run", "-c", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert f"127.0.0.1:{port}" in done.stderr
+    assert done.stderr.count("ftplb: ") == 1
