@@ -88,6 +88,7 @@ def test_a_single_process_serves_its_own_figures() -> None:
             PAYLOAD
         )
         assert metric_sum(admin_port, "ftplb_worker_processes") == 1
+        assert metric_sum(admin_port, "ftplb_passive_listeners_total", result="opened") == 3
 
         status, kind, body = get(admin_port, "/stats.json")
         assert status == 200 and kind.startswith("application/json")
@@ -102,6 +103,24 @@ def test_a_single_process_serves_its_own_figures() -> None:
         assert status == 200 and kind.startswith("text/html")
         assert b'http-equiv="refresh" content="2"' in page
         assert b"s1" in page and b"s2" in page
+
+
+def test_a_session_over_the_limit_is_logged_and_counted() -> None:
+    admin_port = free_port()
+    with farm(frontend="max_connections = 1", sections=admin_section(admin_port)) as group:
+        lb = group.lb
+        # The harness's probe that ftplb listens holds the one slot until it is logged.
+        assert eventually(lambda: unserved(lb) == 1)
+        with (
+            clients.ftplib_session(lb.host, lb.port, group.user, group.password, "epsv"),
+            socket.create_connection((lb.host, lb.port), timeout=10) as refused,
+        ):
+            assert refused.recv(100).startswith(b"421 ")
+        assert eventually(
+            lambda: metric_sum(admin_port, "ftplb_refusals_total", reason="limit") == 1
+        )
+        ends = [fields["end"] for fields in records(lb, "session")]
+        assert ends.count("too many connections") == 1
 
 
 def test_a_master_sums_its_workers() -> None:
