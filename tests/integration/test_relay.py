@@ -783,6 +783,39 @@ def test_tls_upload_half_closes_the_plain_side(
     assert result == RelayResult(len(data), 0, None, spliced=False)
 
 
+def test_tls_upload_goes_on_when_the_server_half_closes_first(
+    run: Runner[Any], make_wiring: Callable[..., Wiring], tls_contexts: Any, payload_50mb: bytes
+) -> None:
+    """A server may shut down its own side of an upload's data connection at once.
+
+    That EOF travels the return direction towards the TLS client, which cannot
+    be half-closed: the relay must note it and go on with the payload, not end.
+    """
+    w = make_wiring()
+    tls_peer, tls_relay = _tls_wrap_a(w, tls_contexts)
+    data = payload_50mb[: 8 * MiB]
+    w.peer_b.shutdown(socket.SHUT_WR)
+
+    def upload() -> None:
+        time.sleep(0.2)  # the relay sees the server's EOF before any payload
+        tls_peer.sendall(data)
+        tls_peer.unwrap()
+
+    async def scenario() -> tuple[RelayResult, Received]:
+        client = asyncio.create_task(asyncio.to_thread(upload))
+        result, received = await asyncio.gather(
+            relay(tls_relay, w.relay_b, finish_with="a_to_b"),
+            asyncio.to_thread(receive_until_eof, w.peer_b),
+        )
+        await asyncio.to_thread(_close_tls, tls_relay)
+        await client
+        return result, received
+
+    result, received = run(scenario())
+    assert received == Received(len(data), sha256(data))
+    assert result == RelayResult(len(data), 0, None, spliced=False)
+
+
 # --------------------------------------------------------------------------- PipeBudget
 
 

@@ -405,6 +405,13 @@ class _Direction:
         """Source at EOF and everything delivered: pass the EOF on."""
         self.unregister()
         if isinstance(self._dst, ssl.SSLSocket):
+            payload = self._session.payload
+            if payload is not None and payload is not self:
+                # The return direction of a one-way transfer (a server that
+                # half-closes its side of an upload): nothing to pass on, and
+                # the payload must go on to its own EOF.
+                self._session.direction_done(self)
+                return
             # shutdown() on an SSLSocket would drop TLS without close_notify;
             # TLS has no half-close, so the transfer ends here.
             self._session.finish(None)

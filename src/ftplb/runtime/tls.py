@@ -91,6 +91,13 @@ def frontend_context(certificate: str, key: str | None = None) -> ssl.SSLContext
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = MINIMUM_VERSION
+    # No TLS 1.3 session tickets. A server sends them after its handshake, and
+    # a client that never reads its data connection (curl uploading) closes
+    # it with the tickets unread: the kernel then resets the connection, and
+    # the tail of the upload still in flight is lost while the client counts
+    # it as sent. Clients resume sessions through the TLS 1.2 session cache
+    # still, and make a full handshake under TLS 1.3.
+    context.num_tickets = 0
     try:
         context.load_cert_chain(certificate, key)
     except (ssl.SSLError, OSError) as error:
