@@ -266,7 +266,10 @@ def run_throughput(
     credentials: tuple[str, str],
     size: int,
     runs: int,
+    *,
+    tls: bool = False,
 ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, dict[str, list[str]]]]:
+    """RETR and STOR of ``size`` bytes, interleaved over ``paths``; over FTPS with ``tls``."""
     results: dict[str, dict[str, list[dict[str, Any]]]] = {"retr": {}, "stor": {}}
     errors: dict[str, dict[str, list[str]]] = {}
     sample_index = 0
@@ -276,79 +279,14 @@ def run_throughput(
                 path = paths[key]
                 name = BIG_NAME if op == "retr" else f"up-{key}-{run}.bin"
                 sample_index += 1
+                source = loadgen.source_address(sample_index)
                 try:
-                    sample = transfers.transfer(
-                        op,
-                        path.target(run),
-                        credentials,
-                        name,
-                        size,
-                        source=loadgen.source_address(sample_index),
-                        upload_from=workspace.source_file,
-                        balancer_pid=path.pid,
-                        forks_sessions=path.forks_sessions,
+                    sample = _transfer(
+                        op, path, run, credentials, name, size, source, workspace, tls
                     )
                     if op == "stor":
                         workspace.take_upload(name, size)
-                except (transfers.TransferError, subprocess.TimeoutExpired) as error:
-                    errors.setdefault(op, {}).setdefault(key, []).append(str(error)[:500])
-                    log(f"  run {run + 1} {op.upper()} {key:<14} FAILED: {str(error)[:300]}")
-                    for root in workspace.roots:
-                        with contextlib.suppress(FileNotFoundError):
-                            (root / name).unlink()
-                    continue
-                results[op].setdefault(key, []).append(
-                    {
-                        "mb_per_s": round(sample.mb_per_s, 1),
-                        "seconds": round(sample.seconds, 4),
-                        "wall_seconds": round(sample.wall_seconds, 4),
-                        "cpu_s_per_gib": None
-                        if sample.cpu_s_per_gib is None
-                        else round(sample.cpu_s_per_gib, 4),
-                    }
-                )
-                cpu = sample.cpu_s_per_gib
-                log(
-                    f"  run {run + 1} {op.upper()} {key:<14} {sample.mb_per_s:8.0f} MB/s"
-                    + ("" if cpu is None else f"   balancer CPU {cpu:5.2f} s/GiB")
-                )
-    return results, errors
-
-
-def run_tls_throughput(
-    paths: dict[str, PathUnderTest],
-    workspace: Workspace,
-    credentials: tuple[str, str],
-    size: int,
-    runs: int,
-) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, dict[str, list[str]]]]:
-    """RETR and STOR over FTPS (TLS control and data), interleaved over the TLS paths."""
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {"retr": {}, "stor": {}}
-    errors: dict[str, dict[str, list[str]]] = {}
-    sample_index = 0
-    for run in range(runs):
-        for op in ("retr", "stor"):
-            for key in rotated(list(paths), run):
-                path = paths[key]
-                assert path.ca_file is not None
-                name = BIG_NAME if op == "retr" else f"up-{key}-{run}.bin"
-                sample_index += 1
-                try:
-                    sample = transfers.tls_transfer(
-                        op,
-                        path.target(run),
-                        credentials,
-                        name,
-                        size,
-                        source=loadgen.source_address(sample_index),
-                        ca_file=path.ca_file,
-                        implicit=path.implicit_tls,
-                        upload_from=workspace.source_file,
-                        balancer_pid=path.pid,
-                    )
-                    if op == "stor":
-                        workspace.take_upload(name, size)
-                except (transfers.TransferError, OSError) as error:
+                except (transfers.TransferError, subprocess.TimeoutExpired, OSError) as error:
                     errors.setdefault(op, {}).setdefault(key, []).append(str(error)[:500])
                     log(f"  run {run + 1} {op.upper()} {key:<14} FAILED: {str(error)[:300]}")
                     for root in workspace.roots:
@@ -369,6 +307,45 @@ def run_tls_throughput(
                     + ("" if cpu is None else f"   balancer CPU {cpu:5.2f} s/GiB")
                 )
     return results, errors
+
+
+def _transfer(  # noqa: PLR0917 - one call site, all positional for brevity
+    op: str,
+    path: PathUnderTest,
+    run: int,
+    credentials: tuple[str, str],
+    name: str,
+    size: int,
+    source: str,
+    workspace: Workspace,
+    tls: bool,
+) -> transfers.TransferSample:
+    """One RETR or STOR through ``path``: curl for plain FTP, the FTPS client for TLS."""
+    if tls:
+        assert path.ca_file is not None
+        return transfers.tls_transfer(
+            op,
+            path.target(run),
+            credentials,
+            name,
+            size,
+            source=source,
+            ca_file=path.ca_file,
+            implicit=path.implicit_tls,
+            upload_from=workspace.source_file,
+            balancer_pid=path.pid,
+        )
+    return transfers.transfer(
+        op,
+        path.target(run),
+        credentials,
+        name,
+        size,
+        source=source,
+        upload_from=workspace.source_file,
+        balancer_pid=path.pid,
+        forks_sessions=path.forks_sessions,
+    )
 
 
 def _cpu(path: PathUnderTest) -> float | None:
@@ -688,8 +665,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             log(f"TLS: RETR and STOR of {size_text(args.size)} over FTPS: {tls_keys}")
             phase = time.monotonic()
             with started_paths(tls_keys, backends) as paths:
-                raw["tls_throughput"], raw["tls_transfer_errors"] = run_tls_throughput(
-                    paths, workspace, credentials, args.size, args.runs
+                raw["tls_throughput"], raw["tls_transfer_errors"] = run_throughput(
+                    paths, workspace, credentials, args.size, args.runs, tls=True
                 )
             raw["meta"]["tls_seconds"] = round(time.monotonic() - phase)
         if "rss" not in args.skip and any(k in args.paths for k in RSS_PATHS):
