@@ -18,7 +18,10 @@ from pathlib import Path
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
-_next_range = [41000 + (os.getpid() % 50) * 200]
+PASSIVE_AREA = range(41000, 60000)
+"""Where :func:`passive_range` takes the balancers' passive ranges from."""
+
+_next_range = [PASSIVE_AREA.start + (os.getpid() % 50) * 200]
 
 
 def log_fields(line: str) -> dict[str, str]:
@@ -34,8 +37,8 @@ def passive_range(size: int = 100) -> str:
     """A passive port range for one balancer, distinct from the others of this run."""
     first = _next_range[0]
     _next_range[0] += size
-    if _next_range[0] > 59000:
-        _next_range[0] = 41000
+    if _next_range[0] + size > PASSIVE_AREA.stop:
+        _next_range[0] = PASSIVE_AREA.start
     return f"{first}-{first + size - 1}"
 
 

@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import clients
-from tests.integration.balancer import RunningBalancer, free_port
+from tests.integration.balancer import PASSIVE_AREA, RunningBalancer, free_port
 from tests.integration.farms import farm
 from tests.integration.workers_farm import records, wait_ready
 
@@ -29,6 +29,16 @@ pytestmark = pytest.mark.integration
 
 PAYLOAD = os.urandom(200 * 1024)
 SOURCES = [f"127.0.0.{n}" for n in range(100, 108)]
+
+
+def free_port_for_admin() -> int:
+    """A free port outside the passive ranges that the tests' balancers use:
+    ``ftplb check`` refuses an admin port inside a frontend's passive range."""
+    for _ in range(100):
+        port = free_port()
+        if port not in PASSIVE_AREA:
+            return port
+    raise RuntimeError("no free port outside the passive ranges")
 
 
 def admin_section(port: int) -> str:
@@ -79,7 +89,7 @@ def download(lb: RunningBalancer, user: str, password: str, source: str | None) 
 
 
 def test_a_single_process_serves_its_own_figures() -> None:
-    admin_port = free_port()
+    admin_port = free_port_for_admin()
     with farm(files={"payload.bin": PAYLOAD}, sections=admin_section(admin_port)) as group:
         for _ in range(3):
             download(group.lb, group.user, group.password, None)
@@ -106,7 +116,7 @@ def test_a_single_process_serves_its_own_figures() -> None:
 
 
 def test_a_session_over_the_limit_is_logged_and_counted() -> None:
-    admin_port = free_port()
+    admin_port = free_port_for_admin()
     with farm(frontend="max_connections = 1", sections=admin_section(admin_port)) as group:
         lb = group.lb
         # The harness's probe that ftplb listens holds the one slot until it is logged.
@@ -124,7 +134,7 @@ def test_a_session_over_the_limit_is_logged_and_counted() -> None:
 
 
 def test_a_master_sums_its_workers() -> None:
-    admin_port = free_port()
+    admin_port = free_port_for_admin()
     with farm(
         files={"payload.bin": PAYLOAD},
         defaults="workers = 2",
