@@ -27,6 +27,9 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("-c", "--config", required=True, help="the TOML configuration file")
     demo = commands.add_parser("demo", help="run a demo with two built-in FTP servers")
     demo.add_argument("--port", type=int, default=2121, help="the balancer's port (2121)")
+    demo.add_argument(
+        "--stats-port", type=int, default=8404, help="the stats page's port (8404; 0: none)"
+    )
     return parser
 
 
@@ -42,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
 
-        return run_demo(args.port)
+        return run_demo(args.port, args.stats_port)
     if args.worker is not None:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)

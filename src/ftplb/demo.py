@@ -60,7 +60,7 @@ def _start_backend(name: str, root: Path) -> tuple[_Backend, int]:
     return _Backend(FTPServer(sock, handler, ioloop=IOLoop())), port
 
 
-def demo_config(port: int, backend_ports: list[int]) -> str:
+def demo_config(port: int, backend_ports: list[int], stats_port: int = 0) -> str:
     servers = "\n".join(
         f'[[backends.servers]]\nname = "s{i}"\naddress = "127.0.0.1:{p}"\n'
         for i, p in enumerate(backend_ports, start=1)
@@ -78,10 +78,16 @@ balance = "roundrobin"
 health = {{ type = "ftp", interval = "2s", rise = 2, fall = 2, timeout = "2s" }}
 
 {servers}
-"""
+{_admin_section(stats_port)}"""
 
 
-def run_demo(port: int) -> int:
+def _admin_section(stats_port: int) -> str:
+    if not stats_port:
+        return ""
+    return f'[admin]\nbind = "127.0.0.1:{stats_port}"\nstats_refresh = "2s"\n'
+
+
+def run_demo(port: int, stats_port: int = 0) -> int:
     # pyftpdlib logs every command at INFO unless its logger is already set up.
     backend_log = logging.getLogger("pyftpdlib")
     backend_log.addHandler(logging.StreamHandler())
@@ -93,13 +99,14 @@ def run_demo(port: int) -> int:
             root.mkdir()
             (root / "hello.txt").write_text(f"Hello from demo server {name}.\n")
             backends.append(_start_backend(name, root))
-        config = load_config_text(demo_config(port, [p for _, p in backends]), "<demo>")
+        config = load_config_text(demo_config(port, [p for _, p in backends], stats_port), "<demo>")
         print(
             f"ftplb demo: two FTP servers behind ftp://127.0.0.1:{port} "
             f"(user {DEMO_USER}, password {DEMO_PASSWORD}); Ctrl-C stops.\n"
             f"Try:  curl -u {DEMO_USER}:{DEMO_PASSWORD} ftp://127.0.0.1:{port}/hello.txt\n"
             f"      curl -u {DEMO_USER}:{DEMO_PASSWORD} -T README.md "
-            f"ftp://127.0.0.1:{port}/\n",
+            f"ftp://127.0.0.1:{port}/\n"
+            + (f"Stats: http://127.0.0.1:{stats_port}/stats\n" if stats_port else ""),
             flush=True,
         )
         status = 0

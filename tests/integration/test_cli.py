@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -175,8 +176,9 @@ def test_json_logs_and_masked_password() -> None:
 
 def test_demo_serves_the_printed_curl_command() -> None:
     port = free_port()
+    stats_port = free_port()
     process = subprocess.Popen(
-        [*FTPLB, "demo", "--port", str(port)],
+        [*FTPLB, "demo", "--port", str(port), "--stats-port", str(stats_port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -186,13 +188,15 @@ def test_demo_serves_the_printed_curl_command() -> None:
         lines: list[str] = []
         deadline = time.monotonic() + 20
         command = None
-        while time.monotonic() < deadline and command is None:
+        stats_url = f"http://127.0.0.1:{stats_port}/stats"
+        while time.monotonic() < deadline and not (command and stats_url in "".join(lines)):
             line = process.stdout.readline()
             lines.append(line)
             match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", line)
             if match:
                 command = match.group(1)
         assert command is not None, "".join(lines)
+        assert stats_url in "".join(lines), "".join(lines)
         # Wait until the balancer listens, then run the command exactly as printed.
         for _ in range(100):
             with socket.socket() as probe:
@@ -206,6 +210,8 @@ def test_demo_serves_the_printed_curl_command() -> None:
             for _ in range(4)
         }
         assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
+        with urllib.request.urlopen(stats_url, timeout=10) as page:
+            assert b"s1" in page.read()
     finally:
         process.send_signal(signal.SIGINT)
         status = process.wait(15)
