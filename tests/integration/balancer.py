@@ -105,6 +105,41 @@ health = {health}
 """
 
 
+def startup_error_config(bind_port: int, *, workers: int = 1, sections: str = "") -> str:
+    """A config on 127.0.0.1 whose one server is never contacted (no health
+    checks): for tests of start-up errors, which happen before any session."""
+    return f"""
+[defaults]
+workers = {workers}
+
+[[frontends]]
+name = "ftp"
+bind = ["127.0.0.1:{bind_port}"]
+backend = "pool"
+
+[[backends]]
+name = "pool"
+health = {{ type = "none" }}
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+
+{sections}
+"""
+
+
+def run_until_exit(config: Path) -> subprocess.CompletedProcess[str]:
+    """``ftplb run -c config``, expected to stop by itself (a start-up error)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ftplb", "run", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @dataclass
 class RunningBalancer:
     process: subprocess.Popen[bytes]

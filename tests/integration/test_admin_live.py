@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -21,7 +19,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import clients
-from tests.integration.balancer import PASSIVE_AREA, RunningBalancer, free_port
+from tests.integration.balancer import (
+    PASSIVE_AREA,
+    RunningBalancer,
+    free_port,
+    run_until_exit,
+    startup_error_config,
+)
 from tests.integration.farms import farm
 from tests.integration.workers_farm import records, wait_ready
 
@@ -160,34 +164,11 @@ def test_a_taken_admin_port_stops_ftplb_with_a_clear_message(tmp_path: Path, wor
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        config = f"""
-[defaults]
-workers = {workers}
-
-[[frontends]]
-name = "ftp"
-bind = ["127.0.0.1:{free_port()}"]
-backend = "pool"
-
-[[backends]]
-name = "pool"
-health = {{ type = "none" }}
-
-[[backends.servers]]
-name = "s1"
-address = "127.0.0.11:21"
-
-{admin_section(port)}
-"""
         path = tmp_path / "ftplb.toml"
-        path.write_text(config)
-        done = subprocess.run(
-            [sys.executable, "-m", "ftplb", "run", "-c", str(path)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
+        path.write_text(
+            startup_error_config(free_port(), workers=workers, sections=admin_section(port))
         )
+        done = run_until_exit(path)
     assert done.returncode == 1
     assert "Traceback" not in done.stderr
     assert f"127.0.0.1:{port}" in done.stderr

@@ -32,7 +32,12 @@ from ftplb.runtime.logs import EventLog
 from ftplb.runtime.steering import attach_steering, steered_index
 from ftplb.supervisor import Supervisor, WorkerExit
 from tests.integration import clients, servers
-from tests.integration.balancer import balancer, free_port
+from tests.integration.balancer import (
+    balancer,
+    free_port,
+    run_until_exit,
+    startup_error_config,
+)
 from tests.integration.clients import DataMode
 from tests.integration.farms import Farm, farm
 from tests.integration.test_tcp_mode import LB_HOST, server_pair, tcp_config
@@ -345,32 +350,8 @@ def test_a_bind_error_in_the_workers_is_the_same_clear_exit_1(tmp_path: Path) ->
     outcomes = {}
     with holding_port("127.0.0.1", port):
         for workers in (1, 2):
-            config.write_text(
-                f"""
-[defaults]
-workers = {workers}
-
-[[frontends]]
-name = "ftp"
-bind = ["127.0.0.1:{port}"]
-backend = "pool"
-
-[[backends]]
-name = "pool"
-health = {{ type = "none" }}
-
-[[backends.servers]]
-name = "s1"
-address = "127.0.0.11:21"
-"""
-            )
-            outcomes[workers] = subprocess.run(
-                [sys.executable, "-m", "ftplb", "run", "-c", str(config)],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            config.write_text(startup_error_config(port, workers=workers))
+            outcomes[workers] = run_until_exit(config)
     single, multi = outcomes[1], outcomes[2]
     assert single.returncode == multi.returncode == 1, multi.stderr
 
