@@ -21,6 +21,7 @@ only a port), so the same two servers serve every path.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import shutil
@@ -427,6 +428,7 @@ def bench_pki() -> BenchPki:
     except ImportError as error:
         raise SetupError("the TLS paths need trustme (pip install trustme)") from error
     workdir = _workdir("pki")
+    atexit.register(shutil.rmtree, workdir, True)
     ca = trustme.CA()
     cert = ca.issue_cert(FTPLB_TLS_HOST, HAPROXY_TLS_HOST)
     pki = BenchPki(workdir / "ca.pem", workdir / "server.pem")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,11 @@ def started_servers(
     """
     require(kind)
     started: list[servers.FtpServer] = []
+    roots: list[Path] = []
     try:
         for host in hosts:
             root = servers.make_server_root(f"ftplb-{kind}-")
+            roots.append(root)
             for name, content in (files or {}).items():
                 (root / name).write_bytes(content)
                 (root / name).chmod(0o644)
@@ -90,6 +93,9 @@ def started_servers(
     finally:
         for server in started:
             server.stop()
+        # The roots hold the tests' uploads: several GB over a whole run.
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 @contextlib.contextmanager

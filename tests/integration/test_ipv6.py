@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import ftplib
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.integration import clients, servers
+from tests.integration import clients
 from tests.integration.balancer import balancer, free_port, simple_config
-from tests.integration.farms import require, started_servers
-from tests.integration.test_through_balancer import EXPECTED_VERB, SIZE, Farm, run_case
+from tests.integration.farms import started_servers
+from tests.integration.test_through_balancer import EXPECTED_VERB, Farm, run_case, seeded_farm
 
 pytestmark = pytest.mark.integration
 
@@ -27,41 +26,17 @@ IPV6_CLIENT_MODES = [
 IPV6_VERB = {"epsv": "EPSV", "eprt": "EPRT", "port": "EPRT"}
 
 
-def _farm(
-    kind: str, server_hosts: list[str], lb_host: str, tmp: pytest.TempPathFactory
-) -> Iterator[Farm]:
-    require(kind)
-    seed = tmp.mktemp(f"{kind}-v6-seed") / "big.bin"
-    big_sha = clients.make_random_file(seed, SIZE)
-    started: list[servers.FtpServer] = []
-    try:
-        for host in server_hosts:
-            root = servers.make_server_root(f"ftplb-{kind}-v6-")
-            shutil.copyfile(seed, root / "big.bin")
-            (root / "big.bin").chmod(0o644)
-            started.append(servers.START[kind](host, servers.free_port(host), root))
-        port = free_port(lb_host)
-        config = simple_config([(s.host, s.port) for s in started], port=port, host=lb_host)
-        with balancer(config, lb_host, port) as lb:
-            yield Farm(kind, started, lb, big_sha, started[0].user, started[0].password)
-    finally:
-        for server in started:
-            server.stop()
-
-
 @pytest.fixture(scope="module", params=["pyftpdlib", "vsftpd"])
-def v6_front(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Farm]:
+def v6_front(request: pytest.FixtureRequest) -> Iterator[Farm]:
     """An IPv6 frontend on ::1 before two IPv4 servers."""
     hosts = {"pyftpdlib": ["127.0.0.51", "127.0.0.52"], "vsftpd": ["127.0.0.53", "127.0.0.54"]}
-    yield from _farm(request.param, hosts[request.param], "::1", tmp_path_factory)
+    yield from seeded_farm(request.param, hosts[request.param], "::1")
 
 
 @pytest.fixture(scope="module")
-def v6_back(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+def v6_back() -> Iterator[Farm]:
     """An IPv4 frontend before two IPv6 servers on ::1."""
-    yield from _farm("pyftpdlib", ["::1", "::1"], "127.0.0.1", tmp_path_factory)
+    yield from seeded_farm("pyftpdlib", ["::1", "::1"])
 
 
 @pytest.mark.parametrize(

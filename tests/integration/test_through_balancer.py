@@ -9,8 +9,8 @@ that advertised a wrong address, would fail here.
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +20,7 @@ import pytest
 
 from tests.integration import clients, servers
 from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.farms import started_servers
 
 pytestmark = pytest.mark.integration
 
@@ -65,37 +66,27 @@ class Farm:
         return found[0]
 
 
-def require(kind: str) -> None:
-    problem = servers.available(kind)
-    if problem is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{kind} cannot run here: {problem}")
-    pytest.skip(f"{kind} cannot run here: {problem}")
+def seeded_farm(
+    kind: str, hosts: list[str], lb_host: str = "127.0.0.1", data_mode: str = "passive"
+) -> Iterator[Farm]:
+    """Two ``kind`` servers on ``hosts``, each holding the same random ``big.bin``."""
+    big = os.urandom(SIZE)
+    backend = "" if data_mode == "passive" else f'data_mode = "{data_mode}"'
+    with started_servers(kind, hosts, {"big.bin": big}) as started:
+        port = free_port(lb_host)
+        config = simple_config(
+            [(s.host, s.port) for s in started], port=port, host=lb_host, backend=backend
+        )
+        with balancer(config, lb_host, port) as lb:
+            user, password = started[0].user, started[0].password
+            sha = hashlib.sha256(big).hexdigest()
+            yield Farm(kind, started, lb, sha, user, password, data_mode)
 
 
 @pytest.fixture(scope="module", params=list(SERVER_HOSTS))
-def farm(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Farm]:
+def farm(request: pytest.FixtureRequest) -> Iterator[Farm]:
     kind: str = request.param
-    require(kind)
-    seed = tmp_path_factory.mktemp(f"{kind}-seed") / "big.bin"
-    big_sha = clients.make_random_file(seed, SIZE)
-    started: list[servers.FtpServer] = []
-    try:
-        for host in SERVER_HOSTS[kind]:
-            root = servers.make_server_root(f"ftplb-{kind}-")
-            shutil.copyfile(seed, root / "big.bin")
-            (root / "big.bin").chmod(0o644)
-            started.append(servers.START[kind](host, servers.free_port(host), root))
-        port = free_port()
-        config = simple_config([(s.host, s.port) for s in started], port=port)
-        with balancer(config, "127.0.0.1", port) as lb:
-            yield Farm(kind, started, lb, big_sha, started[0].user, started[0].password)
-    finally:
-        for server in started:
-            server.stop()
+    yield from seeded_farm(kind, list(SERVER_HOSTS[kind]))
 
 
 def run_case(
@@ -173,31 +164,10 @@ MODE_CASES = [("curl", "epsv"), ("ftplib", "port"), ("curl", "eprt"), ("ftplib",
 @pytest.fixture(
     scope="module", params=SERVER_DATA_MODES, ids=[f"{k}-{m}" for k, m in SERVER_DATA_MODES]
 )
-def mode_farm(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Farm]:
+def mode_farm(request: pytest.FixtureRequest) -> Iterator[Farm]:
     kind, data_mode = request.param
-    require(kind)
-    seed = tmp_path_factory.mktemp(f"{kind}-{data_mode}-seed") / "big.bin"
-    big_sha = clients.make_random_file(seed, SIZE)
     hosts = [h.replace("127.0.0.", "127.0.1.") for h in SERVER_HOSTS[kind]]
-    started: list[servers.FtpServer] = []
-    try:
-        for host in hosts:
-            root = servers.make_server_root(f"ftplb-{kind}-")
-            shutil.copyfile(seed, root / "big.bin")
-            (root / "big.bin").chmod(0o644)
-            started.append(servers.START[kind](host, servers.free_port(host), root))
-        port = free_port()
-        config = simple_config(
-            [(s.host, s.port) for s in started], port=port, backend=f'data_mode = "{data_mode}"'
-        )
-        with balancer(config, "127.0.0.1", port) as lb:
-            user, password = started[0].user, started[0].password
-            yield Farm(kind, started, lb, big_sha, user, password, data_mode)
-    finally:
-        for server in started:
-            server.stop()
+    yield from seeded_farm(kind, hosts, data_mode=data_mode)
 
 
 @pytest.mark.parametrize(("tool", "mode"), MODE_CASES, ids=[f"{t}-{m}" for t, m in MODE_CASES])
