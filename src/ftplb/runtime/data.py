@@ -70,7 +70,14 @@ class _Acceptor:
 
     __slots__ = ("_expected_ip", "_log", "_loop", "_side", "address", "conn", "listener")
 
-    def __init__(self, listener: socket.socket, expected_ip: str, log: EventLog, side: str) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        listener: socket.socket,
+        expected_ip: str,
+        log: EventLog,
+        side: str,
+    ) -> None:
         self.listener = listener
         host, port = listener.getsockname()[:2]
         self.address = HostPort(kernel_host(host), port)
@@ -79,7 +86,7 @@ class _Acceptor:
         self._side = side
         # A readiness callback rather than a task: one PASV per transfer makes
         # this part of every session's cost.
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self.conn: asyncio.Future[socket.socket] = self._loop.create_future()
         self._loop.add_reader(listener.fileno(), self._accept)
 
@@ -133,6 +140,7 @@ class DataChannel:
         "_client_acceptor",
         "_client_go",
         "_log",
+        "_loop",
         "_server_acceptor",
         "_settings",
         "_tls",
@@ -145,7 +153,10 @@ class DataChannel:
         addresses: Addresses,
         log: EventLog,
         tls: DataTls | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
+        # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() call.
+        self._loop = loop or asyncio.get_running_loop()
         self._settings = settings
         self._tls = tls
         self._addresses = addresses
@@ -157,18 +168,22 @@ class DataChannel:
 
     def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
         listener = ports.listen(self._addresses.client_local_ip)
-        self._client_acceptor = _Acceptor(listener, self._addresses.client_ip, self._log, "client")
+        self._client_acceptor = _Acceptor(
+            self._loop, listener, self._addresses.client_ip, self._log, "client"
+        )
         return HostPort(advertised_ip, self._client_acceptor.address.port)
 
     def open_server_listener(self) -> HostPort:
         listener = PortPool().listen(self._addresses.server_local_ip)
-        self._server_acceptor = _Acceptor(listener, self._addresses.server_ip, self._log, "server")
+        self._server_acceptor = _Acceptor(
+            self._loop, listener, self._addresses.server_ip, self._log, "server"
+        )
         return self._server_acceptor.address
 
     def start(self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]) -> None:
         if start.client.__class__ is act.ClientActive:
             self._client_go = asyncio.Event()
-        task = asyncio.ensure_future(self._run(start))
+        task = self._loop.create_task(self._run(start))
         self._transfer = task
 
         def finished(done: asyncio.Task[TransferOutcome]) -> None:
@@ -216,6 +231,7 @@ class DataChannel:
                 budget=self._settings.budget,
                 idle_timeout=self._settings.idle_timeout,
                 finish_with="a_to_b" if start.upload else "b_to_a",
+                loop=self._loop,
             )
             problem = result.error
             if problem is None and isinstance(server, ssl.SSLSocket) and self._tls is not None:
@@ -230,7 +246,7 @@ class DataChannel:
                 # ftplib wait for it before they read the final reply.
                 await close_notify(client, self._tls.timeout)
             if problem is None and not start.upload:
-                problem = await _delivery_problem(client, self._settings.idle_timeout)
+                problem = await _delivery_problem(self._loop, client, self._settings.idle_timeout)
             return TransferOutcome(problem, result.b_to_a, result.a_to_b, result.spliced)
         finally:
             for sock in (client, server):
@@ -273,13 +289,16 @@ class DataChannel:
             return await acceptor.conn
         assert self._client_go is not None
         await self._client_go.wait()
-        return await _connect(side.address, self._addresses.client_local_ip)
+        return await open_connection(
+            self._loop, side.address.host, side.address.port, self._addresses.client_local_ip
+        )
 
     async def _server_leg(self, side: act.ServerSide) -> socket.socket:
         if isinstance(side, act.ServerPassive):
             # From the address of our control connection to this server: vsftpd
             # refuses data connections from any other ("425 Security: Bad IP").
-            return await _connect(side.address, self._addresses.server_local_ip or None)
+            source = self._addresses.server_local_ip or None
+            return await open_connection(self._loop, side.address.host, side.address.port, source)
         acceptor = self._server_acceptor
         if acceptor is None:
             raise OSError("no listener for the server's data connection")
@@ -295,20 +314,23 @@ def _unacknowledged(sock: socket.socket) -> int:
     return int(struct.unpack("i", raw)[0])
 
 
-async def _delivery_problem(sock: socket.socket, idle_timeout: float) -> str | None:
-    if await _delivered(sock, idle_timeout):
+async def _delivery_problem(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, idle_timeout: float
+) -> str | None:
+    if await _delivered(loop, sock, idle_timeout):
         return None
     return "client stopped reading"
 
 
-async def _delivered(sock: socket.socket, idle_timeout: float) -> bool:
+async def _delivered(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, idle_timeout: float
+) -> bool:
     """Wait until the peer has acknowledged every byte sent on ``sock``.
 
     The relay is done once the last byte sits in our socket's send queue, but
     "226" means the data reached the client: for a slow reader that can be
     megabytes later.  False if the peer stops acknowledging for ``idle_timeout``.
     """
-    loop = asyncio.get_running_loop()
     delay = 0.001
     pending = _unacknowledged(sock)
     deadline = loop.time() + idle_timeout
@@ -322,7 +344,3 @@ async def _delivered(sock: socket.socket, idle_timeout: float) -> bool:
             deadline = loop.time() + idle_timeout
         pending = now_pending
     return True
-
-
-async def _connect(address: HostPort, source_ip: str | None) -> socket.socket:
-    return await open_connection(asyncio.get_running_loop(), address.host, address.port, source_ip)

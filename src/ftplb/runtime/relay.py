@@ -94,6 +94,7 @@ async def relay(
     on_progress: ProgressCallback | None = None,
     force_copy: bool = False,
     finish_with: Literal["a_to_b", "b_to_a"] | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> RelayResult:
     """Relay bytes between ``a`` and ``b`` until both directions end.
 
@@ -115,6 +116,8 @@ async def relay(
     ``on_progress(a_to_b, b_to_a)`` gets the running totals at most every
     ``PROGRESS_INTERVAL`` seconds while bytes move; it runs from a timer, so it
     costs nothing per chunk. An exception from it ends the relay and is raised.
+
+    ``loop`` saves looking the running loop up (a system call on Python 3.11).
     """
     for name, sock in (("a", a), ("b", b)):
         if sock.fileno() < 0:
@@ -126,7 +129,7 @@ async def relay(
     if idle_timeout is not None and idle_timeout <= 0:
         raise ValueError(f"idle_timeout must be > 0, not {idle_timeout}")
 
-    loop = asyncio.get_running_loop()
+    loop = loop or asyncio.get_running_loop()
     use_splice = (
         not force_copy
         and splice_available()

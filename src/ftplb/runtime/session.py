@@ -422,7 +422,9 @@ class Session(asyncio.Protocol):
             if link is not None and link.transport is not None:
                 server_local_ip = kernel_host(link.transport.get_extra_info("sockname")[0])
             addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
-            self._data = DataChannel(self._ctx.data, addresses, self._ctx.log, self._data_tls())
+            self._data = DataChannel(
+                self._ctx.data, addresses, self._ctx.log, self._data_tls(), self._loop
+            )
         return self._data
 
     def _data_tls(self) -> DataTls | None:
