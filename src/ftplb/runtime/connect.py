@@ -44,7 +44,9 @@ def open_connection(
         # again settles it without registering for writability, which costs
         # uvloop five system calls and a loop iteration.
         status = sock.connect_ex((host, port))
-        if status == errno.EALREADY:
+        if status == errno.EISCONN:  # how some kernels say "done" the second time
+            status = 0
+        elif status == errno.EALREADY:
             status = errno.EINPROGRESS
     if status == 0:
         future.set_result(sock)
