@@ -36,7 +36,13 @@ except ImportError:  # pragma: no cover - a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
 from ftplb.runtime.pipes import DEFAULT_PIPE_SIZE, PipeBudget
-from ftplb.runtime.relay import PROGRESS_INTERVAL, RelayResult, relay, splice_available
+from ftplb.runtime.relay import (
+    IDLE_AFTER_HALF_CLOSE,
+    PROGRESS_INTERVAL,
+    RelayResult,
+    relay,
+    splice_available,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -553,6 +559,29 @@ def test_idle_timeout(
     result, elapsed = run(scenario())
     assert result == RelayResult(0, 0, "idle timeout", spliced=not force_copy)
     assert 0.3 <= elapsed < 1.0
+
+
+def test_idle_after_one_way_closed_has_its_own_reason(
+    run: Runner[Any], force_copy: bool, make_wiring: Callable[..., Wiring]
+) -> None:
+    """b got everything and its EOF, but never closes its own side (a slow reader)."""
+    w = make_wiring()
+    payload = os.urandom(100_000)
+
+    async def scenario() -> RelayResult:
+        task = asyncio.create_task(
+            relay(w.relay_a, w.relay_b, idle_timeout=0.3, force_copy=force_copy)
+        )
+        await asyncio.to_thread(w.peer_a.sendall, payload)
+        w.peer_a.shutdown(socket.SHUT_WR)
+        received = await asyncio.to_thread(receive_until_eof, w.peer_b)
+        assert received.sha256 == hashlib.sha256(payload).hexdigest()
+        return await task
+
+    result = run(scenario())
+    # Not a plain "idle timeout": everything was passed on, the other way only
+    # never closed; tcp-mode data connections log that as a normal end.
+    assert result == RelayResult(len(payload), 0, IDLE_AFTER_HALF_CLOSE, spliced=not force_copy)
 
 
 def test_traffic_defers_the_idle_timeout(

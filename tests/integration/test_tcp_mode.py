@@ -496,6 +496,38 @@ async def test_idle_control_is_closed_but_not_during_a_transfer(farm: TcpFarm) -
     assert 0.6 <= float(record["duration"]) < 2.0, record
 
 
+async def test_a_download_read_slowly_after_its_eof_ends_as_closed(farm: TcpFarm) -> None:
+    """The client has every byte and the EOF, but closes its data socket late."""
+    host, port = "127.0.0.2", free_port("127.0.0.2")
+    text = tcp_config(
+        farm.servers,
+        farm.ranges,
+        host=host,
+        port=port,
+        defaults='timeout_client = "500ms"\ntimeout_server = "500ms"',
+        health='{ type = "none" }',
+    )
+    async with in_process(text) as (_, stream):
+        session = await asyncio.to_thread(ftplib_login, host, port, farm, next_source())
+        try:
+            await asyncio.to_thread(session.ftp.voidcmd, "TYPE I")
+            conn = await asyncio.to_thread(session.ftp.transfercmd, "RETR big.bin")
+            with conn:
+                digest = hashlib.sha256()
+                while chunk := await asyncio.to_thread(conn.recv, 1 << 20):
+                    digest.update(chunk)
+                # Past the relay's idle timeout with the data socket still open.
+                await asyncio.sleep(1.5)
+            assert digest.hexdigest() == farm.big_sha
+            assert (await asyncio.to_thread(session.ftp.voidresp)).startswith("226")
+        finally:
+            await asyncio.to_thread(session.close)
+    data = [log_fields(line) for line in stream.getvalue().splitlines() if " data " in line]
+    assert len(data) == 1, data
+    assert data[0]["end"] == "closed", data[0]
+    assert int(data[0]["bytes_to_client"]) == SIZE
+
+
 async def test_max_connections_closes_the_extra_client(farm: TcpFarm) -> None:
     host, port = "127.0.0.2", free_port("127.0.0.2")
     text = tcp_config(

@@ -51,7 +51,7 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.listeners import ListenError, listening_socket, show_address
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.relay import relay
+from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, relay
 from ftplb.runtime.session import SessionLimit
 
 __all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
@@ -489,7 +489,10 @@ class PassthroughFrontend:
                 idle_timeout=self.settings.idle_timeout,
             )
             to_server, to_client = result.a_to_b, result.b_to_a
-            end = _end_reason(result.error)
+            # A data connection carries one way: once that way has ended, a
+            # peer that is slow to close the other is no failure.
+            done = result.error == IDLE_AFTER_HALF_CLOSE
+            end = "closed" if done else _end_reason(result.error)
         finally:
             conn.close()
             if upstream is not None:

@@ -41,7 +41,14 @@ from typing import Literal
 
 from ftplb.runtime.pipes import Pipe, PipeBudget, default_budget
 
-__all__ = ["COPY_BUFFER_SIZE", "PROGRESS_INTERVAL", "RelayResult", "relay", "splice_available"]
+__all__ = [
+    "COPY_BUFFER_SIZE",
+    "IDLE_AFTER_HALF_CLOSE",
+    "PROGRESS_INTERVAL",
+    "RelayResult",
+    "relay",
+    "splice_available",
+]
 
 COPY_BUFFER_SIZE = 256 * 1024
 """Per-direction buffer of the copy engine (the size that measured best on uvloop)."""
@@ -51,6 +58,12 @@ RETURN_BUFFER_SIZE = 16 * 1024
 
 PROGRESS_INTERVAL = 0.5
 """Least time in seconds between two ``on_progress`` calls."""
+
+IDLE_AFTER_HALF_CLOSE = "idle timeout after half-close"
+"""The end reason when the idle timeout strikes after one way has passed its EOF on.
+
+Everything sent was relayed; only the other side never closed its own way (a
+client still reading what the kernel holds for it, say)."""
 
 _ROUNDS_PER_WAKEUP = 4
 """Read+flush rounds per readiness callback before yielding to the loop.
@@ -303,7 +316,7 @@ class _Session:
             self._last_moved = moved
             self._last_active = now
         elif self._idle_timeout is not None and now - self._last_active >= self._idle_timeout:
-            self.finish("idle timeout")
+            self.finish(IDLE_AFTER_HALF_CLOSE if self.live == 1 else "idle timeout")
             return
         if self._on_progress is not None and now - self._last_report >= PROGRESS_INTERVAL:
             totals = (a_to_b.sent, b_to_a.sent)
