@@ -19,7 +19,12 @@ from ftplb.proto.control import SessionPolicy
 from ftplb.runtime.data import DataSettings
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
-from ftplb.runtime.listeners import ListenError, listening_socket, share_listeners
+from ftplb.runtime.listeners import (
+    ListenError,
+    listening_socket,
+    resolve_host,
+    share_listeners,
+)
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
@@ -33,13 +38,9 @@ class StartupError(Exception):
     """The balancer cannot start (a bind failed, say); the message says why."""
 
 
-def _resolve(host: str) -> str:
-    return "127.0.0.1" if host == "localhost" else host
-
-
 def _listening_socket(endpoint: Endpoint) -> socket.socket:
     try:
-        return listening_socket(_resolve(endpoint.host), endpoint.port, 1024)
+        return listening_socket(resolve_host(endpoint.host), endpoint.port, 1024)
     except ListenError as error:
         raise StartupError(str(error)) from error
 
@@ -64,7 +65,7 @@ class Balancer:
         servers = [
             Server(
                 name=s.name,
-                host=_resolve(s.address.host),
+                host=resolve_host(s.address.host),
                 port=s.address.port,
                 weight=s.weight,
                 max_connections=s.max_connections,

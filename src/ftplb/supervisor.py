@@ -49,6 +49,7 @@ from ftplb.admin.server import AdminError
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
+from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
 from ftplb.runtime.logs import EventLog
 
 __all__ = [
@@ -181,6 +182,10 @@ class Supervisor:
                     # The master hosts the admin listener and sums the workers' files.
                     await monitoring.serve_admin(self.config)
                     self._monitoring = monitoring
+                try:
+                    ensure_unclaimed(shared_addresses(self.config))
+                except ListenError as error:
+                    raise _StartError(str(error)) from error
                 for worker in self._workers:
                     await self._start(worker)
                     if self._stop.is_set():
@@ -409,6 +414,20 @@ def run_supervisor(config_path: str, config: Config, config_text: str) -> int:
         return asyncio.run(main())
     except KeyboardInterrupt:
         return 0
+
+
+def shared_addresses(config: Config) -> list[tuple[str, int]]:
+    """Every address that the workers will share: frontend binds, and tcp-mode passive ports."""
+    addresses: list[tuple[str, int]] = []
+    for frontend in config.frontends:
+        binds = [(resolve_host(bind.host), bind.port) for bind in frontend.bind]
+        addresses += binds
+        if frontend.mode != "tcp":
+            continue  # passive listeners of mode ftp are per transfer, on each worker's slice
+        for server in config.backend(frontend.backend).servers:
+            if server.passive_ports is not None:
+                addresses += [(host, port) for host, _ in binds for port in server.passive_ports]
+    return addresses
 
 
 # ------------------------------------------------------------------ worker side

@@ -364,13 +364,27 @@ def test_a_bind_error_in_the_workers_is_the_same_clear_exit_1(tmp_path: Path) ->
     )
     assert error_lines(multi.stderr) == error_lines(single.stderr)
     assert "Traceback" not in multi.stderr
-    pids = [
-        int(line.split("pid=")[1].split()[0])
-        for line in multi.stderr.splitlines()
-        if "worker started" in line
-    ]
-    assert len(pids) == 1  # worker 1 never started
-    assert all(is_gone(pid) for pid in pids)
+    # The master finds the port taken before it starts any worker.
+    assert "worker started" not in multi.stderr
+
+
+def test_a_second_run_with_workers_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    """Its workers would join the first run's SO_REUSEPORT group and share its clients."""
+    port = free_port("127.0.0.1")
+    text = startup_error_config(port, workers=2)
+    with balancer(text, "127.0.0.1", port) as first:
+        config = tmp_path / "second.toml"
+        config.write_text(text)
+        second = run_until_exit(config)
+        assert second.returncode == 1, second.stderr
+        assert f"ftplb: cannot listen on 127.0.0.1:{port}: Address already in use" in (
+            second.stderr
+        )
+        assert "worker started" not in second.stderr
+        # The first run still answers every connection itself.
+        for _ in range(8):
+            assert servers.read_banner("127.0.0.1", port).startswith(b"421")
+        assert first.process.poll() is None
 
 
 def test_check_refuses_a_passive_range_smaller_than_the_workers(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import errno
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ftplb.runtime.steering import SteeringError, attach_steering
@@ -48,6 +48,31 @@ def share_listeners(workers: int, on_unsteered: Callable[[str], None]) -> None:
     _sharing = _Sharing(workers, on_unsteered) if workers > 1 else None
 
 
+def resolve_host(host: str) -> str:
+    """The address to bind for a configured host ("localhost" is the IPv4 loopback)."""
+    return "127.0.0.1" if host == "localhost" else host
+
+
+def ensure_unclaimed(addresses: Iterable[tuple[str, int]]) -> None:
+    """ListenError for the first address that some other socket already listens on.
+
+    The workers of one run join a SO_REUSEPORT group, and so would the
+    workers of a second run by the same user: the two runs would then share
+    the clients without a word. The master therefore binds every address
+    once, without SO_REUSEPORT, before its first worker starts.
+    """
+    for host, port in addresses:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                probe.bind((host, port))
+            except OSError as error:
+                raise ListenError(_listen_error(host, port, error)) from error
+
+
 def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
     """A non-blocking listening socket; ListenError if the address cannot be bound."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -67,19 +92,23 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
             _steer(sock, sharing)
     except OSError as error:
         sock.close()
-        message = f"cannot listen on {show_address(host, port)}: {error.strerror or error}"
-        ephemeral = ephemeral_ports()
-        if error.errno == errno.EADDRINUSE and ephemeral is not None:
-            first, last = ephemeral
-            if first <= port <= last:
-                # Any outgoing connection (or its TIME_WAIT) may hold a port of
-                # the kernel's ephemeral range at any moment.
-                message += (
-                    f" (the port is in the kernel's ephemeral range {first}-{last}, "
-                    "net.ipv4.ip_local_port_range: choose ports outside it)"
-                )
-        raise ListenError(message) from error
+        raise ListenError(_listen_error(host, port, error)) from error
     return sock
+
+
+def _listen_error(host: str, port: int, error: OSError) -> str:
+    message = f"cannot listen on {show_address(host, port)}: {error.strerror or error}"
+    ephemeral = ephemeral_ports()
+    if error.errno == errno.EADDRINUSE and ephemeral is not None:
+        first, last = ephemeral
+        if first <= port <= last:
+            # Any outgoing connection (or its TIME_WAIT) may hold a port of
+            # the kernel's ephemeral range at any moment.
+            message += (
+                f" (the port is in the kernel's ephemeral range {first}-{last}, "
+                "net.ipv4.ip_local_port_range: choose ports outside it)"
+            )
+    return message
 
 
 def ephemeral_ports() -> tuple[int, int] | None:

@@ -48,7 +48,7 @@ from ftplb.balancing.state import Server
 from ftplb.config.schema import Backend, Defaults, Frontend, PortRange
 from ftplb.proto.addresses import unmap_ipv4
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
-from ftplb.runtime.listeners import ListenError, listening_socket, show_address
+from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, relay
@@ -106,7 +106,7 @@ class PassthroughSettings:
             ranges[server.name] = server.passive_ports
         return cls(
             name=frontend.name,
-            binds=tuple((_resolve(bind.host), bind.port) for bind in frontend.bind),
+            binds=tuple((resolve_host(bind.host), bind.port) for bind in frontend.bind),
             passive_ranges=ranges,
             connect_timeout=defaults.timeout_connect,
             idle_timeout=max(defaults.timeout_client, defaults.timeout_server),
@@ -537,10 +537,6 @@ class PassthroughFrontend:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
-
-
-def _resolve(host: str) -> str:
-    return "127.0.0.1" if host == "localhost" else host
 
 
 def _end_reason(error: str | None) -> str:
