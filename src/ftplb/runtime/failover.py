@@ -11,7 +11,7 @@ from typing import TypeVar
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.proto.errors import ProtocolError
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import CONNECT_FAILED, EventLog
 
 Link = TypeVar("Link")
 
@@ -56,7 +56,7 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
             pool.release(server)
             reason = f"{server.name}: {describe(error)}"
             log.warning(
-                "server connect failed",
+                CONNECT_FAILED,
                 frontend=frontend,
                 server=server.name,
                 client=client_ip,

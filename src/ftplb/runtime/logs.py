@@ -10,6 +10,13 @@ from typing import Any, Literal, TextIO
 
 LogFormat = Literal["text", "json"]
 
+# Warnings that the metrics count, by their message: one name for the code
+# that writes each one and for the counter that reads it.
+CONNECT_FAILED = "server connect failed"
+PASSIVE_LISTENER_FAILED = "cannot open a passive listener"
+FOREIGN_DATA_REFUSED = "refused a data connection from a foreign address"
+ORPHAN_DATA_REFUSED = "data connection refused: no control session from this address to the server"
+
 Observer = Callable[[str, dict[str, Any]], None]
 """Called with each record's kind and fields (read-only), e.g. to count it in metrics."""
 

@@ -51,7 +51,13 @@ from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
 from ftplb.config.schema import Config
 from ftplb.proto.commands import rule_for
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import (
+    CONNECT_FAILED,
+    FOREIGN_DATA_REFUSED,
+    ORPHAN_DATA_REFUSED,
+    PASSIVE_LISTENER_FAILED,
+    EventLog,
+)
 from ftplb.runtime.probes import ProbeResult
 
 __all__ = [
@@ -543,9 +549,9 @@ class Metrics:
     def _on_warning(self, fields: dict[str, Any]) -> None:
         message = fields.get("message")
         ins = self._instruments
-        if message == "server connect failed":
+        if message == CONNECT_FAILED:
             self._add(ins.connect_failures, self._labels(fields))
-        elif message == "cannot open a passive listener":
+        elif message == PASSIVE_LISTENER_FAILED:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
         elif message in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
@@ -562,9 +568,4 @@ class Metrics:
 
 
 _HEALTH_STATES = frozenset(("UP", "DOWN"))
-_DATA_REFUSALS = frozenset(
-    (
-        "refused a data connection from a foreign address",
-        "data connection refused: no control session from this address to the server",
-    )
-)
+_DATA_REFUSALS = frozenset((FOREIGN_DATA_REFUSED, ORPHAN_DATA_REFUSED))

@@ -49,7 +49,7 @@ from ftplb.config.schema import Backend, Defaults, Frontend, PortRange
 from ftplb.proto.addresses import unmap_ipv4
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import ORPHAN_DATA_REFUSED, EventLog
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, relay
 from ftplb.runtime.session import SessionLimit
@@ -459,7 +459,7 @@ class PassthroughFrontend:
             conn.close()
             if not self._stopping:
                 self._log.warning(
-                    "data connection refused: no control session from this address to the server",
+                    ORPHAN_DATA_REFUSED,
                     frontend=self.name,
                     client=show_address(client_ip, client_port),
                     server=server.name,

@@ -19,7 +19,7 @@ from ftplb.proto.replies import Reply, ReplyParser, format_reply
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import PASSIVE_LISTENER_FAILED, EventLog
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.tls import BackendTls, session_of
 
@@ -445,7 +445,7 @@ class Session(asyncio.Protocol):
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
             self._ctx.log.warning(
-                "cannot open a passive listener", frontend=self._ctx.name, reason=describe(error)
+                PASSIVE_LISTENER_FAILED, frontend=self._ctx.name, reason=describe(error)
             )
             self._do(self.core.client_listener_failed(describe(error)))
             return
