@@ -26,6 +26,7 @@ from ftplb.runtime.listeners import (
     share_listeners,
 )
 from ftplb.runtime.logs import EventLog
+from ftplb.runtime.metrics import SessionCounted
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
@@ -278,9 +279,8 @@ async def serve(
     await balancer.start()
     try:
         if monitoring is not None:
-            monitoring.record(
-                balancer.log, balancer.pools, config, balancer.checkers, balancer.frontends
-            )
+            frontends: list[SessionCounted] = [*balancer.frontends, *balancer.passthroughs]
+            monitoring.record(balancer.log, balancer.pools, config, balancer.checkers, frontends)
             if metrics_dir is None:  # a lone process hosts its own admin listener
                 await monitoring.serve_admin(config)
         if on_ready is not None:

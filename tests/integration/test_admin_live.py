@@ -22,11 +22,13 @@ from tests.integration import clients
 from tests.integration.balancer import (
     PASSIVE_AREA,
     RunningBalancer,
+    balancer,
     free_port,
     run_until_exit,
     startup_error_config,
 )
 from tests.integration.farms import farm
+from tests.integration.test_tcp_mode import LB_HOST, server_pair, tcp_config
 from tests.integration.workers_farm import records, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -156,6 +158,27 @@ def test_a_master_sums_its_workers() -> None:
         assert metric_sum(admin_port, "ftplb_worker_processes") == 2
         stats = json.loads(get(admin_port, "/stats.json")[2])
         assert stats["frontends"][0]["sessions"] == len(SOURCES) + unserved(group.lb)
+
+
+def test_a_tcp_mode_frontend_reports_its_current_sessions() -> None:
+    admin_port = free_port_for_admin()
+    with server_pair("vsftpd", ("127.0.0.75", "127.0.0.76")) as (group, ranges):
+        port = free_port(LB_HOST)
+        text = tcp_config(group, ranges, host=LB_HOST, port=port) + admin_section(admin_port)
+        with balancer(text, LB_HOST, port):
+
+            def current() -> float:
+                return metric_sum(admin_port, "ftplb_frontend_current_sessions", frontend="tcp")
+
+            user, password = group[0].user, group[0].password
+            with (
+                clients.ftplib_session(LB_HOST, port, user, password, "epsv", SOURCES[0]),
+                clients.ftplib_session(LB_HOST, port, user, password, "epsv", SOURCES[1]),
+            ):
+                assert eventually(lambda: current() == 2), current()
+                stats = json.loads(get(admin_port, "/stats.json")[2])
+                assert stats["frontends"][0]["current_sessions"] == 2
+            assert eventually(lambda: current() == 0), current()
 
 
 @pytest.mark.parametrize("workers", [1, 2])

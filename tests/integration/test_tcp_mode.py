@@ -555,7 +555,7 @@ async def test_max_connections_closes_the_extra_client(farm: TcpFarm) -> None:
             await asyncio.to_thread(held.pop().close)
         try:
             deadline = time.monotonic() + 5
-            while frontend.sessions > 1 and time.monotonic() < deadline:
+            while len(frontend.sessions) > 1 and time.monotonic() < deadline:
                 await asyncio.sleep(0.02)
             assert (await asyncio.to_thread(banner, next_source())).startswith(b"220")
         finally:

@@ -39,7 +39,7 @@ import resource
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -223,9 +223,9 @@ class PassthroughFrontend:
         return self.settings.name
 
     @property
-    def sessions(self) -> int:
-        """Control sessions open right now."""
-        return len(self._controls)
+    def sessions(self) -> Sized:
+        """Control sessions open right now (what the metrics count)."""
+        return self._controls
 
     @property
     def transfers(self) -> int:
