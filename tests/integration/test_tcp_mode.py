@@ -39,6 +39,7 @@ from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients, servers
 from tests.integration.balancer import RunningBalancer, balancer, free_port, log_fields
+from tests.integration.conftest import require_ipv6
 from tests.integration.farms import require
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,7 @@ LB_HOST = "127.0.0.1"
 SERVER_HOSTS = {
     "vsftpd": ("127.0.0.51", "127.0.0.52"),
     "pureftpd": ("127.0.0.61", "127.0.0.62"),
+    "proftpd": ("127.0.0.67", "127.0.0.68"),
 }
 # One source address per client run (see the module docstring).
 _SOURCES = (f"127.0.9.{n}" for n in itertools.cycle(range(1, 255)))
@@ -114,6 +116,20 @@ def start_server(
         if tls_pem is not None:
             args += ["-Y", "1", "-2", str(tls_pem)]  # TLS optional; cert and key in one file
         return servers.start_pureftpd(host, port, root, extra_args=args)
+    if kind == "proftpd":
+        directives = {"MasqueradeAddress": LB_HOST, "PassivePorts": f"{first} {last}"}
+        if tls_pem is not None:
+            directives |= {
+                "LoadModule": "mod_tls.c",
+                "TLSEngine": "on",
+                # One PEM file holds both; each loader skips the other's block.
+                "TLSRSACertificateFile": str(tls_pem),
+                "TLSRSACertificateKeyFile": str(tls_pem),
+                "TLSRequired": "off",
+                "TLSProtocol": "TLSv1.2 TLSv1.3",
+                "TLSVerifyClient": "off",
+            }
+        return servers.start_proftpd(host, port, root, extra_config=directives)
     raise ValueError(kind)
 
 
@@ -315,6 +331,39 @@ def test_list_retr_stor(farm: TcpFarm, tool: str, mode: str, tmp_path: Path) -> 
     assert verbs == {EXPECTED_VERB[mode]}, verbs
     assert clients.sha256_file(download) == farm.big_sha
     assert_upload_on(farm, owner, upload_name, upload_sha)
+
+
+@pytest.mark.parametrize("tool", ["curl", "ftplib"])
+def test_an_ipv6_client_through_a_tcp_frontend_on_ipv6(
+    farm: TcpFarm, tool: str, tmp_path: Path
+) -> None:
+    """EPSV carries no address: the client returns to [::1], and ftplb relays to IPv4."""
+    require_ipv6()
+    port = free_port("::1")
+    text = tcp_config(farm.servers, farm.ranges, host="[::1]", port=port)
+    upload = tmp_path / "upload.bin"
+    upload_sha = clients.make_random_file(upload, 1024 * 1024)
+    name = f"v6-{uuid.uuid4().hex}.bin"
+    download = tmp_path / "download.bin"
+    with balancer(text, "::1", port) as lb:
+        if tool == "curl":
+            base = clients.ftp_url("::1", port, "", farm.user, farm.password)
+            clients.curl_retr(base + "big.bin", download, "epsv", "::1").check()
+            clients.curl_stor(base + name, upload, "epsv", "::1").check()
+        else:
+            with clients.ftplib_session(
+                "::1", port, farm.user, farm.password, "epsv", "::1"
+            ) as ftp:
+                assert ftp.retr_to("big.bin", download).startswith("226")
+                assert ftp.stor(name, upload).startswith("226")
+        wait_until(lambda: len(lb.log_lines("data")) >= 2, 5, "both data lines")
+        data = [log_fields(line) for line in lb.log_lines("data")]
+    assert all(record["client"].startswith("[::1]:") for record in data), data
+    assert all(record["end"] == "closed" for record in data), data
+    assert clients.sha256_file(download) == farm.big_sha
+    holders = [s for s in farm.servers if (s.root / name).exists()]
+    assert len(holders) == 1
+    assert clients.sha256_file(holders[0].root / name) == upload_sha
 
 
 def test_sessions_spread_and_data_follows_each_session(farm: TcpFarm) -> None:
