@@ -54,11 +54,10 @@ def ftp_server_factory() -> Iterator[StartFtpServer]:
     """Start real FTP servers; every one still running is stopped at session end.
 
     ``start(kind, host=None, port=None, root=None) -> FtpServer``. Without ``root``
-    the server gets a fresh directory of its own, removed when the session ends.
+    the server gets a fresh directory of its own, removed when the server stops.
     Stop a server earlier with ``server.stop()`` (stopping twice is harmless).
     """
     started: list[FtpServer] = []
-    created_roots: list[Path] = []
 
     def start(
         kind: str,
@@ -68,15 +67,20 @@ def ftp_server_factory() -> Iterator[StartFtpServer]:
     ) -> FtpServer:
         require_server(kind)
         host = host or DEFAULT_HOSTS[kind]
+        fresh_root = root is None
         if root is None:
             root = make_server_root(f"ftplb-{kind}-root-")
-            created_roots.append(root)
-        server = START[kind](host, port or free_port(host), root)
+        try:
+            server = START[kind](host, port or free_port(host), root)
+        except BaseException:
+            if fresh_root:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        # A root made here goes as soon as its server stops, not at the session's end.
+        server.owns_root = fresh_root
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.stop()
-    for root in created_roots:
-        shutil.rmtree(root, ignore_errors=True)

@@ -120,6 +120,8 @@ class FtpServer:
     user: str
     password: str
     proc: ForegroundProcess = field(repr=False)
+    owns_root: bool = False
+    """Remove ``root`` when the server stops (it was made for this server alone)."""
 
     @property
     def pid(self) -> int:
@@ -150,6 +152,8 @@ class FtpServer:
 
     def stop(self) -> None:
         self.proc.stop()
+        if self.owns_root:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------
