@@ -505,16 +505,22 @@ class PacedUpload(io.RawIOBase):
         return block
 
 
-async def test_idle_control_is_closed_but_not_during_a_transfer(farm: TcpFarm) -> None:
+def idle_config(farm: TcpFarm, idle: str) -> tuple[str, int, str]:
+    """(host, port, config) of a balancer of its own whose idle timeout is ``idle``."""
     host, port = "127.0.0.2", free_port("127.0.0.2")
     text = tcp_config(
         farm.servers,
         farm.ranges,
         host=host,
         port=port,
-        defaults='timeout_client = "600ms"\ntimeout_server = "600ms"',
+        defaults=f'timeout_client = "{idle}"\ntimeout_server = "{idle}"',
         health='{ type = "none" }',
     )
+    return host, port, text
+
+
+async def test_idle_control_is_closed_but_not_during_a_transfer(farm: TcpFarm) -> None:
+    host, port, text = idle_config(farm, "600ms")
     async with in_process(text) as (_, stream):
         # An upload of about 2 s that never pauses for long: its control
         # connection carries nothing meanwhile, three times the idle timeout.
@@ -547,15 +553,7 @@ async def test_idle_control_is_closed_but_not_during_a_transfer(farm: TcpFarm) -
 
 async def test_a_download_read_slowly_after_its_eof_ends_as_closed(farm: TcpFarm) -> None:
     """The client has every byte and the EOF, but closes its data socket late."""
-    host, port = "127.0.0.2", free_port("127.0.0.2")
-    text = tcp_config(
-        farm.servers,
-        farm.ranges,
-        host=host,
-        port=port,
-        defaults='timeout_client = "500ms"\ntimeout_server = "500ms"',
-        health='{ type = "none" }',
-    )
+    host, port, text = idle_config(farm, "500ms")
     async with in_process(text) as (_, stream):
         session = await asyncio.to_thread(ftplib_login, host, port, farm, next_source())
         try:
