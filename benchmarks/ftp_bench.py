@@ -164,7 +164,8 @@ def environment() -> dict[str, Any]:
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpus": os.cpu_count(),
         "kernel": platform.release(),
-        "python": platform.python_version(),
+        # Which build runs ftplb matters: a PGO/LTO one (Debian's) costs ~12% less per session.
+        "python": f"{platform.python_version()} ({os.path.realpath(sys.executable)})",
         "ftplb_commit": _ftplb_commit(),
         "haproxy": setups.haproxy_version(),
         "proftpd": setups.proftpd_version(),
