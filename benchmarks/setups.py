@@ -30,7 +30,6 @@ import ssl
 import subprocess
 import tempfile
 import textwrap
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from tests.integration.balancer import RunningBalancer, start_balancer
 from tests.integration.servers import (
     ForegroundProcess,
     FtpServer,
+    poll_banner,
     read_banner,
     spawn_foreground,
 )
@@ -128,26 +128,30 @@ class PathUnderTest:
 # --------------------------------------------------------------------------- processes
 
 
-def wait_for_banner(proc: ForegroundProcess, host: str, port: int) -> None:
-    """Wait until ``host:port`` answers 220 (through the balancer, from a server)."""
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            last = f"exited with {proc.process.returncode}"
-            break
-        try:
-            banner = read_banner(host, port)
-        except OSError as error:
-            last = f"{type(error).__name__}: {error}"
-        else:
-            if banner.startswith(b"220"):
-                return
-            last = f"banner {banner!r}"
-        time.sleep(0.1)
+def wait_for_banner(
+    proc: ForegroundProcess,
+    host: str,
+    port: int,
+    read: Callable[[], bytes] | None = None,
+    over: str = "",
+) -> None:
+    """Wait until ``host:port`` answers 220 (through the balancer, from a server).
+
+    ``read`` fetches the banner (plain FTP by default); ``over`` names its
+    transport in the error ("over TLS").
+    """
+
+    def exited() -> str | None:
+        code = proc.process.poll()
+        return None if code is None else f"exited with {code}"
+
+    last = poll_banner(read or (lambda: read_banner(host, port)), exited, START_TIMEOUT, 0.1)
+    if last is None:
+        return
     tail = proc.log_tail()
     proc.stop()
-    raise SetupError(f"{proc.name} on {host}:{port} did not answer 220 ({last}):\n{tail}")
+    where = f" {over}" if over else ""
+    raise SetupError(f"{proc.name} on {host}:{port} did not answer 220{where} ({last}):\n{tail}")
 
 
 def _tmpfs_or_tmp() -> str | None:
@@ -505,28 +509,15 @@ def start_haproxy_tls(backends: list[FtpServer]) -> PathUnderTest:
 def wait_for_tls_banner(proc: ForegroundProcess, host: str, port: int, pki: BenchPki) -> None:
     """:func:`wait_for_banner` over implicit TLS."""
     context = ssl.create_default_context(cafile=str(pki.ca_file))
-    deadline = time.monotonic() + START_TIMEOUT
-    last = "no attempt"
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            last = f"exited with {proc.process.returncode}"
-            break
-        try:
-            with (
-                socket.create_connection((host, port), timeout=3) as raw,
-                context.wrap_socket(raw, server_hostname=host) as sock,
-            ):
-                banner = sock.recv(4096)
-        except OSError as error:
-            last = f"{type(error).__name__}: {error}"
-        else:
-            if banner.startswith(b"220"):
-                return
-            last = f"banner {banner!r}"
-        time.sleep(0.1)
-    tail = proc.log_tail()
-    proc.stop()
-    raise SetupError(f"{proc.name} on {host}:{port} did not answer 220 over TLS ({last}):\n{tail}")
+
+    def read() -> bytes:
+        with (
+            socket.create_connection((host, port), timeout=3) as raw,
+            context.wrap_socket(raw, server_hostname=host) as sock,
+        ):
+            return sock.recv(4096)
+
+    wait_for_banner(proc, host, port, read, "over TLS")
 
 
 STARTERS: dict[str, Callable[[list[FtpServer]], PathUnderTest]] = {

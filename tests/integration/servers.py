@@ -254,22 +254,43 @@ def read_banner(host: str, port: int, timeout: float = 3.0) -> bytes:
         return data
 
 
-def _wait_for_banner(server: FtpServer, timeout: float = STARTUP_TIMEOUT) -> None:
+def poll_banner(
+    read: Callable[[], bytes],
+    exited: Callable[[], str | None],
+    timeout: float,
+    interval: float = 0.05,
+) -> str | None:
+    """Call ``read`` until it returns a 220 banner: None then, else why it never did.
+
+    ``exited`` says why the process behind the port is gone (None while it runs),
+    so that a crash ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
-    last_error = "no attempt"
+    last = "no attempt"
     while time.monotonic() < deadline:
-        if not server.is_running():
-            last_error = "process exited"
-            break
+        gone = exited()
+        if gone is not None:
+            return gone
         try:
-            banner = read_banner(server.host, server.port, timeout=2.0)
+            banner = read()
         except OSError as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
+            last = f"{type(exc).__name__}: {exc}"
         else:
             if banner.startswith(b"220"):
-                return
-            last_error = f"unexpected banner {banner!r}"
-        time.sleep(0.05)
+                return None
+            last = f"unexpected banner {banner!r}"
+        time.sleep(interval)
+    return last
+
+
+def _wait_for_banner(server: FtpServer, timeout: float = STARTUP_TIMEOUT) -> None:
+    last_error = poll_banner(
+        lambda: read_banner(server.host, server.port, timeout=2.0),
+        lambda: None if server.is_running() else "process exited",
+        timeout,
+    )
+    if last_error is None:
+        return
     log = server.log_text()[-LOG_TAIL_CHARS:]
     server.stop()
     raise ServerStartError(
