@@ -1,0 +1,51 @@
+"""Why a session ended: one closed vocabulary for the core, the logs and the metrics.
+
+Each value is also the bounded ``reason`` label of the session-end counter, so
+a log line's ``end=`` field and the metric agree without any text matching.
+Free text (the last connect error, a TLS alert) travels beside it as a detail.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EndReason(StrEnum):
+    """How a client session (or, in ``mode = "tcp"``, a relayed connection) ended."""
+
+    QUIT = "quit"
+    """The client sent QUIT and got its 221."""
+    CLIENT_CLOSED = "client_closed"
+    """The client closed its control connection."""
+    CLIENT_TIMEOUT = "client_timeout"
+    """The client stayed silent past ``timeout_client``."""
+    CLIENT_TLS_FAILED = "client_tls_failed"
+    """The client's TLS handshake after AUTH TLS failed."""
+    SERVER_TIMEOUT = "server_timeout"
+    """The server owed a reply past ``timeout_server``."""
+    SERVER_CLOSED = "server_closed"
+    """The server closed the connection, or said 421 on its own."""
+    PROTOCOL_ERROR = "protocol_error"
+    """The server sent something that is not an FTP reply."""
+    NO_SERVER = "no_server"
+    """No server could take the session (every connect failed)."""
+    LIMIT = "limit"
+    """Refused at accept: a ``max_connections`` limit was reached."""
+    SHUTDOWN = "shutdown"
+    """The balancer was stopping."""
+    CLOSED = "closed"
+    """``mode = "tcp"``: both ends closed in turn."""
+    IDLE_TIMEOUT = "idle_timeout"
+    """``mode = "tcp"``: no byte moved for the idle timeout."""
+    CLIENT_RESET = "client_reset"
+    """``mode = "tcp"``: the client reset the connection."""
+    SERVER_RESET = "server_reset"
+    """``mode = "tcp"``: the server reset the connection."""
+
+    @property
+    def refused(self) -> bool:
+        """The session was turned away before any server served it."""
+        return self in _REFUSALS
+
+
+_REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT))
