@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ftplb.proto.commands import Command, CommandParser, VerbRule, loggable, rule_for
+from ftplb.proto.commands import Command, CommandParser, loggable
 from ftplb.proto.errors import ProtocolError
 
 
@@ -217,50 +217,6 @@ def test_two_overlong_lines_yield_two_errors() -> None:
 def test_max_line_length_must_be_positive() -> None:
     with pytest.raises(ValueError):
         CommandParser(max_line_length=0)
-
-
-# ------------------------------------------------------------ verb rules
-
-
-@pytest.mark.parametrize(
-    "verb",
-    b"USER PASS ACCT AUTH PBSZ PROT CCC FEAT SYST QUIT NOOP HELP OPTS HOST CLNT LANG STAT".split(),
-)
-def test_pre_login_verbs(verb: bytes) -> None:
-    assert rule_for(verb).pre_login
-
-
-@pytest.mark.parametrize("verb", b"RETR STOR STOU APPE LIST NLST MLSD".split())
-def test_data_opening_verbs(verb: bytes) -> None:
-    rule = rule_for(verb)
-    assert rule.opens_data
-    assert not rule.pre_login
-    assert not rule.data_setup
-
-
-@pytest.mark.parametrize("verb", b"PASV EPSV PORT EPRT LPSV LPRT SPSV".split())
-def test_data_setup_verbs(verb: bytes) -> None:
-    rule = rule_for(verb)
-    assert rule.data_setup
-    assert not rule.opens_data
-    assert not rule.pre_login
-
-
-def test_secret_verbs() -> None:
-    assert rule_for(b"PASS").secret
-    assert rule_for(b"ACCT").secret
-    assert not rule_for(b"USER").secret
-
-
-@pytest.mark.parametrize("verb", [b"CWD", b"MLST", b"SITE", b"XYZZY", b""])
-def test_other_verbs_get_default_rule(verb: bytes) -> None:
-    assert rule_for(verb) == VerbRule(
-        pre_login=False, opens_data=False, data_setup=False, secret=False
-    )
-
-
-def test_rule_lookup_ignores_case() -> None:
-    assert rule_for(b"retr") == rule_for(b"RETR")
 
 
 # ------------------------------------------------------------ logging

@@ -1,4 +1,4 @@
-"""FTP client commands: an incremental parser and the table of verb rules.
+"""FTP client commands: an incremental parser, and their text for log lines.
 
 Arguments stay bytes from end to end: paths are often not UTF-8, and may start
 or end with spaces, so the parser never decodes, strips or re-encodes them.
@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ftplb.proto.errors import ProtocolError
+from ftplb.proto.rules import rule_for
 
 _CR = 0x0D
 _IAC = 0xFF
@@ -120,47 +121,6 @@ def _parse_line(raw: bytes) -> Command | ProtocolError | None:
         return ProtocolError(*_UNRECOGNIZED)
     arg = b"" if space < 0 else raw[space + 1 : end]
     return Command(verb.upper(), arg, raw)
-
-
-@dataclass(frozen=True, slots=True)
-class VerbRule:
-    """What the balancer must know about a verb."""
-
-    pre_login: bool
-    """Allowed before login."""
-    opens_data: bool
-    """Transfers over a data connection."""
-    data_setup: bool
-    """Prepares a data connection (passive or active)."""
-    secret: bool
-    """Its argument must be masked in logs."""
-
-
-_PRE_LOGIN = frozenset(
-    b"USER PASS ACCT AUTH PBSZ PROT CCC FEAT SYST QUIT NOOP HELP OPTS HOST CLNT LANG STAT".split()
-)
-_OPENS_DATA = frozenset(b"RETR STOR STOU APPE LIST NLST MLSD".split())
-_DATA_SETUP = frozenset(b"PASV EPSV PORT EPRT LPSV LPRT SPSV".split())
-_SECRET = frozenset(b"PASS ACCT".split())
-
-_DEFAULT_RULE = VerbRule(pre_login=False, opens_data=False, data_setup=False, secret=False)
-_RULES: dict[bytes, VerbRule] = {
-    verb: VerbRule(
-        pre_login=verb in _PRE_LOGIN,
-        opens_data=verb in _OPENS_DATA,
-        data_setup=verb in _DATA_SETUP,
-        secret=verb in _SECRET,
-    )
-    for verb in _PRE_LOGIN | _OPENS_DATA | _DATA_SETUP | _SECRET
-}
-
-
-def rule_for(verb: bytes) -> VerbRule:
-    """The rule for ``verb`` (any case); unknown verbs get the all-False rule."""
-    rule = _RULES.get(verb)
-    if rule is None:
-        rule = _RULES.get(verb.upper(), _DEFAULT_RULE)
-    return rule
 
 
 # Control characters would let a client forge or garble log lines, so they are

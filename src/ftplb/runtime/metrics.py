@@ -50,7 +50,7 @@ from prometheus_client import Counter, Gauge, multiprocess, values
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
 from ftplb.config.schema import Config
-from ftplb.proto.commands import rule_for
+from ftplb.proto.rules import rule_for
 from ftplb.runtime.logs import (
     CONNECT_FAILED,
     FOREIGN_DATA_REFUSED,
@@ -303,7 +303,7 @@ _REFUSALS = frozenset(("limit", "no_server"))
 def _command_label(verb: str) -> str:
     # Only the verbs that open a data connection: a client must not be able
     # to mint label values.
-    if verb.isascii() and rule_for(verb.encode("ascii")).opens_data:
+    if verb.isascii() and rule_for(verb.encode("ascii")).transfer is not None:
         return verb.upper()
     return "other"
 

@@ -304,7 +304,7 @@ class Session(asyncio.Protocol):
                 "command", frontend=self._ctx.name, client=self.client.host, command=action.text
             )
         elif isinstance(action, act.Close):
-            self._close(action.reason)
+            self._close(action.reason, action.detail)
 
     # ------------------------------------------------------------ client TLS
     def _start_client_tls(self) -> None:
@@ -508,7 +508,7 @@ class Session(asyncio.Protocol):
             self._arm_timer()
 
     # ----------------------------------------------------------------- close
-    def _close(self, reason: str) -> None:
+    def _close(self, reason: str, detail: str = "") -> None:
         if self._closed:
             return
         self._closed = True
