@@ -12,7 +12,10 @@ from typing import Any
 from ftplb.admin.server import AdminError
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
-from ftplb.config.schema import Backend, Config, Endpoint, Frontend
+from ftplb.config.backends import Backend
+from ftplb.config.fields import Endpoint
+from ftplb.config.frontends import Frontend
+from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot, worker_share
 from ftplb.monitoring import Monitoring
 from ftplb.proto.control import SessionPolicy

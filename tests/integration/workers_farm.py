@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 
-from ftplb.config.schema import PortRange
+from ftplb.config.fields import PortRange
 from tests.integration.balancer import RunningBalancer, log_fields
 
 READY_TIMEOUT = 20.0

@@ -13,20 +13,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from ftplb.config.load import ConfigError, check_config, load_config, load_config_text
-from ftplb.config.schema import (
-    Config,
+from ftplb.config.backends import Health
+from ftplb.config.fields import (
     Endpoint,
-    Health,
     PortRange,
-    Problem,
-    cross_check,
-    format_key,
     parse_duration,
     parse_endpoint,
     parse_port_range,
-    problems_from_error,
 )
+from ftplb.config.load import ConfigError, check_config, load_config, load_config_text
+from ftplb.config.problems import Problem, format_key, problems_from_error
+from ftplb.config.schema import Config, cross_check
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ftplb.toml"
 

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ftplb.config.fields import PortRange
 from ftplb.config.load import ConfigError, load_config, load_config_text
-from ftplb.config.schema import PortRange
 from ftplb.config.workers import WorkerSlot, divide_limit, slice_range, worker_share
 
 CONFIG = """\

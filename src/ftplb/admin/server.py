@@ -29,7 +29,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from ftplb.admin.snapshot import Snapshot, build_snapshot, collect, snapshot_dict
 from ftplb.admin.stats_page import render
-from ftplb.config.schema import Admin, Config
+from ftplb.config.general import Admin
+from ftplb.config.schema import Config
 
 __all__ = ["AdminError", "AdminServer", "start_admin"]
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ftplb.config.locate import index_lines, nearest_line
-from ftplb.config.schema import Config, KeyPath, Problem, format_key, problems_from_error
+from ftplb.config.problems import KeyPath, Problem, format_key, problems_from_error
+from ftplb.config.schema import Config
 
 __all__ = ["ConfigError", "check_config", "load_config", "load_config_text"]
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftplb.config.schema import Config, PortRange
+from ftplb.config.fields import PortRange
+from ftplb.config.schema import Config
 
 __all__ = ["WorkerSlot", "divide_limit", "slice_range", "worker_share"]
 

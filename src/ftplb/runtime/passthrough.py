@@ -45,7 +45,10 @@ from typing import Any
 
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
-from ftplb.config.schema import Backend, Defaults, Frontend, PortRange
+from ftplb.config.backends import Backend
+from ftplb.config.fields import PortRange
+from ftplb.config.frontends import Frontend
+from ftplb.config.general import Defaults
 from ftplb.proto.addresses import unmap_ipv4
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address

@@ -18,7 +18,8 @@ import ssl
 from dataclasses import dataclass
 from typing import Literal
 
-from ftplb.config.schema import Backend, Frontend
+from ftplb.config.backends import Backend
+from ftplb.config.frontends import Frontend
 
 __all__ = [
     "BackendTls",

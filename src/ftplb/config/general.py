@@ -1,0 +1,54 @@
+"""The sections about the balancer as a whole: ``[defaults]`` and ``[admin]``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, PlainValidator
+from pydantic_core import PydanticCustomError
+
+from ftplb.config.fields import BindAddress, Count, Endpoint, PositiveDuration, Section
+from ftplb.config.problems import as_written
+
+__all__ = ["Admin", "Defaults"]
+
+
+class Defaults(Section):
+    """Settings for the whole balancer: timeouts, retries, logging, global limits."""
+
+    timeout_connect: PositiveDuration = 5.0
+    timeout_client: PositiveDuration = 300.0
+    timeout_server: PositiveDuration = 300.0
+    timeout_data: PositiveDuration = 30.0
+    retries: Count = 2
+    redispatch: bool = True
+    log_format: Literal["text", "json"] = "text"
+    log_commands: bool = False
+    max_line_length: Annotated[int, Field(ge=512, le=65536)] = 4096
+    max_connections: Count = 0
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Worker processes sharing the listeners (see docs/workers.md)."""
+
+
+def _check_admin_user(value: object) -> str:
+    # HTTP basic auth ends the user name at the first ':'.
+    if isinstance(value, str) and value and value.isprintable() and ":" not in value:
+        return value
+    raise PydanticCustomError(
+        "admin_user",
+        "invalid user name {value}: expected printable text without ':'",
+        {"value": as_written(value)},
+    )
+
+
+AdminUser = Annotated[str, PlainValidator(_check_admin_user)]
+
+
+class Admin(Section):
+    """The HTTP listener of the stats page, the JSON stats and the Prometheus metrics."""
+
+    bind: BindAddress = Endpoint("127.0.0.1", 8404)
+    stats_refresh: PositiveDuration = 5.0
+    # HTTP basic auth when both are set (the cross-check refuses one alone).
+    user: AdminUser | None = None
+    password: Annotated[str, Field(min_length=1)] | None = None
