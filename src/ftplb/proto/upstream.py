@@ -16,7 +16,8 @@ credentials) is passed over by the table's ``NOT_NEEDED`` entries, so no flag
 beside the state says where the dialogue is. A reply the table has no entry
 for ends the dialogue with :class:`DialogueFailed`, whose detail reads the
 same to an operator whether a probe or a session met it ("421 banner",
-"530 login failed", "timeout reading banner" is the runtime's, from ``step``).
+"530 login failed"). Timeouts are the runtime's: it names them by ``step``
+("timeout reading banner").
 """
 
 from __future__ import annotations
