@@ -15,8 +15,14 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from ftplb.proto.errors import ProtocolError
-from ftplb.proto.replies import Reply, ReplyParser
+from ftplb.proto.upstream import (
+    Credentials,
+    DialogueReady,
+    DialogueSettings,
+    SendToServer,
+    ServerDialogue,
+    StartServerTls,
+)
 from ftplb.runtime.tls import BackendTls
 
 PROBE_KINDS = ("tcp", "ftp", "login")
@@ -45,48 +51,37 @@ class _CheckFailedError(Exception):
 
 
 class _Progress:
-    """Where the probe is, so that a timeout can say what it was waiting for."""
+    """Where the probe is, so that a timeout can say what it was waiting for.
 
-    __slots__ = ("layer", "passed", "step")
+    Before the dialogue starts, the probe's own step (connecting, an implicit
+    TLS handshake); then the dialogue's.
+    """
+
+    __slots__ = ("_dialogue", "_layer", "_step", "passed")
 
     def __init__(self) -> None:
-        self.layer = "L4"
-        self.step = "connecting"
+        self._layer = "L4"
+        self._step = "connecting"
+        self._dialogue: ServerDialogue | None = None
         # Set once the check has passed and only the polite QUIT remains: a
         # server that then stalls or resets has still answered correctly.
         self.passed = ""
 
     def at(self, step: str, layer: str = "L7") -> None:
-        self.layer = layer
-        self.step = step
+        self._dialogue = None
+        self._layer = layer
+        self._step = step
 
+    def follow(self, dialogue: ServerDialogue) -> None:
+        self._dialogue = dialogue
 
-class _ReplyReader:
-    """Reads whole FTP replies (multi-line included) from a stream."""
+    @property
+    def layer(self) -> str:
+        return self._layer if self._dialogue is None else self._dialogue.layer
 
-    def __init__(self, reader: asyncio.StreamReader, progress: _Progress) -> None:
-        self._reader = reader
-        self._progress = progress
-        # A health check needs no more than a greeting: a small cap keeps a
-        # misbehaving server from making the prober buffer megabytes.
-        self._parser = ReplyParser(max_reply_bytes=_MAX_REPLY_BYTES)
-        self._pending: list[Reply] = []
-
-    async def next(self) -> Reply:
-        while not self._pending:
-            try:
-                data = await self._reader.read(_READ_SIZE)
-            except ConnectionError as exc:
-                raise _CheckFailedError("L7", f"connection lost {self._progress.step}") from exc
-            if not data:
-                raise _CheckFailedError("L7", f"connection closed {self._progress.step}")
-            try:
-                self._pending.extend(self._parser.feed(data))
-            except ProtocolError as exc:
-                raise _CheckFailedError(
-                    "L7", f"bad reply {self._progress.step}: {exc.message}"
-                ) from exc
-        return self._pending.pop(0)
+    @property
+    def step(self) -> str:
+        return self._step if self._dialogue is None else self._dialogue.step
 
 
 async def probe(  # noqa: PLR0917 - the runtime calls it positionally
@@ -172,6 +167,25 @@ def _credentials_problem(user: str | None, password: str | None) -> str:
     return ""
 
 
+def _dialogue_settings(
+    kind: str, tls: BackendTls | None, user: str | None, password: str | None
+) -> DialogueSettings:
+    """An "ftp" probe reads the greeting (in the clear, with explicit TLS); a
+    "login" probe also secures the connection and logs in. Neither protects data."""
+    if kind == "ftp":
+        return DialogueSettings(
+            tls="implicit" if tls is not None and tls.mode == "implicit" else "none",
+            quit_at_end=True,
+            max_reply_bytes=_MAX_REPLY_BYTES,
+        )
+    return DialogueSettings(
+        tls="none" if tls is None else tls.mode,
+        login=Credentials(user or "", password or ""),
+        quit_at_end=True,
+        max_reply_bytes=_MAX_REPLY_BYTES,
+    )
+
+
 async def _run(
     *,
     kind: str,
@@ -190,16 +204,12 @@ async def _run(
             return "L4", "connected"
         if tls is not None and tls.mode == "implicit":
             await _start_tls(writer, tls, host, progress)
-        replies = _ReplyReader(reader, progress)
-        banner = await _read_banner(replies, progress)
-        detail = f"{banner.code} banner"
-        if kind == "login":
-            if tls is not None and tls.mode == "explicit":
-                await _auth_tls(writer, replies, tls, host, progress)
-            detail = await _login(writer, replies, progress, user or "", password or "")
+        dialogue = ServerDialogue(_dialogue_settings(kind, tls, user, password))
+        progress.follow(dialogue)
+        detail = await _converse(dialogue, reader, writer, tls, host)
+        # The dialogue has written its QUIT: the check passed, whatever follows.
         progress.passed = detail
         progress.at("sending QUIT")
-        writer.write(b"QUIT\r\n")
         await writer.drain()
         progress.at("closing")
         writer.close()
@@ -216,59 +226,45 @@ async def _run(
             writer.transport.abort()
 
 
+async def _converse(
+    dialogue: ServerDialogue,
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    tls: BackendTls | None,
+    host: str,
+) -> str:
+    """Drive the dialogue to its end: its detail when it passed, else _CheckFailedError."""
+    actions = dialogue.start()
+    while True:
+        handshake = False
+        for action in actions:
+            if isinstance(action, SendToServer):
+                writer.write(action.data)
+            elif isinstance(action, StartServerTls):
+                handshake = True
+            elif isinstance(action, DialogueReady):
+                return action.detail
+            else:
+                raise _CheckFailedError(action.layer, action.detail)
+        await writer.drain()
+        if handshake:
+            assert tls is not None
+            try:
+                await writer.start_tls(tls.context, server_hostname=tls.name_for(host))
+            except ssl.SSLError as exc:
+                actions = dialogue.tls_failed(_tls_reason(exc))
+            else:
+                actions = dialogue.tls_started()
+            continue
+        try:
+            data = await reader.read(_READ_SIZE)
+        except ConnectionError as exc:
+            raise _CheckFailedError("L7", f"connection lost {dialogue.step}") from exc
+        actions = dialogue.server_data(data) if data else dialogue.server_closed()
+
+
 async def _start_tls(
     writer: asyncio.StreamWriter, tls: BackendTls, host: str, progress: _Progress
 ) -> None:
     progress.at("in the TLS handshake", "L6")
     await writer.start_tls(tls.context, server_hostname=tls.name_for(host))
-
-
-async def _auth_tls(
-    writer: asyncio.StreamWriter,
-    replies: _ReplyReader,
-    tls: BackendTls,
-    host: str,
-    progress: _Progress,
-) -> None:
-    progress.at("waiting for AUTH TLS reply")
-    writer.write(b"AUTH TLS\r\n")
-    await writer.drain()
-    reply = await replies.next()
-    if reply.code != 234:
-        raise _CheckFailedError("L6", f"{reply.code} to AUTH TLS")
-    await _start_tls(writer, tls, host, progress)
-
-
-async def _read_banner(replies: _ReplyReader, progress: _Progress) -> Reply:
-    progress.at("reading banner")
-    banner = await replies.next()
-    # RFC 959 lets a server say 120 ("ready in nnn minutes") before its 220.
-    while banner.code == 120:
-        banner = await replies.next()
-    if banner.code != 220:
-        raise _CheckFailedError("L7", f"{banner.code} banner")
-    return banner
-
-
-async def _login(
-    writer: asyncio.StreamWriter,
-    replies: _ReplyReader,
-    progress: _Progress,
-    user: str,
-    password: str,
-) -> str:
-    progress.at("waiting for USER reply")
-    writer.write(b"USER " + user.encode("utf-8") + b"\r\n")
-    await writer.drain()
-    reply = await replies.next()
-    if reply.code == 230:
-        return "230 logged in"
-    if reply.code != 331:
-        raise _CheckFailedError("L7", f"{reply.code} login failed")
-    progress.at("waiting for PASS reply")
-    writer.write(b"PASS " + password.encode("utf-8") + b"\r\n")
-    await writer.drain()
-    reply = await replies.next()
-    if reply.code != 230:
-        raise _CheckFailedError("L7", f"{reply.code} login failed")
-    return "230 logged in"

@@ -15,7 +15,17 @@ from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
-from ftplb.proto.replies import Reply, ReplyParser, format_reply
+from ftplb.proto.replies import format_reply
+from ftplb.proto.upstream import (
+    DialogueAction,
+    DialogueFailed,
+    DialogueReady,
+    DialogueSettings,
+    DialogueState,
+    SendToServer,
+    ServerDialogue,
+    StartServerTls,
+)
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
@@ -70,14 +80,14 @@ class FrontendContext:
 
 
 class _ServerLink(asyncio.Protocol):
-    """The control connection to a server: reads its greeting (and, with TLS, the
-    answers to AUTH, PBSZ and PROT) itself, then feeds the session."""
+    """The control connection to a server: carries out its setup dialogue (the
+    greeting and, with TLS, AUTH, PBSZ and PROT), then feeds the session."""
 
     __slots__ = (
-        "_error",
+        "_dialogue",
         "_loop",
-        "_parser",
-        "_replies",
+        "_pending",
+        "_unread",
         "_waiter",
         "attached",
         "lost_early",
@@ -85,62 +95,93 @@ class _ServerLink(asyncio.Protocol):
         "transport",
     )
 
-    def __init__(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, session: Session, loop: asyncio.AbstractEventLoop, dialogue: ServerDialogue
+    ) -> None:
         self.session = session
         self.transport: asyncio.Transport | None = None
         self._loop = loop
-        self._parser = ReplyParser()
-        self._replies: list[Reply] = []
+        self._dialogue = dialogue
+        # What the dialogue asks of set_up(), in order: a TLS handshake, or its end.
+        self._pending: list[StartServerTls | DialogueReady | DialogueFailed] = []
         self._waiter: asyncio.Future[None] | None = None
-        self._error: BaseException | None = None
+        # The server's bytes after its last setup reply, kept for the session.
+        self._unread = bytearray()
         self.attached = False
         # Closed by the server after its setup replies, before the session took over.
         self.lost_early = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Open, and with implicit TLS handshaken: the greeting may come at once.
         self.transport = cast(asyncio.Transport, transport)
+        self._carry_out(self._dialogue.start())
 
-    async def reply(self) -> Reply:
-        """The next final reply while the link is set up (1xx lines are skipped)."""
-        while not self._replies:
-            if self._error is not None:
-                raise self._error
+    async def set_up(self, tls: BackendTls | None, host: str) -> None:
+        """Run the dialogue to its end; raises ProtocolError with its detail if it fails."""
+        while True:
+            step = await self._next()
+            if isinstance(step, DialogueReady):
+                self._unread += step.unread
+                return
+            if isinstance(step, DialogueFailed):
+                raise ProtocolError(421, step.detail)
+            assert tls is not None and self.transport is not None
+            try:
+                upgraded = await self._loop.start_tls(
+                    self.transport, self, tls.context, server_hostname=tls.name_for(host)
+                )
+            except OSError as error:  # ssl.SSLError included
+                self._carry_out(self._dialogue.tls_failed(describe(error)))
+                continue
+            if upgraded is None:
+                self._carry_out(self._dialogue.tls_failed("the connection closed"))
+                continue
+            self.transport = upgraded
+            self._carry_out(self._dialogue.tls_started())
+
+    async def _next(self) -> StartServerTls | DialogueReady | DialogueFailed:
+        while not self._pending:
             self._waiter = self._loop.create_future()
             try:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._replies.pop(0)
+        return self._pending.pop(0)
+
+    def _carry_out(self, actions: list[DialogueAction]) -> None:
+        for action in actions:
+            if isinstance(action, SendToServer):
+                if self.transport is not None:
+                    self.transport.write(action.data)
+                continue
+            self._pending.append(action)
+            if self._waiter is not None and not self._waiter.done():
+                self._waiter.set_result(None)
 
     def attach(self) -> None:
-        """From now on, everything the server says goes to the session."""
+        """From now on, everything the server says goes to the session: first what it
+        said after its setup replies, then its close if it already closed."""
         self.attached = True
-
-    def _wake(self, error: BaseException | None = None) -> None:
-        if error is not None and self._error is None:
-            self._error = error
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        if self._unread:
+            unread, self._unread = bytes(self._unread), bytearray()
+            self.session.on_server_data(unread)
+        if self.lost_early:
+            self.session.on_server_lost()
 
     def data_received(self, data: bytes) -> None:
         if self.attached:
             self.session.on_server_data(data)
-            return
-        try:
-            replies = self._parser.feed(data)
-        except ProtocolError as error:
-            self._wake(error)
-            return
-        self._replies += [reply for reply in replies if reply.is_final]
-        if self._replies:
-            self._wake()
+        elif self._dialogue.state is DialogueState.READY:
+            self._unread += data
+        else:
+            self._carry_out(self._dialogue.server_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.attached:
             self.session.on_server_lost()
-        else:
-            self.lost_early = True
-            self._wake(ConnectionError("server closed the connection while it was set up"))
+            return
+        self.lost_early = True
+        self._carry_out(self._dialogue.server_closed())
 
 
 class Session(asyncio.Protocol):
@@ -361,17 +402,15 @@ class Session(asyncio.Protocol):
             return
         self._server = server
         self._link = link
-        link.attach()
         self._last_server = self._loop.time()
         family = 2 if ":" in server.host else 1
         self._do(self.core.server_connected(server.host, family))
-        if link.lost_early:
-            self.on_server_lost()
+        link.attach()
 
     async def _open_link(self, server: Server) -> _ServerLink:
         loop = self._loop
-        link = _ServerLink(self, loop)
         tls = self._ctx.backend_tls
+        link = _ServerLink(self, loop, ServerDialogue(_dialogue_settings(tls)))
         try:
             async with asyncio.timeout(self._ctx.timeouts.connect):
                 sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
@@ -388,30 +427,12 @@ class Session(asyncio.Protocol):
                 except BaseException:
                     sock.close()
                     raise
-                greeting = await link.reply()
-                if greeting.code != 220:
-                    raise ProtocolError(421, f"greeting was {greeting.code}, not 220")
-                if tls is not None:
-                    await self._secure_link(link, tls, server.host)
+                await link.set_up(tls, server.host)
         except BaseException:
             if link.transport is not None:
                 link.transport.close()
             raise
         return link
-
-    async def _secure_link(self, link: _ServerLink, tls: BackendTls, host: str) -> None:
-        """AUTH TLS (when explicit), then PBSZ 0 and PROT P, before the session's own commands."""
-        assert link.transport is not None
-        if tls.mode == "explicit":
-            await _expect(link, b"AUTH TLS\r\n", 234)
-            upgraded = await self._loop.start_tls(
-                link.transport, link, tls.context, server_hostname=tls.name_for(host)
-            )
-            if upgraded is None:
-                raise ConnectionError("TLS towards the server could not start")
-            link.transport = upgraded
-        await _expect(link, b"PBSZ 0\r\n", 200)
-        await _expect(link, b"PROT P\r\n", 200)
 
     # ----------------------------------------------------------- data legs
     def _channel(self) -> DataChannel:
@@ -548,13 +569,12 @@ class Session(asyncio.Protocol):
             self._close("balancer shutting down")
 
 
-async def _expect(link: _ServerLink, command: bytes, code: int) -> None:
-    assert link.transport is not None
-    link.transport.write(command)
-    reply = await link.reply()
-    if reply.code != code:
-        verb = command.split(maxsplit=1)[0].decode()
-        raise ProtocolError(421, f"{verb} got {reply.code}, not {code}")
+def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
+    """A session's setup: with TLS to the server, its data legs are protected too
+    (PBSZ 0, PROT P); the client's own USER is replayed later, by the session."""
+    if tls is None:
+        return DialogueSettings()
+    return DialogueSettings(tls=tls.mode, protect_data=True)
 
 
 def _text(value: bytes | None) -> str:
