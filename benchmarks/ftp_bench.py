@@ -54,6 +54,7 @@ GiB = 1024**3
 BIG_NAME = "big.bin"
 SMALL_NAME = "small.bin"
 SMALL_SIZE = 1024
+OPS: tuple[transfers.Op, ...] = ("retr", "stor")
 FILL_BLOCK = 16 * MiB
 # Bytes of memory a held vsftpd session costs (two processes); measured ~0.7 MB.
 VSFTPD_BYTES_PER_SESSION = 1 * MiB
@@ -275,7 +276,7 @@ def run_throughput(
     errors: dict[str, dict[str, list[str]]] = {}
     sample_index = 0
     for run in range(runs):
-        for op in ("retr", "stor"):
+        for op in OPS:
             for key in rotated(list(paths), run):
                 path = paths[key]
                 name = BIG_NAME if op == "retr" else f"up-{key}-{run}.bin"
@@ -311,7 +312,7 @@ def run_throughput(
 
 
 def _transfer(  # noqa: PLR0917 - one call site, all positional for brevity
-    op: str,
+    op: transfers.Op,
     path: PathUnderTest,
     run: int,
     credentials: tuple[str, str],

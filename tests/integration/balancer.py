@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import shlex
 import signal
 import socket
@@ -15,13 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support import passive_range
+
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
-
-PASSIVE_AREA = range(41000, 60000)
-"""Where :func:`passive_range` takes the balancers' passive ranges from."""
-
-_next_range = [PASSIVE_AREA.start + (os.getpid() % 50) * 200]
 
 
 def log_fields(line: str) -> dict[str, str]:
@@ -31,22 +27,6 @@ def log_fields(line: str) -> dict[str, str]:
         key, _, value = token.partition("=")
         fields[key] = value
     return fields
-
-
-def passive_range(size: int = 100) -> str:
-    """A passive port range for one balancer, distinct from the others of this run."""
-    first = _next_range[0]
-    _next_range[0] += size
-    if _next_range[0] + size > PASSIVE_AREA.stop:
-        _next_range[0] = PASSIVE_AREA.start
-    return f"{first}-{first + size - 1}"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def server_entries(addresses: Iterable[tuple[str, int]], **extra: object) -> str:

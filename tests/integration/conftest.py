@@ -6,7 +6,6 @@ and a failure in CI (``CI`` set), so CI never passes by skipping everything.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,34 +18,24 @@ from tests.integration.servers import (
     FtpServer,
     StartFtpServer,
     available,
-    free_port,
     ipv6_loopback_problem,
     make_server_root,
 )
-
-
-def in_ci() -> bool:
-    return bool(os.environ.get("CI"))
-
-
-def _skip_or_fail(message: str) -> None:
-    if in_ci():
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+from tests.support import free_port, skip_or_fail
 
 
 def require_server(kind: str) -> None:
     """Skip (or fail, in CI) when ``kind`` cannot run on this machine."""
     problem = available(kind)
     if problem is not None:
-        _skip_or_fail(f"FTP server {kind} unavailable: {problem}")
+        skip_or_fail(f"FTP server {kind} unavailable: {problem}")
 
 
 def require_ipv6() -> None:
     """Skip (or fail, in CI) when the IPv6 loopback address cannot be used."""
     problem = ipv6_loopback_problem()
     if problem is not None:
-        _skip_or_fail(problem)
+        skip_or_fail(problem)
 
 
 @pytest.fixture(scope="session")

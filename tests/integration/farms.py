@@ -9,21 +9,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from tests.integration import servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
+from tests.integration.conftest import require_server
 from tests.integration.servers import FtpServer
-
-
-def require(kind: str) -> None:
-    """Skip when a server kind cannot run here; under CI that is a failure instead."""
-    problem = servers.available(kind)
-    if problem is None:
-        return
-    if os.environ.get("CI"):
-        pytest.fail(f"{kind} cannot run here: {problem}")
-    pytest.skip(f"{kind} cannot run here: {problem}")
+from tests.support import free_port
 
 
 @dataclass
@@ -41,7 +31,7 @@ class Farm:
     def password(self) -> str:
         return self.servers[0].password
 
-    def holder_of(self, name: str) -> list[servers.FtpServer]:
+    def holder_of(self, name: str) -> list[FtpServer]:
         """The servers whose disk holds ``name``."""
         return [s for s in self.servers if (s.root / name).exists()]
 
@@ -74,7 +64,7 @@ def started_servers(
     ``credentials`` (user, password) only suit servers with their own user
     database (pyftpdlib); the others use the system test account.
     """
-    require(kind)
+    require_server(kind)
     started: list[servers.FtpServer] = []
     roots: list[Path] = []
     try:
@@ -84,7 +74,7 @@ def started_servers(
             for name, content in (files or {}).items():
                 (root / name).write_bytes(content)
                 (root / name).chmod(0o644)
-            port = servers.free_port(host)
+            port = free_port(host)
             if credentials is None:
                 started.append(servers.START[kind](host, port, root))
             else:

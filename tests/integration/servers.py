@@ -220,15 +220,6 @@ def ipv6_loopback_problem() -> str | None:
     return None
 
 
-def free_port(host: str) -> int:
-    """A TCP port that is free on ``host`` right now (the kernel picks it)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _is_ipv6(host: str) -> bool:
     return ":" in host
 

@@ -33,9 +33,10 @@ from ftplb.config.load import load_config_text
 from ftplb.runtime import metrics
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients
-from tests.integration.balancer import free_port, log_fields, simple_config
+from tests.integration.balancer import log_fields, simple_config
 from tests.integration.farms import started_servers
 from tests.integration.servers import FtpServer
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,16 +20,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration import clients
 from tests.integration.balancer import (
-    PASSIVE_AREA,
     RunningBalancer,
     balancer,
-    free_port,
     run_until_exit,
     startup_error_config,
 )
 from tests.integration.farms import farm
 from tests.integration.test_tcp_mode import LB_HOST, server_pair, tcp_config
 from tests.integration.workers_farm import records, wait_ready
+from tests.support import PASSIVE_AREA, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -17,19 +17,14 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.integration import clients, farms
-from tests.integration.balancer import (
-    RunningBalancer,
-    balancer,
-    free_port,
-    log_fields,
-    passive_range,
-)
+from tests.integration.balancer import RunningBalancer, balancer, log_fields
 from tests.integration.fakes import ThreadedTcpServer
+from tests.support import free_port, passive_range, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -128,14 +123,6 @@ def short_sessions(lb: RunningBalancer, count: int, source: str | None = None) -
     for _ in range(count):
         with session(lb, source) as ftp:
             ftp.voidcmd("NOOP")
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class SlowGreeter(ThreadedTcpServer):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration import clients
-from tests.integration.balancer import free_port
 from tests.integration.farms import farm
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -177,53 +177,56 @@ def test_json_logs_and_masked_password() -> None:
 def test_demo_serves_the_printed_curl_command() -> None:
     port = free_port()
     stats_port = free_port()
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [*FTPLB, "demo", "--port", str(port), "--stats-port", str(stats_port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-    )
-    try:
-        assert process.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 20
-        command = None
-        stats_url = f"http://127.0.0.1:{stats_port}/stats"
-        while time.monotonic() < deadline and not (command and stats_url in "".join(lines)):
-            line = process.stdout.readline()
-            lines.append(line)
-            match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", line)
-            if match:
-                command = match.group(1)
-        assert command is not None, "".join(lines)
-        assert stats_url in "".join(lines), "".join(lines)
-        # Wait until the balancer listens, then run the command exactly as printed.
-        for _ in range(100):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        outputs = {
-            subprocess.run(
-                command.split(), capture_output=True, text=True, timeout=20, check=True
-            ).stdout
-            for _ in range(4)
-        }
-        assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
-        with urllib.request.urlopen(stats_url, timeout=10) as page:
-            assert b"s1" in page.read()
-    finally:
-        process.send_signal(signal.SIGINT)
-        status = process.wait(15)
+    ) as process:
+        # Leaving the with block closes the pipe of its output.
+        try:
+            assert process.stdout is not None
+            lines: list[str] = []
+            deadline = time.monotonic() + 20
+            command = None
+            stats_url = f"http://127.0.0.1:{stats_port}/stats"
+            while time.monotonic() < deadline and not (command and stats_url in "".join(lines)):
+                line = process.stdout.readline()
+                lines.append(line)
+                match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", line)
+                if match:
+                    command = match.group(1)
+            assert command is not None, "".join(lines)
+            assert stats_url in "".join(lines), "".join(lines)
+            # Wait until the balancer listens, then run the command exactly as printed.
+            for _ in range(100):
+                with socket.socket() as probe:
+                    if probe.connect_ex(("127.0.0.1", port)) == 0:
+                        break
+                time.sleep(0.1)
+            outputs = {
+                subprocess.run(
+                    command.split(), capture_output=True, text=True, timeout=20, check=True
+                ).stdout
+                for _ in range(4)
+            }
+            assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
+            with urllib.request.urlopen(stats_url, timeout=10) as page:
+                assert b"s1" in page.read()
+        finally:
+            process.send_signal(signal.SIGINT)
+            status = process.wait(15)
     assert status == 0
 
 
-@pytest.mark.parametrize(
-    "limit", ['defaults="max_connections = 2"', 'frontend="max_connections = 2"']
-)
-def test_connection_limits_answer_421(limit: str) -> None:
-    key, value = limit.split("=", 1)
-    with farm(files={"f.txt": b"x"}, **{key: value.strip('"')}) as group:
+@pytest.mark.parametrize("section", ["defaults", "frontend"])
+def test_connection_limits_answer_421(section: str) -> None:
+    limit = "max_connections = 2"
+    with farm(
+        files={"f.txt": b"x"},
+        defaults=limit if section == "defaults" else "",
+        frontend=limit if section == "frontend" else "",
+    ) as group:
         lb = group.lb
         held = [
             clients.ftplib_session(lb.host, lb.port, group.user, group.password, "pasv")

@@ -15,7 +15,7 @@ import shutil
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,13 +23,13 @@ from tests.integration import clients, farms, servers
 from tests.integration.balancer import (
     RunningBalancer,
     balancer,
-    free_port,
     log_fields,
-    passive_range,
     server_entries,
     simple_config,
 )
+from tests.integration.conftest import require_server
 from tests.integration.fakes import ThreadedTcpServer
+from tests.support import free_port, passive_range, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -74,17 +74,6 @@ def health_changes(lb: RunningBalancer, server: str, state: str) -> list[dict[st
         for fields in map(log_fields, lb.log_lines("health"))
         if fields.get("server") == server and fields.get("state") == state
     ]
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> float:
-    """Poll ``condition`` until it is true; returns when (monotonic), fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if condition():
-            return time.monotonic()
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:.1f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def wait_for_sessions(lb: RunningBalancer, total: int, timeout: float = 10.0) -> Counter[str]:
@@ -169,10 +158,10 @@ def silent_server(host: str = SILENT_HOST) -> Iterator[SilentServer]:
 
 @contextlib.contextmanager
 def pyftpdlib_server(host: str, password: str = PASSWORD) -> Iterator[servers.FtpServer]:
-    farms.require("pyftpdlib")
+    require_server("pyftpdlib")
     root = servers.make_server_root("ftplb-failover-")
     (root / "hello.txt").write_bytes(CONTENT)
-    server = servers.start_pyftpdlib(host, servers.free_port(host), root, USER, password)
+    server = servers.start_pyftpdlib(host, free_port(host), root, USER, password)
     try:
         yield server
     finally:

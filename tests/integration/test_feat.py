@@ -16,8 +16,9 @@ import pytest
 import trustme
 
 from tests.integration import servers
-from tests.integration.balancer import balancer, free_port, simple_config
-from tests.integration.farms import require
+from tests.integration.balancer import balancer, simple_config
+from tests.integration.conftest import require_server
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +38,7 @@ def tls_vsftpd(work: Path) -> Iterator[servers.FtpServer]:
         "force_local_data_ssl": "NO",
     }
     root = servers.make_server_root("ftplb-feat-")
-    server = servers.start_vsftpd(HOST, servers.free_port(HOST), root, extra_config=extra)
+    server = servers.start_vsftpd(HOST, free_port(HOST), root, extra_config=extra)
     try:
         yield server
     finally:
@@ -54,7 +55,7 @@ def feat_lines(host: str, port: int, user: str | None = None, password: str = ""
 
 
 def test_feat_hides_tls_and_offers_extended_modes(tmp_path: Path) -> None:
-    require("vsftpd")
+    require_server("vsftpd")
     with tls_vsftpd(tmp_path) as server:
         direct = feat_lines(server.host, server.port)
         assert "AUTH TLS" in direct and "PBSZ" in direct and "PROT" in direct

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.integration import clients
-from tests.integration.balancer import balancer, free_port, simple_config
+from tests.integration.balancer import balancer, simple_config
 from tests.integration.farms import started_servers
 from tests.integration.test_through_balancer import EXPECTED_VERB, Farm, run_case, seeded_farm
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +43,9 @@ def v6_back() -> Iterator[Farm]:
 @pytest.mark.parametrize(
     ("tool", "mode"), IPV6_CLIENT_MODES, ids=[f"{t}-{m}" for t, m in IPV6_CLIENT_MODES]
 )
-def test_ipv6_client_ipv4_servers(v6_front: Farm, tool: str, mode: str, tmp_path: Path) -> None:
+def test_ipv6_client_ipv4_servers(
+    v6_front: Farm, tool: str, mode: clients.DataMode, tmp_path: Path
+) -> None:
     verbs = run_case(v6_front, tool, mode, tmp_path, source="::1")
     assert set(verbs) == {IPV6_VERB[mode]}, verbs
     lines = v6_front.lb.log_lines("transfer")
@@ -51,7 +54,7 @@ def test_ipv6_client_ipv4_servers(v6_front: Farm, tool: str, mode: str, tmp_path
 
 
 @pytest.mark.parametrize("mode", ["pasv", "epsv", "port", "eprt"])
-def test_ipv4_client_ipv6_servers(v6_back: Farm, mode: str, tmp_path: Path) -> None:
+def test_ipv4_client_ipv6_servers(v6_back: Farm, mode: clients.DataMode, tmp_path: Path) -> None:
     verbs = run_case(v6_back, "ftplib", mode, tmp_path)
     assert set(verbs) == {EXPECTED_VERB[mode]}
     lines = v6_back.lb.log_lines("transfer")

@@ -744,6 +744,8 @@ def _tls_wrap_a(
     thread.join(PEER_TIMEOUT)
     tls_relay = result[0]
     tls_relay.setblocking(False)
+    # Wrapping detached the plain sockets: the wiring closes the TLS ones in their place.
+    w.peer_a, w.relay_a = tls_peer, tls_relay
     return tls_peer, tls_relay
 
 

@@ -21,7 +21,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration import farms, servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
+from tests.integration.conftest import require_server
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -278,7 +280,7 @@ def test_auth_tls_is_answered_by_ftplb_on_a_plain_frontend() -> None:
 
 @pytest.mark.parametrize("log_commands", [False, True], ids=["default", "log_commands"])
 def test_password_never_reaches_the_log(log_commands: bool) -> None:
-    farms.require("pyftpdlib")
+    require_server("pyftpdlib")
     started: list[servers.FtpServer] = []
     roots = []
     try:
@@ -286,9 +288,7 @@ def test_password_never_reaches_the_log(log_commands: bool) -> None:
             root = servers.make_server_root("ftplb-secret-")
             roots.append(root)
             (root / "data.bin").write_bytes(CONTENT)
-            started.append(
-                servers.start_pyftpdlib(host, servers.free_port(host), root, "ftptest", SECRET)
-            )
+            started.append(servers.start_pyftpdlib(host, free_port(host), root, "ftptest", SECRET))
         port = free_port()
         text = simple_config(
             [s.address for s in started],

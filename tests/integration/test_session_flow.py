@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.integration import clients
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
 from tests.integration.fakes import ThreadedTcpServer
 from tests.integration.farms import Farm, farm, started_servers
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -914,6 +915,7 @@ def test_client_waiting_for_226_before_closing_its_data_socket(kind: str) -> Non
                 while chunk := conn.recv(1 << 20):
                     received += chunk
                 assert bytes(received) == content
+                assert ftp.sock is not None
                 ftp.sock.settimeout(5)
                 assert ftp.voidresp().startswith("226")  # while conn is still open
 

@@ -27,7 +27,7 @@ import shutil
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +38,10 @@ from ftplb.app import Balancer, StartupError
 from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients, servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port, log_fields
-from tests.integration.conftest import require_ipv6
-from tests.integration.farms import require
+from tests.integration.balancer import RunningBalancer, balancer, log_fields
+from tests.integration.conftest import require_ipv6, require_server
+from tests.integration.servers import FtpServer
+from tests.support import free_port, passive_range, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -65,20 +66,8 @@ CLIENT_MODES = [
 EXPECTED_VERB = {"pasv": "PASV", "epsv": "EPSV"}
 
 
-# Every port of a tcp-mode range must bind, so the ranges stay below the
-# kernel's ephemeral ports (32768 and up): a local port of some outgoing
-# connection, or its TIME_WAIT, would block the bind. A window per process
-# keeps parallel runs apart.
-_RANGE_FIRSTS = itertools.count(20000 + (os.getpid() % 20) * 600, 100)
-
-
 def next_source() -> str:
     return next(_SOURCES)
-
-
-def passive_range() -> str:
-    first = next(_RANGE_FIRSTS)
-    return f"{first}-{first + 99}"
 
 
 # ---------------------------------------------------------------------------
@@ -90,7 +79,7 @@ def start_server(
 ) -> servers.FtpServer:
     """A ``kind`` server that advertises the balancer's address and the range ``ports``."""
     first, last = ports.split("-")
-    port = servers.free_port(host)
+    port = free_port(host)
     if kind == "vsftpd":
         extra = {
             "pasv_enable": "YES",
@@ -188,7 +177,7 @@ class TcpFarm:
     def password(self) -> str:
         return self.servers[0].password
 
-    def server_named(self, name: str) -> servers.FtpServer:
+    def server_named(self, name: str) -> FtpServer:
         return self.servers[int(name.removeprefix("s")) - 1]
 
 
@@ -199,8 +188,8 @@ def server_pair(
     seed: Path | None = None,
     tls_pem: Path | None = None,
 ) -> Iterator[tuple[list[servers.FtpServer], list[str]]]:
-    require(kind)
-    ranges = [passive_range(), passive_range()]
+    require_server(kind)
+    ranges = [passive_range(bindable=True), passive_range(bindable=True)]
     started: list[servers.FtpServer] = []
     try:
         for host, ports in zip(hosts, ranges, strict=True):
@@ -242,15 +231,6 @@ def farm(
 
 # ---------------------------------------------------------------------------
 # log helpers
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def sessions_from(log_text: str, source: str) -> list[dict[str, str]]:
@@ -632,6 +612,7 @@ def test_stop_ends_sessions_and_transfers_and_exits_0(farm: TcpFarm) -> None:
                         pass
             # The control connection ends too (after a 226, if the server was quick).
             control = session.ftp.sock
+            assert control is not None, "ftplib closed the control connection itself"
             control.settimeout(5)
             with contextlib.suppress(ConnectionResetError):
                 for _ in range(10):
@@ -681,7 +662,7 @@ def test_a_stopped_server_is_marked_down_and_skipped() -> None:
 
 async def test_a_passive_port_in_use_stops_the_start_and_frees_the_others() -> None:
     host = "127.0.0.5"
-    ranges = [passive_range(), passive_range()]
+    ranges = [passive_range(bindable=True), passive_range(bindable=True)]
     taken = int(ranges[1].split("-")[0]) + 50
     text = f"""
 [[frontends]]
@@ -724,7 +705,7 @@ async def test_without_a_reachable_server_the_client_is_closed_after_redispatch(
     dead = [("127.0.0.81", free_port("127.0.0.81")), ("127.0.0.82", free_port("127.0.0.82"))]
     entries = "\n".join(
         f'[[backends.servers]]\nname = "s{i}"\naddress = "{h}:{p}"\n'
-        f'passive_ports = "{passive_range()}"\n'
+        f'passive_ports = "{passive_range(bindable=True)}"\n'
         for i, (h, p) in enumerate(dead, start=1)
     )
     text = f"""

@@ -19,8 +19,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration import clients, servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
 from tests.integration.farms import started_servers
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +91,11 @@ def farm(request: pytest.FixtureRequest) -> Iterator[Farm]:
 
 
 def run_case(
-    farm: Farm, tool: str, mode: str, work: Path, source: str | None = CLIENT_SOURCE
+    farm: Farm,
+    tool: str,
+    mode: clients.DataMode,
+    work: Path,
+    source: str | None = CLIENT_SOURCE,
 ) -> tuple[str, ...]:
     """LIST, RETR big.bin and STOR a fresh 10 MB file; returns the data-setup verbs sent.
 
@@ -107,12 +112,13 @@ def run_case(
     verbs: list[str] = []
     if tool == "curl":
         base = clients.ftp_url(lb.host, lb.port, "", farm.user, farm.password)
-        listing = clients.curl_list(base, mode, source).check()  # type: ignore[arg-type]
+        listing = clients.curl_list(base, mode, source).check()
         assert b"big.bin" in listing.stdout
-        got = clients.curl_retr(base + "big.bin", download, mode, source).check()  # type: ignore[arg-type]
-        put = clients.curl_stor(base + upload_name, upload, mode, source).check()  # type: ignore[arg-type]
+        got = clients.curl_retr(base + "big.bin", download, mode, source).check()
+        put = clients.curl_stor(base + upload_name, upload, mode, source).check()
         verbs = [*listing.data_setup_verbs, *got.data_setup_verbs, *put.data_setup_verbs]
     elif tool == "lftp":
+        assert mode != "eprt", "lftp has no EPRT mode of its own"
         script = f"cls -1\nget big.bin -o {download}\nput {upload} -o {upload_name}\n"
         result = clients.lftp_run(
             lb.host,
@@ -121,7 +127,7 @@ def run_case(
             farm.password,
             script,
             mode,
-            source,  # type: ignore[arg-type]
+            source,
         ).check()
         assert b"big.bin" in result.stdout
         verbs = list(result.data_setup_verbs)
@@ -132,7 +138,7 @@ def run_case(
             farm.user,
             farm.password,
             mode,
-            source,  # type: ignore[arg-type]
+            source,
         ) as ftp:
             assert b"big.bin" in ftp.list()
             assert ftp.retr_to("big.bin", download).startswith("226")
@@ -145,7 +151,7 @@ def run_case(
 
 
 @pytest.mark.parametrize(("tool", "mode"), CLIENT_MODES, ids=[f"{t}-{m}" for t, m in CLIENT_MODES])
-def test_list_retr_stor(farm: Farm, tool: str, mode: str, tmp_path: Path) -> None:
+def test_list_retr_stor(farm: Farm, tool: str, mode: clients.DataMode, tmp_path: Path) -> None:
     verbs = run_case(farm, tool, mode, tmp_path)
     assert verbs, "the client sent no data-setup command"
     assert set(verbs) == {EXPECTED_VERB[mode]}, verbs
@@ -171,7 +177,9 @@ def mode_farm(request: pytest.FixtureRequest) -> Iterator[Farm]:
 
 
 @pytest.mark.parametrize(("tool", "mode"), MODE_CASES, ids=[f"{t}-{m}" for t, m in MODE_CASES])
-def test_server_data_modes(mode_farm: Farm, tool: str, mode: str, tmp_path: Path) -> None:
+def test_server_data_modes(
+    mode_farm: Farm, tool: str, mode: clients.DataMode, tmp_path: Path
+) -> None:
     run_case(mode_farm, tool, mode, tmp_path)
     data_mode = mode_farm.data_mode
     client_active = mode in ("port", "eprt")

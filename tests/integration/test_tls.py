@@ -28,7 +28,7 @@ from ftplb.config.load import load_config_text
 from ftplb.runtime.probes import probe
 from ftplb.runtime.tls import backend_tls
 from tests.integration import servers
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
 from tests.integration.clients import (
     CLIENT_SOURCE_IPV4,
     SOCKET_TIMEOUT,
@@ -44,9 +44,10 @@ from tests.integration.clients import (
     make_random_file,
     sha256_file,
 )
-from tests.integration.conftest import require_ipv6
-from tests.integration.farms import require, started_servers
+from tests.integration.conftest import require_ipv6, require_server
+from tests.integration.farms import started_servers
 from tests.integration.workers_farm import records, wait_ready
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -267,9 +268,9 @@ def _tls_banner(host: str, port: int, timeout: float = 3.0) -> bytes:
 @contextlib.contextmanager
 def tls_server(kind: str, pki: Pki, host: str, **options: str) -> Iterator[servers.FtpServer]:
     """A server that demands TLS on control and data (and session reuse, where it can)."""
-    require(kind)
+    require_server(kind)
     root = servers.make_server_root(f"ftplb-tls-{kind}-")
-    port = servers.free_port(host)
+    port = free_port(host)
     if kind == "vsftpd":
         extra = {
             "ssl_enable": "YES",

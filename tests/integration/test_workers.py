@@ -32,12 +32,7 @@ from ftplb.runtime.logs import EventLog
 from ftplb.runtime.steering import attach_steering, steered_index
 from ftplb.supervisor import Supervisor, WorkerExit
 from tests.integration import clients, servers
-from tests.integration.balancer import (
-    balancer,
-    free_port,
-    run_until_exit,
-    startup_error_config,
-)
+from tests.integration.balancer import balancer, run_until_exit, startup_error_config
 from tests.integration.clients import DataMode
 from tests.integration.farms import Farm, farm
 from tests.integration.test_tcp_mode import LB_HOST, server_pair, tcp_config
@@ -53,8 +48,8 @@ from tests.integration.workers_farm import (
     source_of,
     started_pids,
     wait_ready,
-    wait_until,
 )
+from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -153,12 +148,14 @@ def one_session(work: Workload, source: str, mode: DataMode) -> None:
     ) as client:
         send = client.ftp.sendcmd
 
-        def recording(command: str) -> str:
-            reply = send(command)
+        def recording(cmd: str) -> str:
+            reply = send(cmd)
             if reply[:3] in ("227", "229"):
                 work.ports.setdefault(source, []).append(advertised_port(reply))
             return reply
 
+        # Replacing a method on one instance is what mypy's method-assign is wary of; here it is
+        # the point: this client's commands (not every FTP's) pass through the recorder.
         client.ftp.sendcmd = recording  # type: ignore[method-assign]
         listing = client.list()
         if b"seed.bin" not in listing:

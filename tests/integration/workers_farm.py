@@ -4,22 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from ftplb.config.fields import PortRange
 from tests.integration.balancer import RunningBalancer, log_fields
+from tests.support import wait_until
 
 READY_TIMEOUT = 20.0
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def ready_count(lb: RunningBalancer) -> int:
