@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.balancer import RunningBalancer, balancer, free_port, simple_config
+from tests.integration.balancer import RunningBalancer, balancer, simple_config
 from tests.integration.fakes import ThreadedTcpServer
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
