@@ -1,7 +1,9 @@
 """The session's link to a server while ftplb sets it up, against scripted servers.
 
 What a server says in the setup dialogue, and right after it, decides whether
-the session gets that server and what the client hears.
+the session gets that server and what the client hears. The servers here are
+scripted fakes: no packaged server sends a 421 right behind its 220, or refuses
+with 421 at its greeting, on demand.
 """
 
 from __future__ import annotations
