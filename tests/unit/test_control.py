@@ -1861,3 +1861,31 @@ def test_commands_are_logged_before_the_server_is_chosen() -> None:
 
 def test_commands_are_not_logged_by_default() -> None:
     assert connected() >> ClientSends(b"USER alice\r\n") << act.SendToServer(b"USER alice\r\n")
+
+
+def test_a_command_pipelined_behind_a_failed_client_listener_runs() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"PASV\r\nNOOP\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerFails("no free port")
+        << act.CloseData("cannot open a passive listener: no free port")
+        << act.SendToClient(CANT_OPEN)
+        << act.SendToServer(b"NOOP\r\n")
+    )
+    assert state(playbook) == COMMAND
+
+
+def test_a_command_pipelined_behind_a_failed_server_listener_runs() -> None:
+    playbook = logged_in(SessionPolicy(server_data_mode="active"))
+    assert (
+        playbook
+        >> ClientSends(b"PORT 127,0,0,100,100,100\r\nNOOP\r\n")
+        << act.OpenServerListener()
+        >> ServerListenerFails("EMFILE")
+        << act.CloseData("cannot open a listener for the server: EMFILE")
+        << act.SendToClient(CANT_OPEN)
+        << act.SendToServer(b"NOOP\r\n")
+    )
+    assert state(playbook) == COMMAND

@@ -351,7 +351,8 @@ class ControlSession:
     def client_listener_failed(self, reason: str) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
             return []
-        return self._setup_failed(f"cannot open a passive listener: {reason}")
+        out = self._setup_failed(f"cannot open a passive listener: {reason}")
+        return out + self._pump()
 
     def server_listener_ready(self, address: HostPort) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
@@ -366,7 +367,8 @@ class ControlSession:
     def server_listener_failed(self, reason: str) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
             return []
-        return self._setup_failed(f"cannot open a listener for the server: {reason}")
+        out = self._setup_failed(f"cannot open a listener for the server: {reason}")
+        return out + self._pump()
 
     def client_tls_started(self) -> list[act.Action]:
         """The client's control connection completed its TLS handshake after AUTH."""
