@@ -1889,3 +1889,46 @@ def test_a_command_pipelined_behind_a_failed_server_listener_runs() -> None:
         << act.SendToServer(b"NOOP\r\n")
     )
     assert state(playbook) == COMMAND
+
+
+def test_abor_pipelined_behind_the_transfer_command_acts_at_once() -> None:
+    playbook = logged_in()
+    passive_ready(playbook)
+    assert (
+        playbook
+        >> ClientSends(b"RETR f\r\nABOR\r\n")
+        << act.StartTransfer(act.ClientPassive("PASV"), SERVER_PASSIVE, upload=False)
+        << act.SendToServer(b"RETR f\r\n")
+        << act.CloseData("aborted by client")
+        << act.SendToServer(b"ABOR\r\n")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
+    )
+    assert state(playbook) == transferring(TransferPhase.ABORT_BEFORE_START)
+    assert (
+        playbook
+        >> ServerSends(b"150 ok\r\n226 done\r\n")
+        >> ServerSends(b"226 abor ok\r\n")
+        << act.SendToClient(ABORT_OK_226)
+    )
+    assert state(playbook) == IDLE
+
+
+def test_abor_pipelined_behind_a_transfer_that_waits_for_its_data_setup_acts_at_once() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"PASV\r\nRETR f\r\nABOR\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerReady(LISTENER)
+        << act.SendToServer(b"PASV\r\n")
+        >> ServerSends(SERVER_227)
+        << act.SendToClient(OUR_227)
+        << act.StartTransfer(act.ClientPassive("PASV"), SERVER_PASSIVE, upload=False)
+        << act.SendToServer(b"RETR f\r\n")
+        << act.CloseData("aborted by client")
+        << act.SendToServer(b"ABOR\r\n")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
+    )
+    assert state(playbook) == transferring(TransferPhase.ABORT_BEFORE_START)
