@@ -1932,3 +1932,43 @@ def test_abor_pipelined_behind_a_transfer_that_waits_for_its_data_setup_acts_at_
         << done(426)
     )
     assert state(playbook) == transferring(TransferPhase.ABORT_BEFORE_START)
+
+
+def test_listener_events_during_the_servers_setup_are_ignored() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"PASV\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerReady(LISTENER)
+        << act.SendToServer(b"PASV\r\n")
+        >> ClientListenerReady(HostPort.of("127.0.0.1", 40002))
+        >> ServerListenerReady(SERVER_LISTENER)
+        >> ClientListenerFails("stray")
+        >> ServerListenerFails("stray")
+        >> ServerSends(SERVER_227)
+        << act.SendToClient(OUR_227)
+    )
+
+
+def test_the_lowest_unprivileged_port_is_accepted() -> None:
+    assert (
+        logged_in()
+        >> ClientSends(b"PORT 127,0,0,100,4,0\r\n")
+        << act.SendToServer(b"PASV\r\n")
+        >> ServerSends(SERVER_227)
+        << act.SendToClient(b"200 PORT command successful.\r\n")
+    )
+
+
+def test_failed_data_keeps_a_3xx_reply() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert (
+        playbook
+        >> ServerSends(b"300 odd\r\n")
+        >> DataDone("reset")
+        << act.SendToClient(b"300 odd\r\n")
+        << done(300)
+        << act.CloseData("transfer complete")
+    )

@@ -561,3 +561,21 @@ def test_nothing_sent_after_auth_in_the_clear_ever_reaches_the_server(
     assert playbook >> ClientTlsStarted()
     assert playbook.session.backlog == 0
     assert playbook >> ClientSends(b"NOOP\r\n") << act.SendToServer(b"NOOP\r\n")
+
+
+def test_an_undecodable_auth_mechanism_is_shown_escaped() -> None:
+    assert (
+        connected(EXPLICIT)
+        >> ClientSends(b"AUTH T\xffS\r\n")
+        << act.SendToClient(b"504 AUTH T\\xffS is not supported; use AUTH TLS.\r\n")
+    )
+
+
+def test_an_undecodable_prot_level_is_shown_escaped() -> None:
+    playbook = secured()
+    protect_data(playbook)
+    assert (
+        playbook
+        >> ClientSends(b"PROT \xe9\r\n")
+        << act.SendToClient(b"504 PROT \\xe9 is not recognized.\r\n")
+    )
