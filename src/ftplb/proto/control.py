@@ -297,16 +297,7 @@ class ControlSession:
             # client is an injection attempt (or garbage): never execute it.
             return []
         self._queue.extend(self._commands.feed(data))
-        out: list[act.Action] = []
-        if self.transfer_running:
-            abort = next(
-                (c for c in self._queue if isinstance(c, Command) and c.verb == b"ABOR"), None
-            )
-            if abort is not None:
-                self._queue.remove(abort)
-                out += self._abort_transfer()
-        out += self._pump()
-        return out
+        return self._pump()
 
     def server_data(self, data: bytes) -> list[act.Action]:
         if self._phase is Phase.CLOSED:
@@ -351,7 +342,8 @@ class ControlSession:
     def client_listener_failed(self, reason: str) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
             return []
-        return self._setup_failed(f"cannot open a passive listener: {reason}")
+        out = self._setup_failed(f"cannot open a passive listener: {reason}")
+        return out + self._pump()
 
     def server_listener_ready(self, address: HostPort) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
@@ -366,7 +358,8 @@ class ControlSession:
     def server_listener_failed(self, reason: str) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
             return []
-        return self._setup_failed(f"cannot open a listener for the server: {reason}")
+        out = self._setup_failed(f"cannot open a listener for the server: {reason}")
+        return out + self._pump()
 
     def client_tls_started(self) -> list[act.Action]:
         """The client's control connection completed its TLS handshake after AUTH."""
@@ -412,7 +405,21 @@ class ControlSession:
             if self._policy.log_commands:
                 out.append(act.CommandSeen(loggable(item)))
             out += self._on_command(item)
+        out += self._abort_if_asked()
         return out
+
+    def _abort_if_asked(self) -> list[act.Action]:
+        """During a transfer, a queued ABOR acts at once, ahead of what waits before it.
+
+        Checked whenever the queue stops, so an ABOR that arrived behind the
+        transfer command (in the same read, or while it waited) counts too."""
+        if not self.transfer_running:
+            return []
+        abort = next((c for c in self._queue if isinstance(c, Command) and c.verb == b"ABOR"), None)
+        if abort is None:
+            return []
+        self._queue.remove(abort)
+        return self._abort_transfer()
 
     def _on_command(self, command: Command) -> list[act.Action]:
         rule = rule_for(command.verb)
