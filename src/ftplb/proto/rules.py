@@ -111,47 +111,32 @@ class VerbRule:
     None for a verb that is refused with 530 then, or that has a handler of its own."""
 
 
-_FORWARDED_BEFORE_LOGIN = VerbRule(Handling.FORWARD, before_login=True)
-_NEEDS_LOGIN = VerbRule(Handling.FORWARD)
-
-
-def _login(*, secret: bool, unrouted: tuple[int, str] | None) -> VerbRule:
-    return VerbRule(
-        Handling.LOGIN, before_login=True, secret=secret, tls=TlsNeed.CONTROL, unrouted=unrouted
-    )
-
-
-def _own(handling: Handling) -> VerbRule:
-    return VerbRule(handling, before_login=True)
-
-
-def _transfer(direction: Direction) -> VerbRule:
-    return VerbRule(Handling.TRANSFER, transfer=direction, tls=TlsNeed.DATA)
-
-
-def _answered_before_server(code: int, text: str) -> VerbRule:
-    return VerbRule(Handling.FORWARD, before_login=True, unrouted=(code, text))
-
-
+# The table is plain data: each row writes out every field that differs from
+# the default, so a reader sees the whole rule where the verb is.
 _LOGIN_FIRST = (503, "Login with USER first.")
+_NEEDS_LOGIN = VerbRule(Handling.FORWARD)
 
 RULES: dict[bytes, VerbRule] = {
     # Login (RFC 959 §4.1.1). USER picks the server when routing on USER.
-    b"USER": _login(secret=False, unrouted=None),
-    b"PASS": _login(secret=True, unrouted=_LOGIN_FIRST),
-    b"ACCT": _login(secret=True, unrouted=_LOGIN_FIRST),
+    b"USER": VerbRule(Handling.LOGIN, before_login=True, tls=TlsNeed.CONTROL),
+    b"PASS": VerbRule(
+        Handling.LOGIN, before_login=True, secret=True, tls=TlsNeed.CONTROL, unrouted=_LOGIN_FIRST
+    ),
+    b"ACCT": VerbRule(
+        Handling.LOGIN, before_login=True, secret=True, tls=TlsNeed.CONTROL, unrouted=_LOGIN_FIRST
+    ),
     b"REIN": VerbRule(Handling.REIN, before_login=True),
     b"QUIT": VerbRule(Handling.QUIT, before_login=True),
     # Security (RFC 2228, RFC 4217): TLS ends at ftplb, so these never reach
     # the server, which gets its own TLS (or none) from the runtime.
-    b"AUTH": _own(Handling.AUTH),
-    b"PBSZ": _own(Handling.PBSZ),
-    b"PROT": _own(Handling.PROT),
-    b"CCC": _own(Handling.CCC),
-    b"ADAT": _own(Handling.UNSUPPORTED),
-    b"MIC": _own(Handling.UNSUPPORTED),
-    b"CONF": _own(Handling.UNSUPPORTED),
-    b"ENC": _own(Handling.UNSUPPORTED),
+    b"AUTH": VerbRule(Handling.AUTH, before_login=True),
+    b"PBSZ": VerbRule(Handling.PBSZ, before_login=True),
+    b"PROT": VerbRule(Handling.PROT, before_login=True),
+    b"CCC": VerbRule(Handling.CCC, before_login=True),
+    b"ADAT": VerbRule(Handling.UNSUPPORTED, before_login=True),
+    b"MIC": VerbRule(Handling.UNSUPPORTED, before_login=True),
+    b"CONF": VerbRule(Handling.UNSUPPORTED, before_login=True),
+    b"ENC": VerbRule(Handling.UNSUPPORTED, before_login=True),
     # Data setup: the client's leg always ends at ftplb.
     b"PASV": VerbRule(Handling.PASSIVE),
     b"EPSV": VerbRule(Handling.PASSIVE),
@@ -159,31 +144,37 @@ RULES: dict[bytes, VerbRule] = {
     b"EPRT": VerbRule(Handling.ACTIVE),
     # Long and single-port passive (RFC 1639, SPSV): no client needs them, and
     # their addresses could not be rewritten.
-    b"LPSV": _own(Handling.UNSUPPORTED),
-    b"LPRT": _own(Handling.UNSUPPORTED),
-    b"SPSV": _own(Handling.UNSUPPORTED),
+    b"LPSV": VerbRule(Handling.UNSUPPORTED, before_login=True),
+    b"LPRT": VerbRule(Handling.UNSUPPORTED, before_login=True),
+    b"SPSV": VerbRule(Handling.UNSUPPORTED, before_login=True),
     # Transfers.
-    b"RETR": _transfer(Direction.DOWNLOAD),
-    b"LIST": _transfer(Direction.DOWNLOAD),
-    b"NLST": _transfer(Direction.DOWNLOAD),
-    b"MLSD": _transfer(Direction.DOWNLOAD),
-    b"STOR": _transfer(Direction.UPLOAD),
-    b"STOU": _transfer(Direction.UPLOAD),
-    b"APPE": _transfer(Direction.UPLOAD),
+    b"RETR": VerbRule(Handling.TRANSFER, transfer=Direction.DOWNLOAD, tls=TlsNeed.DATA),
+    b"LIST": VerbRule(Handling.TRANSFER, transfer=Direction.DOWNLOAD, tls=TlsNeed.DATA),
+    b"NLST": VerbRule(Handling.TRANSFER, transfer=Direction.DOWNLOAD, tls=TlsNeed.DATA),
+    b"MLSD": VerbRule(Handling.TRANSFER, transfer=Direction.DOWNLOAD, tls=TlsNeed.DATA),
+    b"STOR": VerbRule(Handling.TRANSFER, transfer=Direction.UPLOAD, tls=TlsNeed.DATA),
+    b"STOU": VerbRule(Handling.TRANSFER, transfer=Direction.UPLOAD, tls=TlsNeed.DATA),
+    b"APPE": VerbRule(Handling.TRANSFER, transfer=Direction.UPLOAD, tls=TlsNeed.DATA),
     b"ABOR": VerbRule(Handling.ABOR),
     # Informational commands a client may send before login. With no server
     # chosen yet, ftplb answers them itself.
     b"FEAT": VerbRule(Handling.FEAT, before_login=True),
-    b"SYST": _answered_before_server(215, "UNIX Type: L8"),
-    b"NOOP": _answered_before_server(200, "NOOP ok."),
-    b"OPTS": _answered_before_server(200, "OK."),
-    b"HELP": _answered_before_server(214, "Log in with USER and PASS."),
-    b"STAT": _answered_before_server(211, "Not logged in."),
-    b"CLNT": _answered_before_server(200, "Noted."),
+    b"SYST": VerbRule(Handling.FORWARD, before_login=True, unrouted=(215, "UNIX Type: L8")),
+    b"NOOP": VerbRule(Handling.FORWARD, before_login=True, unrouted=(200, "NOOP ok.")),
+    b"OPTS": VerbRule(Handling.FORWARD, before_login=True, unrouted=(200, "OK.")),
+    b"HELP": VerbRule(
+        Handling.FORWARD, before_login=True, unrouted=(214, "Log in with USER and PASS.")
+    ),
+    b"STAT": VerbRule(Handling.FORWARD, before_login=True, unrouted=(211, "Not logged in.")),
+    b"CLNT": VerbRule(Handling.FORWARD, before_login=True, unrouted=(200, "Noted.")),
     # HOST (RFC 7151) names a virtual host on the server, which is not chosen
     # yet; FEAT does not offer it either.
-    b"HOST": _answered_before_server(502, "HOST is not supported before login."),
-    b"LANG": _answered_before_server(502, "LANG is not supported before login."),
+    b"HOST": VerbRule(
+        Handling.FORWARD, before_login=True, unrouted=(502, "HOST is not supported before login.")
+    ),
+    b"LANG": VerbRule(
+        Handling.FORWARD, before_login=True, unrouted=(502, "LANG is not supported before login.")
+    ),
     # The rest of RFC 959, 3659 and the X* aliases: file system commands,
     # forwarded, and only after login.
     **dict.fromkeys(
@@ -193,7 +184,7 @@ RULES: dict[bytes, VerbRule] = {
     ),
 }
 
-UNLISTED = _FORWARDED_BEFORE_LOGIN
+UNLISTED = VerbRule(Handling.FORWARD, before_login=True)
 """The rule of a verb without a row: forwarded, and the server judges it."""
 
 
