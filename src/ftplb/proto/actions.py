@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ftplb.proto.addresses import HostPort
+from ftplb.proto.outcomes import EndReason
 
 DataModeName = Literal["PASV", "EPSV", "PORT", "EPRT"]
 
@@ -136,7 +137,9 @@ class CommandSeen:
 class Close:
     """Flush what was sent to the client, then close every connection."""
 
-    reason: str
+    reason: EndReason
+    detail: str = ""
+    """Free text beside the reason (the last connect error, a TLS alert), or empty."""
 
 
 Action = (

@@ -39,6 +39,7 @@ from ftplb.proto.addresses import (
 from ftplb.proto.commands import Command, CommandParser, loggable, rule_for
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.features import filter_feat, own_feat
+from ftplb.proto.outcomes import EndReason
 from ftplb.proto.replies import Reply, ReplyParser, format_reply
 
 ServerDataMode = Literal["passive", "active", "client"]
@@ -238,7 +239,7 @@ class ControlSession:
 
     def server_unavailable(self, reason: str) -> list[act.Action]:
         text = "Service not available, no server could take the session."
-        return self._close(reason, format_reply(421, text))
+        return self._close(EndReason.NO_SERVER, format_reply(421, text), detail=reason)
 
     def client_data(self, data: bytes) -> list[act.Action]:
         if self._closed or self._tls_pending:
@@ -263,7 +264,7 @@ class ControlSession:
         try:
             replies = self._replies.feed(data)
         except ProtocolError as error:
-            return self._close("server sent a malformed reply", error.reply())
+            return self._close(EndReason.PROTOCOL_ERROR, error.reply())
         out: list[act.Action] = []
         for reply in replies:
             out += self._on_reply(reply)
@@ -279,13 +280,15 @@ class ControlSession:
         return self._finish_if_server_gone()
 
     def client_closed(self) -> list[act.Action]:
-        return self._close("client closed the connection")
+        return self._close(EndReason.CLIENT_CLOSED)
 
     def timed_out(self, side: Literal["client", "server"]) -> list[act.Action]:
         if side == "client":
-            return self._close("client idle timeout", format_reply(421, "Idle timeout, closing."))
+            return self._close(
+                EndReason.CLIENT_TIMEOUT, format_reply(421, "Idle timeout, closing.")
+            )
         text = "Service not available, the server did not answer in time."
-        return self._close("server timeout", format_reply(421, text))
+        return self._close(EndReason.SERVER_TIMEOUT, format_reply(421, text))
 
     def client_listener_ready(self, address: HostPort) -> list[act.Action]:
         self._client_listener = address
@@ -321,7 +324,7 @@ class ControlSession:
     def client_tls_failed(self, reason: str) -> list[act.Action]:
         """The TLS handshake after AUTH failed: nothing can be said to the client."""
         self._after_tls = []
-        return self._close(f"client TLS handshake failed: {reason}")
+        return self._close(EndReason.CLIENT_TLS_FAILED, detail=reason)
 
     def data_done(self, error: str | None) -> list[act.Action]:
         """The data relay of the running transfer has ended (flushed, or failed)."""
@@ -401,7 +404,7 @@ class ControlSession:
             self._busy = True
             return [act.ConnectServer(command.arg)]
         if verb == b"QUIT":
-            return self._close("client quit", format_reply(221, "Goodbye."))
+            return self._close(EndReason.QUIT, format_reply(221, "Goodbye."))
         if verb == b"FEAT":
             return self._say(own_feat(self._feat_extra()))
         if verb == b"NOOP":
@@ -688,7 +691,7 @@ class ControlSession:
         if not self._expect:
             # Unsolicited (a server's idle-timeout 421, say): pass it on.
             if reply.code == 421:
-                return self._close("server closed the session", reply.raw)
+                return self._close(EndReason.SERVER_CLOSED, reply.raw)
             return self._say(reply.raw)
         expect = self._expect.popleft()
         if expect is _Expect.TRANSFER:
@@ -703,7 +706,7 @@ class ControlSession:
         if expect is _Expect.FEAT:
             return [*self._say(filter_feat(reply, self._feat_extra())), *self._command_done()]
         if expect is _Expect.QUIT:
-            return self._close("client quit", reply.raw)
+            return self._close(EndReason.QUIT, reply.raw)
         if expect is _Expect.LOGIN and reply.code == 230:
             self.logged_in = True
         return [*self._say(reply.raw), *self._command_done()]
@@ -752,11 +755,13 @@ class ControlSession:
         if self._transfer is not None and self._transfer.held_final is not None:
             return []  # the final reply goes out once the data is flushed
         if self._expect and self._expect[0] is _Expect.QUIT:
-            return self._close("client quit", format_reply(221, "Goodbye."))
+            return self._close(EndReason.QUIT, format_reply(221, "Goodbye."))
         text = "Service not available, the server closed the connection."
-        return self._close("server closed the connection", format_reply(421, text))
+        return self._close(EndReason.SERVER_CLOSED, format_reply(421, text))
 
-    def _close(self, reason: str, last_words: bytes = b"") -> list[act.Action]:
+    def _close(
+        self, reason: EndReason, last_words: bytes = b"", *, detail: str = ""
+    ) -> list[act.Action]:
         if self._closed:
             return []
         self._closed = True
@@ -767,7 +772,7 @@ class ControlSession:
         if last_words and not self._tls_pending:
             # Mid-handshake, plaintext last words would only garble it.
             out.append(act.SendToClient(last_words))
-        out.append(act.Close(reason))
+        out.append(act.Close(reason, detail))
         return out
 
 
