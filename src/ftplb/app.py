@@ -25,7 +25,7 @@ from ftplb.runtime.listeners import (
     resolve_host,
     share_listeners,
 )
-from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
 from ftplb.runtime.metrics import SessionCounted
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
@@ -262,6 +262,20 @@ async def serve(
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker)
     balancer = Balancer(config, log)
+    release_library_logs = capture_library_logs(balancer.log)
+    try:
+        await _run(balancer, stop, metrics_dir, on_ready)
+    finally:
+        release_library_logs()
+
+
+async def _run(
+    balancer: Balancer,
+    stop: asyncio.Event,
+    metrics_dir: str | None,
+    on_ready: Callable[[], None] | None,
+) -> None:
+    config = balancer.config
     monitoring = Monitoring.for_process(config, metrics_dir)
     await balancer.start()
     try:

@@ -50,7 +50,7 @@ from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
-from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -176,6 +176,7 @@ class Supervisor:
             if self.metrics_dir is not None
             else None
         )
+        release_library_logs = capture_library_logs(self.log)
         try:
             try:
                 if monitoring is not None:
@@ -203,6 +204,7 @@ class Supervisor:
             self._remove_metrics_dir()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            release_library_logs()
 
     # -------------------------------------------------------------- metrics
     def _create_metrics_dir(self) -> str | None:

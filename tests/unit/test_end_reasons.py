@@ -1,16 +1,12 @@
-"""Session ends and warnings as typed values: the core's reasons, the log lines, the tcp relay's."""
+"""Session ends as typed values: the core's reasons, the vocabulary, the tcp relay's."""
 
 from __future__ import annotations
-
-import io
-import json
 
 import pytest
 
 from ftplb.proto import actions as act
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.outcomes import EndReason
-from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.passthrough import _relay_end
 from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE
 
@@ -159,56 +155,3 @@ def test_relay_outcomes_become_end_reasons(
     error: str | None, expected: tuple[EndReason, str]
 ) -> None:
     assert _relay_end(error) == expected
-
-
-# -------------------------------------------------------------- log lines
-
-
-def one_line(log_format: str, write: str) -> str:
-    stream = io.StringIO()
-    log = EventLog("json" if log_format == "json" else "text", stream)
-    if write == "session":
-        log.session(frontend="ftp", end=EndReason.NO_SERVER, detail="s1: timeout")
-    elif write == "quiet":
-        log.session(frontend="ftp", end=EndReason.QUIT, detail="")
-    else:
-        log.warning(LogWarning.CONNECT_FAILED, server="s1")
-    return stream.getvalue()
-
-
-@pytest.mark.parametrize(
-    ("write", "fields"),
-    [
-        ("session", 'frontend=ftp end=no_server detail="s1: timeout"'),
-        ("quiet", "frontend=ftp end=quit"),
-        ("warning", 'warning=connect_failed message="server connect failed" server=s1'),
-    ],
-)
-def test_text_lines_show_values_and_detail_only_when_there_is_one(write: str, fields: str) -> None:
-    line = one_line("text", write)
-    stamp, kind, rest = line.split(" ", 2)
-    assert (kind, rest) == ("warning" if write == "warning" else "session", fields + "\n")
-    assert len(stamp) == len("2026-01-01T10:00:00")
-
-
-@pytest.mark.parametrize(
-    ("write", "fields"),
-    [
-        ("session", {"event": "session", "frontend": "ftp", "end": "no_server",
-                     "detail": "s1: timeout"}),
-        ("quiet", {"event": "session", "frontend": "ftp", "end": "quit"}),
-        ("warning", {"event": "warning", "warning": "connect_failed",
-                     "message": "server connect failed", "server": "s1"}),
-    ],
-)  # fmt: skip
-def test_json_lines_show_values_and_detail_only_when_there_is_one(
-    write: str, fields: dict[str, str]
-) -> None:
-    record = json.loads(one_line("json", write))
-    assert record.pop("time")
-    assert record == fields
-
-
-def test_every_warning_has_its_own_message() -> None:
-    messages = [warning.message for warning in LogWarning]
-    assert all(messages) and len(set(messages)) == len(messages)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Literal, TextIO
@@ -48,6 +50,8 @@ class LogWarning(StrEnum):
     """A worker did not stop in time and was killed."""
     HEALTH_CALLBACK_FAILED = "health_callback_failed"
     """A listener of health changes raised (a defect); the checks go on."""
+    LIBRARY_LOG = "library_log"
+    """A library (asyncio, aiohttp) logged a warning or an error through stdlib ``logging``."""
 
     @property
     def message(self) -> str:
@@ -74,6 +78,7 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.WORKER_RESTART_FAILED: "worker restart failed",
     LogWarning.WORKER_KILLED: "worker did not stop; killing it",
     LogWarning.HEALTH_CALLBACK_FAILED: "health change callback failed",
+    LogWarning.LIBRARY_LOG: "a library logged a warning or an error",
 }
 
 
@@ -170,3 +175,41 @@ class EventLog:
 
     def info(self, message: str, **fields: Any) -> None:
         self.write("info", message=message, **fields)
+
+
+class _ToEventLog(logging.Handler):
+    """Writes stdlib ``logging`` records (warnings and errors) as EventLog warnings."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(logging.WARNING)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {
+                "logger": record.name,
+                "level": record.levelname,
+                "reason": record.getMessage(),
+            }
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None:
+                fields["error"] = f"{type(error).__name__}: {error}"
+                frames = traceback.extract_tb(error.__traceback__)
+                if frames:
+                    fields["where"] = f"{frames[-1].filename}:{frames[-1].lineno}"
+            self._log.warning(LogWarning.LIBRARY_LOG, **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def capture_library_logs(log: EventLog) -> Callable[[], None]:
+    """Route what libraries log through stdlib ``logging`` to ``log``; returns the undo.
+
+    asyncio (an exception nobody retrieved, a callback that raised) and aiohttp
+    (a failed request) log through stdlib ``logging``, whose fallback prints
+    plain text on stderr: with ``log_format = "json"`` every line must be JSON.
+    """
+    handler = _ToEventLog(log)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    return lambda: root.removeHandler(handler)
