@@ -8,7 +8,7 @@ from ftplb.proto import actions as act
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.passthrough import _relay_end
-from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE
+from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, IDLE_TIMEOUT
 
 CLIENT = "127.0.0.100"
 SERVER = "127.0.0.11"
@@ -142,7 +142,7 @@ def test_end_reason_values_are_the_documented_labels() -> None:
     ("error", "expected"),
     [
         (None, (EndReason.CLOSED, "")),
-        ("idle timeout", (EndReason.IDLE_TIMEOUT, "")),
+        (IDLE_TIMEOUT, (EndReason.IDLE_TIMEOUT, "")),
         (IDLE_AFTER_HALF_CLOSE, (EndReason.IDLE_TIMEOUT, "after half-close")),
         ("reset by a", (EndReason.CLIENT_RESET, "")),
         ("reset by b", (EndReason.SERVER_RESET, "")),

@@ -52,7 +52,7 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, relay
+from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, IDLE_TIMEOUT, relay
 from ftplb.runtime.session import SessionLimit
 
 __all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
@@ -555,7 +555,7 @@ def _relay_end(error: str | None) -> tuple[EndReason, str]:
     """A relay outcome ("a" is the client, "b" the server) as an end reason and its detail."""
     if error is None:
         return EndReason.CLOSED, ""
-    if error == "idle timeout":
+    if error == IDLE_TIMEOUT:
         return EndReason.IDLE_TIMEOUT, ""
     if error == IDLE_AFTER_HALF_CLOSE:
         return EndReason.IDLE_TIMEOUT, "after half-close"
