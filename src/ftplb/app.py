@@ -28,12 +28,11 @@ from ftplb.runtime.listeners import (
     resolve_host,
     share_listeners,
 )
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
 from ftplb.runtime.metrics import SessionCounted
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
-from ftplb.runtime.probes import ProbeResult
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
 
@@ -87,18 +86,6 @@ class Balancer:
 
     def _checker(self, backend: Backend, pool: Pool) -> HealthChecker:
         health = backend.health
-
-        def changed(server: Server, up: bool, result: ProbeResult) -> None:
-            self.log.write(
-                "health",
-                backend=backend.name,
-                server=server.name,
-                state="UP" if up else "DOWN",
-                check=health.type,
-                layer=result.layer,
-                detail=result.detail,
-            )
-
         try:
             tls = backend_tls(backend)
         except TlsSetupError as error:
@@ -113,8 +100,8 @@ class Balancer:
             health.timeout,
             user=health.user,
             password=health.password,
-            on_change=changed,
             tls=tls,
+            log=self.log,
         )
 
     def _frontend(self, frontend: Frontend) -> FrontendContext:
@@ -278,6 +265,20 @@ async def serve(
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker)
     balancer = Balancer(config, log)
+    release_library_logs = capture_library_logs(balancer.log)
+    try:
+        await _run(balancer, stop, metrics_dir, on_ready)
+    finally:
+        release_library_logs()
+
+
+async def _run(
+    balancer: Balancer,
+    stop: asyncio.Event,
+    metrics_dir: str | None,
+    on_ready: Callable[[], None] | None,
+) -> None:
+    config = balancer.config
     monitoring = Monitoring.for_process(config, metrics_dir)
     await balancer.start()
     try:
@@ -303,11 +304,7 @@ def _become_worker(config: Config, worker: WorkerSlot) -> tuple[Config, EventLog
     log = EventLog(config.defaults.log_format, fixed={"worker": worker.index})
 
     def unsteered(reason: str) -> None:
-        log.warning(
-            "connections are spread by the kernel's 4-tuple hash, so one client's "
-            "sessions may reach different workers",
-            reason=reason,
-        )
+        log.warning(LogWarning.UNSTEERED, reason=reason)
 
     share_listeners(worker.count, unsteered)
     share = worker_share(config, worker)

@@ -92,6 +92,8 @@ def run_demo(port: int, stats_port: int = 0) -> int:
     backend_log = logging.getLogger("pyftpdlib")
     backend_log.addHandler(logging.StreamHandler())
     backend_log.setLevel(logging.WARNING)
+    # The demo servers are not the balancer: their lines stay theirs, not library_log warnings.
+    backend_log.propagate = False
     with tempfile.TemporaryDirectory(prefix="ftplb-demo-") as tmp:
         backends = []
         for name in ("s1", "s2"):

@@ -50,7 +50,7 @@ from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -176,6 +176,7 @@ class Supervisor:
             if self.metrics_dir is not None
             else None
         )
+        release_library_logs = capture_library_logs(self.log)
         try:
             try:
                 if monitoring is not None:
@@ -203,6 +204,7 @@ class Supervisor:
             self._remove_metrics_dir()
             for signum in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(signum)
+            release_library_logs()
 
     # -------------------------------------------------------------- metrics
     def _create_metrics_dir(self) -> str | None:
@@ -335,7 +337,7 @@ class Supervisor:
                 if worker.quick_deaths >= MAX_QUICK_DEATHS:
                     raise
                 self.log.warning(
-                    "worker restart failed", worker=worker.slot.index, reason=str(error)
+                    LogWarning.WORKER_RESTART_FAILED, worker=worker.slot.index, reason=str(error)
                 )
 
     def _exited(self, worker: _Worker, *, unexpected: bool) -> None:
@@ -348,7 +350,7 @@ class Supervisor:
         }
         worker.exit_reported = True
         if unexpected:
-            self.log.warning("worker exited", **fields)
+            self.log.warning(LogWarning.WORKER_EXITED, **fields)
         else:
             self.log.info("worker exited", **fields)
         if self._monitoring is not None:
@@ -377,7 +379,7 @@ class Supervisor:
                 await asyncio.wait_for(process.wait(), grace)
             except TimeoutError:
                 if grace > 0:
-                    self.log.warning("worker did not stop; killing it", worker=worker.slot.index)
+                    self.log.warning(LogWarning.WORKER_KILLED, worker=worker.slot.index)
                 with contextlib.suppress(ProcessLookupError):
                     process.kill()
                 await process.wait()

@@ -30,6 +30,7 @@ from ftplb.app import Balancer
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.config.load import load_config_text
+from ftplb.proto.outcomes import EndReason
 from ftplb.runtime import metrics
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients
@@ -190,7 +191,7 @@ async def test_metrics_and_stats_agree_with_what_the_clients_did(
         lines = run.log.getvalue().splitlines()
         sessions = [log_fields(line) for line in lines if " session " in line]
         transfers = [log_fields(line) for line in lines if " transfer " in line]
-        failures = [line for line in lines if "server connect failed" in line]
+        failures = [line for line in lines if "warning=connect_failed " in line]
 
         # What the clients did...
         assert total(body, "ftplb_control_bytes_total", direction="in") == control_sent
@@ -298,7 +299,7 @@ def record_in_another_process(
     recorder = metrics.Metrics()
     recorder.attach(log, {"pool": pool}, config)
     for _ in range(3):
-        log.session(frontend="ftp", server="s1", bytes_in=1000, bytes_out=10, end="client quit")
+        log.session(frontend="ftp", server="s1", bytes_in=1000, bytes_out=10, end=EndReason.QUIT)
     recorder.sample()
     ready.set()
     leave.wait(30)
@@ -348,7 +349,7 @@ def record_after_fork(directory: str) -> None:
     log = EventLog("text", io.StringIO())
     recorder = metrics.Metrics()
     recorder.attach(log, {}, config)
-    log.session(frontend="ftp", server="s1", bytes_in=7, bytes_out=0, end="client quit")
+    log.session(frontend="ftp", server="s1", bytes_in=7, bytes_out=0, end=EndReason.QUIT)
     recorder.sample()
 
 

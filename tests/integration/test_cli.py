@@ -171,7 +171,7 @@ def test_json_logs_and_masked_password() -> None:
     session = next(r for r in records if r["event"] == "session" and r["server"] != "-")
     for field in ("client", "frontend", "server", "user", "duration", "bytes_in", "bytes_out"):
         assert field in session
-    assert session["user"] == group.user and session["end"] == "client quit"
+    assert session["user"] == group.user and session["end"] == "quit"
 
 
 def test_demo_serves_the_printed_curl_command() -> None:

@@ -61,7 +61,7 @@ def connect_failures(lb: RunningBalancer, server: str | None = None) -> list[dic
     found = []
     for line in lb.log_lines("warning"):
         fields = log_fields(line)
-        if fields.get("message") != "server connect failed":
+        if fields.get("warning") != "connect_failed":
             continue
         if server is None or fields.get("server") == server:
             found.append(fields)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
+import json
 import logging
 import socket
 import threading
@@ -25,6 +27,7 @@ from pyftpdlib.servers import FTPServer
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
 from ftplb.runtime.health import HealthChecker
+from ftplb.runtime.logs import EventLog
 from ftplb.runtime.probes import ProbeResult, probe
 
 pytestmark = pytest.mark.integration
@@ -386,8 +389,16 @@ async def test_checker_marks_down_after_fall_and_up_after_rise() -> None:
     async with scripted_server(toggle) as port:
         server = Server("s1", HOST, port)
         pool = Pool("p", [server])
+        stream = io.StringIO()
         checker = HealthChecker(
-            pool, "ftp", interval=0.1, rise=2, fall=3, timeout=1, on_change=changes
+            pool,
+            "ftp",
+            interval=0.1,
+            rise=2,
+            fall=3,
+            timeout=1,
+            on_change=changes,
+            log=EventLog("json", stream),
         )
         async with running(checker):
             async with asyncio.timeout(5):
@@ -413,6 +424,15 @@ async def test_checker_marks_down_after_fall_and_up_after_rise() -> None:
             assert server.healthy
             assert checker.health("s1").consecutive_ok == 2
             assert pool.pick("10.0.0.1", None) is server
+    # Each flip is one line of the EventLog, and nothing else is written.
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    durations = [line.pop("duration") for line in lines]
+    assert all(isinstance(d, float) and 0 <= d < 1 for d in durations), durations
+    assert [{k: v for k, v in line.items() if k != "time"} for line in lines] == [
+        {"event": "health", "backend": "p", "server": "s1", "state": state, "check": "ftp",
+         "layer": "L7", "detail": detail}
+        for state, detail in (("DOWN", "421 banner"), ("UP", "220 banner"))
+    ]  # fmt: skip
 
 
 async def test_checker_with_real_server_stopped_and_restarted(tmp_path: Path) -> None:
@@ -514,8 +534,16 @@ async def test_checker_survives_failing_callback(closed_port: int) -> None:
         raise RuntimeError("listener bug")
 
     dead = Server("d", HOST, closed_port)
+    stream = io.StringIO()
     checker = HealthChecker(
-        Pool("p", [dead]), "tcp", interval=0.05, rise=1, fall=1, timeout=1, on_change=explode
+        Pool("p", [dead]),
+        "tcp",
+        interval=0.05,
+        rise=1,
+        fall=1,
+        timeout=1,
+        on_change=explode,
+        log=EventLog("text", stream),
     )
     async with running(checker):
         async with asyncio.timeout(5):
@@ -527,6 +555,12 @@ async def test_checker_survives_failing_callback(closed_port: int) -> None:
             while checker.health("d").consecutive_failed < 4:
                 await asyncio.sleep(0.01)
     assert calls == [False]
+    flip, warning = stream.getvalue().splitlines()
+    assert " health backend=p server=d state=DOWN check=tcp layer=L4 " in flip, flip
+    assert warning.split(" ", 1)[1] == (
+        'warning warning=health_callback_failed message="health change callback failed" '
+        'backend=p server=d reason="RuntimeError: listener bug"'
+    )
 
 
 def test_checker_rejects_bad_settings() -> None:

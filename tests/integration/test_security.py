@@ -85,11 +85,7 @@ def listening_ports(host: str, ports: range) -> list[int]:
 
 
 def refusals(lb: RunningBalancer) -> list[str]:
-    return [
-        line
-        for line in lb.log_lines("warning")
-        if "refused a data connection from a foreign address" in line
-    ]
+    return [line for line in lb.log_lines("warning") if "warning=foreign_data_refused " in line]
 
 
 def logged_sessions(lb: RunningBalancer, user: str) -> int:

@@ -32,8 +32,9 @@ from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import AdminState, Server
 from ftplb.config.load import ConfigError, load_config_text
 from ftplb.config.schema import Config
+from ftplb.proto.outcomes import EndReason
 from ftplb.runtime import metrics as m
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import ProbeResult
 
 CONFIG = """
@@ -104,7 +105,9 @@ def value(families: list[Metric], sample: str, **labels: str) -> float:
     )
 
 
-def session(log: EventLog, server: str, end: str, bytes_in: int = 0, bytes_out: int = 0) -> None:
+def session(
+    log: EventLog, server: str, end: EndReason, bytes_in: int = 0, bytes_out: int = 0
+) -> None:
     log.session(
         frontend="ftp",
         client="127.0.0.100:40000",
@@ -149,9 +152,9 @@ def attached(
 
 def test_session_events_become_counters(directory: str, config: Config) -> None:
     metrics, log = attached(config)
-    session(log, "s1", "client quit", bytes_in=100, bytes_out=2000)
-    session(log, "s1", "client closed the connection", bytes_in=5, bytes_out=7)
-    session(log, "s2", "server timeout")
+    session(log, "s1", EndReason.QUIT, bytes_in=100, bytes_out=2000)
+    session(log, "s1", EndReason.CLIENT_CLOSED, bytes_in=5, bytes_out=7)
+    session(log, "s2", EndReason.SERVER_TIMEOUT)
     metrics.flush()
     got = collect(directory)
     labels = {"frontend": "ftp", "backend": "pool"}
@@ -167,7 +170,7 @@ def test_session_events_become_counters(directory: str, config: Config) -> None:
 
 def test_counts_reach_the_files_only_when_flushed(directory: str, config: Config) -> None:
     metrics, log = attached(config)
-    session(log, "s1", "client quit")
+    session(log, "s1", EndReason.QUIT)
     assert value(collect(directory), "ftplb_sessions_total") == 0
     metrics.sample()  # what the 1 s timer does
     assert value(collect(directory), "ftplb_sessions_total") == 1
@@ -191,15 +194,16 @@ def test_transfers_by_command_and_result_class(directory: str, config: Config) -
 
 def test_refusals_connect_failures_and_passive_listeners(directory: str, config: Config) -> None:
     metrics, log = attached(config)
-    log.warning("server connect failed", frontend="ftp", server="s2", client="x", reason="refused")
-    session(log, "-", "s2: connection refused")  # the failover's last word: no server
-    session(log, "-", "no server available")
-    session(log, "-", "too many connections")
-    session(log, "-", "client quit")  # quit before USER: not a refusal
-    log.warning("cannot open a passive listener", frontend="ftp", reason="no free port")
+    log.warning(LogWarning.CONNECT_FAILED, frontend="ftp", server="s2", client="x", reason="no")
+    session(log, "-", EndReason.NO_SERVER)
+    session(log, "-", EndReason.NO_SERVER)
+    session(log, "-", EndReason.LIMIT)
+    session(log, "-", EndReason.QUIT)  # quit before USER: not a refusal
+    log.warning(LogWarning.PASSIVE_LISTENER_FAILED, frontend="ftp", reason="no free port")
     log.notify("passive", frontend="ftp")
     log.notify("passive", frontend="ftp")
-    log.warning("refused a data connection from a foreign address", side="client", peer="x")
+    log.warning(LogWarning.FOREIGN_DATA_REFUSED, side="client", peer="x")
+    log.warning(LogWarning.ORPHAN_DATA_REFUSED, frontend="ftp", client="x", server="s1")
     metrics.flush()
     got = collect(directory)
     assert value(got, "ftplb_server_connect_failures_total", server="s2", backend="pool") == 1
@@ -209,32 +213,77 @@ def test_refusals_connect_failures_and_passive_listeners(directory: str, config:
     assert value(got, "ftplb_passive_listeners_total", result="opened") == 2
     assert value(got, "ftplb_passive_listeners_total", result="failed") == 1
     assert value(got, "ftplb_data_connections_refused_total", frontend="-") == 1
+    assert value(got, "ftplb_data_connections_refused_total", frontend="ftp") == 1
 
 
 def test_tcp_mode_data_connections_count_as_transfers(directory: str, config: Config) -> None:
     metrics, log = attached(config)
-    for end in ("closed", "reset by client"):
-        log.write(
-            "data", frontend="ftp", mode="tcp", client="c", server="s1", port=40000,
+    for end in (EndReason.CLOSED, EndReason.CLIENT_RESET, EndReason.IDLE_TIMEOUT):
+        log.data(
+            frontend="ftp", mode="tcp", client="c", server="s1", port=40000,
             duration=0.1, bytes_to_server=10, bytes_to_client=20, end=end,
         )  # fmt: skip
     metrics.flush()
     got = collect(directory)
     assert value(got, "ftplb_transfers_total", command="-", result="relayed") == 1
-    assert value(got, "ftplb_transfers_total", command="-", result="failed") == 1
-    assert value(got, "ftplb_transfer_bytes_total", server="s1", direction="out") == 40
+    assert value(got, "ftplb_transfers_total", command="-", result="failed") == 2
+    assert value(got, "ftplb_transfer_bytes_total", server="s1", direction="out") == 60
 
 
-@given(st.text(max_size=40), st.booleans())
-def test_end_reasons_are_a_bounded_set(text: str, had_server: bool) -> None:
-    allowed = {*m.END_REASONS.values(), "no_server", "other"}
-    assert m.end_reason(text, had_server) in allowed
+@pytest.mark.parametrize("reason", list(EndReason))
+def test_each_end_reason_counts_under_its_own_label(
+    directory: str, config: Config, reason: EndReason
+) -> None:
+    metrics, log = attached(config)
+    session(log, "s1", reason)
+    metrics.flush()
+    got = collect(directory)
+    ends = {
+        s.labels["reason"]: s.value
+        for family in got
+        for s in family.samples
+        if s.name == "ftplb_session_ends_total" and s.value
+    }
+    refusals = {
+        s.labels["reason"]: s.value
+        for family in got
+        for s in family.samples
+        if s.name == "ftplb_refusals_total" and s.value
+    }
+    assert ends == {reason.value: 1}
+    assert refusals == (
+        {reason.value: 1} if reason in (EndReason.LIMIT, EndReason.NO_SERVER) else {}
+    )
 
 
-def test_every_runtime_end_text_has_a_reason_of_its_own() -> None:
-    assert all(reason != "other" for reason in m.END_REASONS.values())
-    assert m.end_reason("s1: timed out", had_server=False) == "no_server"
-    assert m.end_reason("s1: timed out", had_server=True) == "other"
+def test_an_end_value_read_back_from_json_counts_like_its_member(
+    directory: str, config: Config
+) -> None:
+    metrics, log = attached(config)
+    log.write("session", frontend="ftp", server="s1", end="client_timeout")
+    log.write("session", frontend="ftp", server="s1", end="client idle timeout")  # old text
+    log.write("session", frontend="ftp", server="s1")
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_session_ends_total", reason="client_timeout") == 1
+    assert value(got, "ftplb_session_ends_total", reason="other") == 2
+
+
+def test_warnings_count_by_member_never_by_text(directory: str, config: Config) -> None:
+    metrics, log = attached(config)
+    log.write("warning", message="server connect failed", frontend="ftp", server="s2")
+    log.write("warning", warning="connect_failed", frontend="ftp", server="s2")
+    log.warning(LogWarning.CONNECT_FAILED, frontend="ftp", server="s1")
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_server_connect_failures_total", server="s2") == 0
+    assert value(got, "ftplb_server_connect_failures_total", server="s1") == 1
+
+
+@given(st.one_of(st.text(max_size=40), st.integers(), st.none()))
+def test_end_labels_are_a_bounded_set(end: object) -> None:
+    got = m._end(end)
+    assert got is None or (isinstance(got, EndReason) and got == end)
 
 
 # ------------------------------------------------------------------ samples
@@ -279,9 +328,9 @@ def test_stop_zeroes_this_process_gauges_but_keeps_counters(directory: str, conf
     the_pools = pools()
     the_pools["pool"].servers[0].active = 2
     metrics, log = attached(config, the_pools)
-    session(log, "s1", "client quit")
+    session(log, "s1", EndReason.QUIT)
     metrics.stop()
-    session(log, "s1", "client quit")  # after stop: not observed any more
+    session(log, "s1", EndReason.QUIT)  # after stop: not observed any more
     metrics.flush()
     got = collect(directory)
     assert value(got, "ftplb_server_current_sessions") == 0
@@ -310,7 +359,7 @@ def test_two_processes_are_summed_and_a_dead_one_loses_its_gauges(
     first_pools = pools()
     first_pools["pool"].servers[0].active = 2
     first, first_log = attached(config, first_pools)
-    session(first_log, "s1", "client quit", bytes_in=10)
+    session(first_log, "s1", EndReason.QUIT, bytes_in=10)
     first.flush()
 
     m.enable(directory, process_id=lambda: 1002)  # the same directory, another process
@@ -318,8 +367,8 @@ def test_two_processes_are_summed_and_a_dead_one_loses_its_gauges(
     second_pools["pool"].servers[0].active = 5
     second_pools["pool"].servers[1].healthy = False
     second, second_log = attached(config, second_pools)
-    session(second_log, "s1", "client quit", bytes_in=32)
-    session(second_log, "s2", "server timeout")
+    session(second_log, "s1", EndReason.QUIT, bytes_in=32)
+    session(second_log, "s2", EndReason.SERVER_TIMEOUT)
     second.flush()
 
     names = {p.name for p in Path(directory).glob("*.db")}
@@ -351,7 +400,7 @@ def test_metrics_need_enable_first(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_clear_directory_removes_an_earlier_run(directory: str, config: Config) -> None:
     metrics, log = attached(config)
-    session(log, "s1", "client quit")
+    session(log, "s1", EndReason.QUIT)
     metrics.flush()
     m.clear_directory(directory)
     assert not list(Path(directory).glob("*.db"))
@@ -366,10 +415,10 @@ def test_snapshot_lays_out_frontends_backends_and_servers(directory: str, config
     the_pools["pool"].servers[1].healthy = False
     checks = {"pool": FakeChecks({"s1": ProbeResult(True, "L7", "ok", 0.003)})}
     metrics, log = attached(config, the_pools, checkers=checks)
-    session(log, "s1", "client quit", bytes_in=50, bytes_out=60)
-    session(log, "-", "too many connections")
+    session(log, "s1", EndReason.QUIT, bytes_in=50, bytes_out=60)
+    session(log, "-", EndReason.LIMIT)
     transfer(log, "RETR", 226, to_client=1000, to_server=0)
-    log.warning("server connect failed", frontend="ftp", server="s2", client="c", reason="x")
+    log.warning(LogWarning.CONNECT_FAILED, frontend="ftp", server="s2", client="c", reason="x")
     metrics.sample()
     snap = build_snapshot(config, collect(directory), now=0)
     assert snap.generated == "1970-01-01T00:00:00Z"
@@ -446,7 +495,7 @@ def test_the_page_shows_the_numbers(directory: str, config: Config) -> None:
     the_pools = pools()
     the_pools["pool"].servers[1].healthy = False
     metrics, log = attached(config, the_pools)
-    session(log, "s1", "client quit", bytes_in=1234567)
+    session(log, "s1", EndReason.QUIT, bytes_in=1234567)
     metrics.sample()
     page = render(build_snapshot(config, collect(directory)), refresh_seconds=0.2)
     assert '<meta http-equiv="refresh" content="1">' in page  # never below a second
@@ -531,10 +580,10 @@ def test_observers_see_records_and_never_break_the_log() -> None:
 
     log.add_observer(broken)
     log.add_observer(lambda kind, fields: seen.append((kind, dict(fields))))
-    log.session(frontend="ftp", end="client quit")
+    log.session(frontend="ftp", end=EndReason.QUIT)
     log.notify("passive", frontend="ftp")
     assert seen == [
-        ("session", {"frontend": "ftp", "end": "client quit"}),
+        ("session", {"frontend": "ftp", "end": EndReason.QUIT}),
         ("passive", {"frontend": "ftp"}),
     ]
     assert stream.getvalue().count("\n") == 1  # notify writes no line

@@ -139,7 +139,7 @@ class Close:
 
     reason: EndReason
     detail: str = ""
-    """Free text beside the reason, for the log line (the last connect error, a TLS alert)."""
+    """Free text beside the reason (the last connect error, a TLS alert), or empty."""
 
 
 Action = (

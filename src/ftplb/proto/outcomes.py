@@ -28,7 +28,10 @@ class EndReason(StrEnum):
     PROTOCOL_ERROR = "protocol_error"
     """The server sent something that is not an FTP reply."""
     NO_SERVER = "no_server"
-    """No server could take the session (every connect failed)."""
+    """No server could take the session (every connect failed, or none was available).
+
+    In ``mode = "tcp"`` also the end of a data connection whose server could
+    not be connected; the detail names the connect error."""
     LIMIT = "limit"
     """Refused at accept: a ``max_connections`` limit was reached."""
     SHUTDOWN = "shutdown"
@@ -38,9 +41,14 @@ class EndReason(StrEnum):
     IDLE_TIMEOUT = "idle_timeout"
     """``mode = "tcp"``: no byte moved for the idle timeout."""
     CLIENT_RESET = "client_reset"
-    """``mode = "tcp"``: the client reset the connection."""
+    """``mode = "tcp"``: the client reset the connection, or it failed with another
+    socket error (the detail names it: ``ETIMEDOUT``, ...)."""
     SERVER_RESET = "server_reset"
-    """``mode = "tcp"``: the server reset the connection."""
+    """``mode = "tcp"``: the server reset the connection, or it failed with another
+    socket error (the detail names it)."""
+    INTERNAL_ERROR = "internal_error"
+    """``mode = "tcp"``: the relay stopped on an unexpected error, a defect of the
+    balancer; the ``relay_failed`` warning beside it says which."""
 
     @property
     def refused(self) -> bool:

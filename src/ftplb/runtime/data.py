@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.runtime.connect import open_connection
-from ftplb.runtime.logs import FOREIGN_DATA_REFUSED, EventLog
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.relay import relay
@@ -112,7 +112,7 @@ class _Acceptor:
                 return
             conn.close()
             self._log.warning(
-                FOREIGN_DATA_REFUSED,
+                LogWarning.FOREIGN_DATA_REFUSED,
                 side=self._side,
                 peer=peer_ip,
                 expected=self._expected_ip,
@@ -269,7 +269,7 @@ class DataChannel:
         )
         if session is not None and not secured.session_reused:
             self._log.warning(
-                "the server did not resume the control connection's TLS session",
+                LogWarning.TLS_NOT_RESUMED,
                 server=self._addresses.server_ip,
             )
         return secured

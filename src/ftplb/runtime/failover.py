@@ -11,7 +11,7 @@ from typing import TypeVar
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.proto.errors import ProtocolError
-from ftplb.runtime.logs import CONNECT_FAILED, EventLog
+from ftplb.runtime.logs import EventLog, LogWarning
 
 Link = TypeVar("Link")
 
@@ -31,7 +31,10 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
     log: EventLog,
     frontend: str,
 ) -> tuple[Server, Link] | str:
-    """The server and its open link, or the reason why no server could be reached.
+    """The server and its open link, or why no server could be reached.
+
+    That reason is the last connect error ("s1: Connection refused"), or empty
+    when no server was available to try at all.
 
     The server is acquired before the attempt, so attempts in flight count for
     leastconn and for ``max_connections``; it is released again on failure and
@@ -40,7 +43,7 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
     """
     tried: set[str] = set()
     server: Server | None = None
-    reason = "no server available"
+    reason = ""
     for _ in range(1 + policy.retries):
         if server is None or policy.redispatch:
             server = pool.pick(client_ip, user, tried)
@@ -56,7 +59,7 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
             pool.release(server)
             reason = f"{server.name}: {describe(error)}"
             log.warning(
-                CONNECT_FAILED,
+                LogWarning.CONNECT_FAILED,
                 frontend=frontend,
                 server=server.name,
                 client=client_ip,

@@ -3,22 +3,20 @@
 Every server is checked on its own loop, so a server that makes its probe
 wait for the full timeout never delays the checks of the others. A server's
 ``healthy`` flag only changes when its rise/fall machine flips, and each flip
-is logged and reported through ``on_change``.
+is written to the EventLog as one ``health`` line and reported through ``on_change``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Callable
 
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.health.state import HealthState
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import PROBE_KINDS, ProbeResult, probe
 from ftplb.runtime.tls import BackendTls
-
-log = logging.getLogger(__name__)
 
 CHECK_KINDS = ("none", *PROBE_KINDS)
 
@@ -41,6 +39,7 @@ class HealthChecker:
         on_change: ChangeCallback | None = None,
         *,
         tls: BackendTls | None = None,
+        log: EventLog | None = None,
     ) -> None:
         if kind not in CHECK_KINDS:
             raise ValueError(f"unknown health check {kind!r}; expected one of {CHECK_KINDS}")
@@ -54,6 +53,7 @@ class HealthChecker:
         self._password = password
         self._on_change = on_change
         self._tls = tls
+        self._log = log or EventLog()
         # Each machine starts from the server's current flag: servers start
         # healthy, and a checker rebuilt on reload must not resurrect a DOWN one.
         self._health = {
@@ -122,18 +122,24 @@ class HealthChecker:
         if not health.record(result.ok, result.detail):
             return
         server.healthy = health.up
-        log.warning(
-            "pool %s server %s is %s (%s %s, %.3fs)",
-            self.pool.name,
-            server.name,
-            "UP" if health.up else "DOWN",
-            result.layer,
-            result.detail,
-            result.duration,
+        self._log.write(
+            "health",
+            backend=self.pool.name,
+            server=server.name,
+            state="UP" if health.up else "DOWN",
+            check=self.kind,
+            layer=result.layer,
+            detail=result.detail,
+            duration=round(result.duration, 3),
         )
         if self._on_change is not None:
             try:
                 self._on_change(server, health.up, result)
-            except Exception:
+            except Exception as error:
                 # A faulty listener must not stop the checks of this server.
-                log.exception("health change callback failed for server %s", server.name)
+                self._log.warning(
+                    LogWarning.HEALTH_CALLBACK_FAILED,
+                    backend=self.pool.name,
+                    server=server.name,
+                    reason=f"{type(error).__name__}: {error}",
+                )

@@ -3,19 +3,84 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+import traceback
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any, Literal, TextIO
+
+from ftplb.proto.outcomes import EndReason
 
 LogFormat = Literal["text", "json"]
 
-# Warnings that the metrics count, by their message: one name for the code
-# that writes each one and for the counter that reads it.
-CONNECT_FAILED = "server connect failed"
-PASSIVE_LISTENER_FAILED = "cannot open a passive listener"
-FOREIGN_DATA_REFUSED = "refused a data connection from a foreign address"
-ORPHAN_DATA_REFUSED = "data connection refused: no control session from this address to the server"
+
+class LogWarning(StrEnum):
+    """Every warning the balancer writes.
+
+    A warning line carries the member's value as ``warning=`` (stable: what
+    metrics, alerts and ``grep warning=connect_failed`` match) and its
+    :attr:`message` as ``message=`` (for a human; its words may change).
+    """
+
+    CONNECT_FAILED = "connect_failed"
+    """A connect to a server failed (refused, timed out, bad greeting); failover goes on."""
+    PASSIVE_LISTENER_FAILED = "passive_listener_failed"
+    """No passive listener could be opened for a client (no free port, say)."""
+    FOREIGN_DATA_REFUSED = "foreign_data_refused"
+    """A data connection came from another address than the session's peer (port theft)."""
+    ORPHAN_DATA_REFUSED = "orphan_data_refused"
+    """``mode = "tcp"``: a data connection from an address with no control session."""
+    CLIENT_TLS_FAILED = "client_tls_failed"
+    """The client's TLS handshake after AUTH TLS failed."""
+    TLS_NOT_RESUMED = "tls_not_resumed"
+    """The server's data connection did not resume the control connection's TLS session."""
+    ACCEPT_FAILED = "accept_failed"
+    """``mode = "tcp"``: accept() failed (out of descriptors or memory); the listener rests."""
+    RELAY_FAILED = "relay_failed"
+    """``mode = "tcp"``: a relay stopped on an unexpected error (a defect)."""
+    UNSTEERED = "unsteered"
+    """Worker processes: one client's sessions may reach different workers."""
+    WORKER_EXITED = "worker_exited"
+    """A worker process exited on its own; the supervisor restarts it."""
+    WORKER_RESTART_FAILED = "worker_restart_failed"
+    """A worker could not be started again; the supervisor retries."""
+    WORKER_KILLED = "worker_killed"
+    """A worker did not stop in time and was killed."""
+    HEALTH_CALLBACK_FAILED = "health_callback_failed"
+    """A listener of health changes raised (a defect); the checks go on."""
+    LIBRARY_LOG = "library_log"
+    """A library (asyncio, aiohttp) logged a warning or an error through stdlib ``logging``."""
+
+    @property
+    def message(self) -> str:
+        """The human text of the warning."""
+        return _MESSAGES[self]
+
+
+_MESSAGES: dict[LogWarning, str] = {
+    LogWarning.CONNECT_FAILED: "server connect failed",
+    LogWarning.PASSIVE_LISTENER_FAILED: "cannot open a passive listener",
+    LogWarning.FOREIGN_DATA_REFUSED: "refused a data connection from a foreign address",
+    LogWarning.ORPHAN_DATA_REFUSED: (
+        "data connection refused: no control session from this address to the server"
+    ),
+    LogWarning.CLIENT_TLS_FAILED: "client TLS handshake failed",
+    LogWarning.TLS_NOT_RESUMED: "the server did not resume the control connection's TLS session",
+    LogWarning.ACCEPT_FAILED: "cannot accept",
+    LogWarning.RELAY_FAILED: "relay failed",
+    LogWarning.UNSTEERED: (
+        "connections are spread by the kernel's 4-tuple hash, "
+        "so one client's sessions may reach different workers"
+    ),
+    LogWarning.WORKER_EXITED: "worker exited",
+    LogWarning.WORKER_RESTART_FAILED: "worker restart failed",
+    LogWarning.WORKER_KILLED: "worker did not stop; killing it",
+    LogWarning.HEALTH_CALLBACK_FAILED: "health change callback failed",
+    LogWarning.LIBRARY_LOG: "a library logged a warning or an error",
+}
+
 
 Observer = Callable[[str, dict[str, Any]], None]
 """Called with each record's kind and fields (read-only), e.g. to count it in metrics."""
@@ -87,14 +152,64 @@ class EventLog:
         if self._observers:
             self._tell(kind, fields)
 
-    def session(self, **fields: Any) -> None:
-        self.write("session", **fields)
+    def session(self, *, end: EndReason, detail: str = "", **fields: Any) -> None:
+        """A ``session`` line: ``fields``, then ``end=`` and, when not empty, ``detail=``."""
+        self._ended("session", end, detail, fields)
+
+    def data(self, *, end: EndReason, detail: str = "", **fields: Any) -> None:
+        """A ``data`` line (a relayed data connection of ``mode = "tcp"``), ended like a session."""
+        self._ended("data", end, detail, fields)
+
+    def _ended(self, kind: str, end: EndReason, detail: str, fields: dict[str, Any]) -> None:
+        if detail:
+            self.write(kind, **fields, end=end, detail=detail)
+        else:
+            self.write(kind, **fields, end=end)
 
     def transfer(self, **fields: Any) -> None:
         self.write("transfer", **fields)
 
-    def warning(self, message: str, **fields: Any) -> None:
-        self.write("warning", message=message, **fields)
+    def warning(self, warning: LogWarning, **fields: Any) -> None:
+        """A ``warning`` line: ``warning=<value>`` to match on, then the human ``message``."""
+        self.write("warning", warning=warning, message=warning.message, **fields)
 
     def info(self, message: str, **fields: Any) -> None:
         self.write("info", message=message, **fields)
+
+
+class _ToEventLog(logging.Handler):
+    """Writes stdlib ``logging`` records (warnings and errors) as EventLog warnings."""
+
+    def __init__(self, log: EventLog) -> None:
+        super().__init__(logging.WARNING)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {
+                "logger": record.name,
+                "level": record.levelname,
+                "reason": record.getMessage(),
+            }
+            error = record.exc_info[1] if record.exc_info else None
+            if error is not None:
+                fields["error"] = f"{type(error).__name__}: {error}"
+                frames = traceback.extract_tb(error.__traceback__)
+                if frames:
+                    fields["where"] = f"{frames[-1].filename}:{frames[-1].lineno}"
+            self._log.warning(LogWarning.LIBRARY_LOG, **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def capture_library_logs(log: EventLog) -> Callable[[], None]:
+    """Route what libraries log through stdlib ``logging`` to ``log``; returns the undo.
+
+    asyncio (an exception nobody retrieved, a callback that raised) and aiohttp
+    (a failed request) log through stdlib ``logging``, whose fallback prints
+    plain text on stderr: with ``log_format = "json"`` every line must be JSON.
+    """
+    handler = _ToEventLog(log)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    return lambda: root.removeHandler(handler)

@@ -50,18 +50,12 @@ from prometheus_client import Counter, Gauge, multiprocess, values
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
 from ftplb.config.schema import Config
+from ftplb.proto.outcomes import EndReason
 from ftplb.proto.rules import rule_for
-from ftplb.runtime.logs import (
-    CONNECT_FAILED,
-    FOREIGN_DATA_REFUSED,
-    ORPHAN_DATA_REFUSED,
-    PASSIVE_LISTENER_FAILED,
-    EventLog,
-)
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import ProbeResult
 
 __all__ = [
-    "END_REASONS",
     "ENV_VAR",
     "CheckResults",
     "Metrics",
@@ -69,7 +63,6 @@ __all__ = [
     "clear_directory",
     "enable",
     "enabled_directory",
-    "end_reason",
     "mark_process_dead",
 ]
 
@@ -263,41 +256,21 @@ def _instruments() -> _Instruments:
 # Bounded label values
 # --------------------------------------------------------------------------
 
-END_REASONS: Mapping[str, str] = {
-    "client quit": "quit",
-    "client closed the connection": "client_closed",
-    "client idle timeout": "client_timeout",
-    "server timeout": "server_timeout",
-    "server closed the session": "server_closed",
-    "server closed the connection": "server_closed",
-    "server sent a malformed reply": "protocol_error",
-    "balancer shutting down": "shutdown",
-    "too many connections": "limit",
-    "no server available": "no_server",
-    # mode = "tcp"
-    "closed": "closed",
-    "idle timeout": "idle_timeout",
-    "reset by client": "client_reset",
-    "reset by server": "server_reset",
-}
-"""Session end texts of the runtime and the bounded reason label each counts as."""
 
+def _end(value: object) -> EndReason | None:
+    """The record's end reason, or None for a value outside the vocabulary.
 
-def end_reason(text: str, had_server: bool) -> str:
-    """The reason label for a session that ended with ``text``.
-
-    A session that never had a server and ended with "<server>: <why>" is the
-    failover's last connect failure: no server could take it.
+    The label set stays bounded whatever a record carries: only members of
+    :class:`EndReason` (or their values) become labels.
     """
-    reason = END_REASONS.get(text)
-    if reason is not None:
-        return reason
-    if not had_server and ": " in text:
-        return "no_server"
-    return "other"
-
-
-_REFUSALS = frozenset(("limit", "no_server"))
+    if isinstance(value, EndReason):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        return EndReason(value)
+    except ValueError:
+        return None
 
 
 def _command_label(verb: str) -> str:
@@ -521,12 +494,13 @@ class Metrics:
     def _on_session(self, fields: dict[str, Any]) -> None:
         ins = self._instruments
         labels = self._labels(fields)
-        reason = end_reason(str(fields.get("end", "")), labels[2] != "-")
+        end = _end(fields.get("end"))
+        reason = end.value if end is not None else "other"
         self._add(ins.sessions, labels)
         self._add(ins.session_ends, (*labels, reason))
         self._add(ins.control_bytes, (*labels, "in"), _number(fields.get("bytes_in")))
         self._add(ins.control_bytes, (*labels, "out"), _number(fields.get("bytes_out")))
-        if reason in _REFUSALS:
+        if end is not None and end.refused:
             self._add(ins.refusals, (labels[0], labels[1], reason))
 
     def _on_transfer(self, fields: dict[str, Any]) -> None:
@@ -541,19 +515,21 @@ class Metrics:
         # mode = "tcp": a relayed data connection; its command is unknown.
         ins = self._instruments
         labels = self._labels(fields)
-        result = "relayed" if fields.get("end") == "closed" else "failed"
+        result = "relayed" if _end(fields.get("end")) is EndReason.CLOSED else "failed"
         self._add(ins.transfers, (*labels, "-", result))
         self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
         self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
 
     def _on_warning(self, fields: dict[str, Any]) -> None:
-        message = fields.get("message")
+        warning = fields.get("warning")
+        if not isinstance(warning, LogWarning):
+            return  # only the balancer's own warnings count, by member, never by text
         ins = self._instruments
-        if message == CONNECT_FAILED:
+        if warning is LogWarning.CONNECT_FAILED:
             self._add(ins.connect_failures, self._labels(fields))
-        elif message == PASSIVE_LISTENER_FAILED:
+        elif warning is LogWarning.PASSIVE_LISTENER_FAILED:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
-        elif message in _DATA_REFUSALS:
+        elif warning in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
 
     def _on_passive(self, fields: dict[str, Any]) -> None:
@@ -568,4 +544,4 @@ class Metrics:
 
 
 _HEALTH_STATES = frozenset(("UP", "DOWN"))
-_DATA_REFUSALS = frozenset((FOREIGN_DATA_REFUSED, ORPHAN_DATA_REFUSED))
+_DATA_REFUSALS = frozenset((LogWarning.FOREIGN_DATA_REFUSED, LogWarning.ORPHAN_DATA_REFUSED))

@@ -50,11 +50,12 @@ from ftplb.config.fields import PortRange
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Defaults
 from ftplb.proto.addresses import unmap_ipv4
+from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
-from ftplb.runtime.logs import ORPHAN_DATA_REFUSED, EventLog
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, relay
+from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, IDLE_TIMEOUT, relay
 from ftplb.runtime.session import SessionLimit
 
 __all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
@@ -134,7 +135,10 @@ class _Control:
     timer: asyncio.TimerHandle | None = None
     to_server: int = 0
     to_client: int = 0
-    end: str = "cancelled"
+    # Every way out of the relay sets its reason: one left unset is a defect,
+    # logged as such beside the relay_failed warning.
+    end: EndReason = EndReason.INTERNAL_ERROR
+    detail: str = ""
 
     def progress(self, to_server: int, to_client: int) -> None:
         self.to_server = to_server
@@ -307,7 +311,9 @@ class PassthroughFrontend:
             except OSError as error:
                 # EMFILE, ENFILE, ENOBUFS: nothing to accept with until something closes.
                 self._log.warning(
-                    "cannot accept", frontend=self.name, reason=error.strerror or str(error)
+                    LogWarning.ACCEPT_FAILED,
+                    frontend=self.name,
+                    reason=error.strerror or str(error),
                 )
                 self._unwatch(listener)
                 loop = asyncio.get_running_loop()
@@ -340,7 +346,7 @@ class PassthroughFrontend:
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
-                end="balancer shutting down" if self._stopping else "too many connections",
+                end=EndReason.SHUTDOWN if self._stopping else EndReason.LIMIT,
             )
             return
         # Control traffic is small request/reply exchanges: Nagle's algorithm
@@ -356,7 +362,7 @@ class PassthroughFrontend:
         try:
             picked = await self._connect_server(control.client_ip)
             if isinstance(picked, str):
-                control.end = picked
+                control.end, control.detail = EndReason.NO_SERVER, picked
                 return
             control.server, control.upstream = picked
             control.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -370,7 +376,7 @@ class PassthroughFrontend:
                 on_progress=control.progress,
             )
             control.to_server, control.to_client = result.a_to_b, result.b_to_a
-            control.end = _end_reason(result.error)
+            control.end, control.detail = _relay_end(result.error)
         finally:
             self._finish_control(control)
 
@@ -417,7 +423,7 @@ class PassthroughFrontend:
             # control connection is waiting for its end, not idle.
             control.last_active = now
         elif now - control.last_active >= self.settings.idle_timeout:
-            control.end = "idle timeout"
+            control.end = EndReason.IDLE_TIMEOUT
             if control.task is not None:
                 control.task.cancel()
             return
@@ -447,6 +453,7 @@ class PassthroughFrontend:
             bytes_in=control.to_server,
             bytes_out=control.to_client,
             end=control.end,
+            detail=control.detail,
         )
 
     # ---------------------------------------------------------- data relays
@@ -462,7 +469,7 @@ class PassthroughFrontend:
             conn.close()
             if not self._stopping:
                 self._log.warning(
-                    ORPHAN_DATA_REFUSED,
+                    LogWarning.ORPHAN_DATA_REFUSED,
                     frontend=self.name,
                     client=show_address(client_ip, client_port),
                     server=server.name,
@@ -478,12 +485,12 @@ class PassthroughFrontend:
         started = time.monotonic()
         upstream: socket.socket | None = None
         to_server = to_client = 0
-        end = "balancer shutting down"
+        end, detail = EndReason.INTERNAL_ERROR, ""
         try:
             try:
                 upstream = await self._connect(server.host, port)
             except (OSError, TimeoutError) as error:
-                end = f"connect failed: {describe(error)}"
+                end, detail = EndReason.NO_SERVER, describe(error)
                 return
             result = await relay(
                 conn,
@@ -495,14 +502,16 @@ class PassthroughFrontend:
             # A data connection carries one way: once that way has ended, a
             # peer that is slow to close the other is no failure.
             done = result.error == IDLE_AFTER_HALF_CLOSE
-            end = "closed" if done else _end_reason(result.error)
+            end, detail = (EndReason.CLOSED, "") if done else _relay_end(result.error)
+        except asyncio.CancelledError:
+            end = EndReason.SHUTDOWN  # only stop() cancels a data relay
+            raise
         finally:
             conn.close()
             if upstream is not None:
                 upstream.close()
             self._occupancy.transfer_ended(server.name, client_ip)
-            self._log.write(
-                "data",
+            self._log.data(
                 frontend=self.name,
                 mode="tcp",
                 client=show_address(client_ip, client_port),
@@ -512,6 +521,7 @@ class PassthroughFrontend:
                 bytes_to_server=to_server,
                 bytes_to_client=to_client,
                 end=end,
+                detail=detail,
             )
 
     # ------------------------------------------------------------- lifecycle
@@ -526,7 +536,9 @@ class PassthroughFrontend:
         if not task.cancelled() and task.exception() is not None:
             error = task.exception()
             self._log.warning(
-                "relay failed", frontend=self.name, reason=f"{type(error).__name__}: {error}"
+                LogWarning.RELAY_FAILED,
+                frontend=self.name,
+                reason=f"{type(error).__name__}: {error}",
             )
 
     async def stop(self) -> None:
@@ -534,7 +546,7 @@ class PassthroughFrontend:
         self._stopping = True
         self._close_listeners()
         for control in self._controls:
-            control.end = "balancer shutting down"
+            control.end = EndReason.SHUTDOWN
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -542,11 +554,19 @@ class PassthroughFrontend:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
 
 
-def _end_reason(error: str | None) -> str:
-    """A relay outcome in the words of a session log: "a" is the client, "b" the server."""
+def _relay_end(error: str | None) -> tuple[EndReason, str]:
+    """A relay outcome ("a" is the client, "b" the server) as an end reason and its detail."""
     if error is None:
-        return "closed"
-    words = error.split()
-    if words and words[-1] in ("a", "b"):
-        words[-1] = "client" if words[-1] == "a" else "server"
-    return " ".join(words)
+        return EndReason.CLOSED, ""
+    if error == IDLE_TIMEOUT:
+        return EndReason.IDLE_TIMEOUT, ""
+    if error == IDLE_AFTER_HALF_CLOSE:
+        return EndReason.IDLE_TIMEOUT, "after half-close"
+    if error.startswith("reset by "):
+        side, detail = error.removeprefix("reset by "), ""
+    else:
+        # Another socket error on one side ("ETIMEDOUT on b"): that connection broke.
+        detail, _, side = error.partition(" on ")
+        side, _, more = side.partition(": ")  # "TLS error on a: <alert>"
+        detail = f"{detail}: {more}" if more else detail
+    return (EndReason.CLIENT_RESET if side == "a" else EndReason.SERVER_RESET), detail

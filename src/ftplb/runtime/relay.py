@@ -44,6 +44,7 @@ from ftplb.runtime.pipes import Pipe, PipeBudget, default_budget
 __all__ = [
     "COPY_BUFFER_SIZE",
     "IDLE_AFTER_HALF_CLOSE",
+    "IDLE_TIMEOUT",
     "PROGRESS_INTERVAL",
     "RelayResult",
     "relay",
@@ -58,6 +59,9 @@ RETURN_BUFFER_SIZE = 16 * 1024
 
 PROGRESS_INTERVAL = 0.5
 """Least time in seconds between two ``on_progress`` calls."""
+
+IDLE_TIMEOUT = "idle timeout"
+"""The end reason when no byte moved either way for the idle timeout."""
 
 IDLE_AFTER_HALF_CLOSE = "idle timeout after half-close"
 """The end reason when the idle timeout strikes after one way has passed its EOF on.
@@ -316,7 +320,7 @@ class _Session:
             self._last_moved = moved
             self._last_active = now
         elif self._idle_timeout is not None and now - self._last_active >= self._idle_timeout:
-            self.finish(IDLE_AFTER_HALF_CLOSE if self.live == 1 else "idle timeout")
+            self.finish(IDLE_AFTER_HALF_CLOSE if self.live == 1 else IDLE_TIMEOUT)
             return
         if self._on_progress is not None and now - self._last_report >= PROGRESS_INTERVAL:
             totals = (a_to_b.sent, b_to_a.sent)

@@ -15,6 +15,7 @@ from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
+from ftplb.proto.outcomes import EndReason
 from ftplb.proto.replies import format_reply
 from ftplb.proto.upstream import (
     DialogueAction,
@@ -29,7 +30,7 @@ from ftplb.proto.upstream import (
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
-from ftplb.runtime.logs import PASSIVE_LISTENER_FAILED, EventLog
+from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.tls import BackendTls, session_of
 
@@ -261,7 +262,7 @@ class Session(asyncio.Protocol):
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
-                end="too many connections",
+                end=EndReason.LIMIT,
             )
             return
         ctx.sessions.add(self)
@@ -370,7 +371,7 @@ class Session(asyncio.Protocol):
             )
         except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
             self._ctx.log.warning(
-                "client TLS handshake failed",
+                LogWarning.CLIENT_TLS_FAILED,
                 frontend=self._ctx.name,
                 client=self.client.host,
                 reason=describe(error),
@@ -466,7 +467,7 @@ class Session(asyncio.Protocol):
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
             self._ctx.log.warning(
-                PASSIVE_LISTENER_FAILED, frontend=self._ctx.name, reason=describe(error)
+                LogWarning.PASSIVE_LISTENER_FAILED, frontend=self._ctx.name, reason=describe(error)
             )
             self._do(self.core.client_listener_failed(describe(error)))
             return
@@ -529,7 +530,7 @@ class Session(asyncio.Protocol):
             self._arm_timer()
 
     # ----------------------------------------------------------------- close
-    def _close(self, reason: str, detail: str = "") -> None:
+    def _close(self, reason: EndReason, detail: str = "") -> None:
         if self._closed:
             return
         self._closed = True
@@ -560,13 +561,14 @@ class Session(asyncio.Protocol):
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
             end=reason,
+            detail=detail,
         )
 
     def shutdown(self, message: str) -> None:
         """Close the session from outside (the balancer is stopping)."""
         if not self._closed and self.transport is not None:
             self.transport.write(format_reply(421, message))
-            self._close("balancer shutting down")
+            self._close(EndReason.SHUTDOWN)
 
 
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:

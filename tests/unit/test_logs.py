@@ -1,0 +1,90 @@
+"""The EventLog's lines: session ends and typed warnings, text and JSON, and library logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
+
+
+def one_line(log_format: str, write: str) -> str:
+    stream = io.StringIO()
+    log = EventLog("json" if log_format == "json" else "text", stream)
+    if write == "session":
+        log.session(frontend="ftp", end=EndReason.NO_SERVER, detail="s1: timeout")
+    elif write == "quiet":
+        log.session(frontend="ftp", end=EndReason.QUIT, detail="")
+    else:
+        log.warning(LogWarning.CONNECT_FAILED, server="s1")
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("write", "fields"),
+    [
+        ("session", 'frontend=ftp end=no_server detail="s1: timeout"'),
+        ("quiet", "frontend=ftp end=quit"),
+        ("warning", 'warning=connect_failed message="server connect failed" server=s1'),
+    ],
+)
+def test_text_lines_show_values_and_detail_only_when_there_is_one(write: str, fields: str) -> None:
+    line = one_line("text", write)
+    stamp, kind, rest = line.split(" ", 2)
+    assert (kind, rest) == ("warning" if write == "warning" else "session", fields + "\n")
+    assert len(stamp) == len("2026-01-01T10:00:00")
+
+
+@pytest.mark.parametrize(
+    ("write", "fields"),
+    [
+        ("session", {"event": "session", "frontend": "ftp", "end": "no_server",
+                     "detail": "s1: timeout"}),
+        ("quiet", {"event": "session", "frontend": "ftp", "end": "quit"}),
+        ("warning", {"event": "warning", "warning": "connect_failed",
+                     "message": "server connect failed", "server": "s1"}),
+    ],
+)  # fmt: skip
+def test_json_lines_show_values_and_detail_only_when_there_is_one(
+    write: str, fields: dict[str, str]
+) -> None:
+    record = json.loads(one_line("json", write))
+    assert record.pop("time")
+    assert record == fields
+
+
+def test_every_warning_has_its_own_message() -> None:
+    messages = [warning.message for warning in LogWarning]
+    assert all(messages) and len(set(messages)) == len(messages)
+
+
+def test_library_logs_become_warning_lines() -> None:
+    stream = io.StringIO()
+    release = capture_library_logs(EventLog("json", stream))
+    try:
+        logging.getLogger("asyncio").info("not a warning: not written")
+        try:
+            raise ConnectionResetError("peer gone")
+        except ConnectionResetError as error:
+            logging.getLogger("asyncio").error("Task exception was never retrieved", exc_info=error)
+    finally:
+        release()
+    logging.getLogger("asyncio").error("after the release: not ours")
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert record.pop("time")
+    where = record.pop("where")
+    assert where.startswith(__file__ + ":"), where
+    assert record == {
+        "event": "warning",
+        "warning": "library_log",
+        "message": "a library logged a warning or an error",
+        "logger": "asyncio",
+        "level": "ERROR",
+        "reason": "Task exception was never retrieved",
+        "error": "ConnectionResetError: peer gone",
+    }
