@@ -89,7 +89,10 @@ def test_malformed_reply_ends_with_protocol_error() -> None:
     session.client_data(b"NOOP\r\n")
     assert session.server_data(b"hello there\r\n") == [
         reply(b"421 Service not available, malformed reply from server (bad first line)"),
-        act.Close(EndReason.PROTOCOL_ERROR),
+        act.Close(
+            EndReason.PROTOCOL_ERROR,
+            "Service not available, malformed reply from server (bad first line)",
+        ),
     ]
 
 
