@@ -1279,9 +1279,25 @@ def test_data_ending_before_a_refusal() -> None:
         playbook
         >> DataDone("refused")
         >> ServerSends(b"425 no data connection\r\n")
-        << act.CloseData("transfer refused: 425")
         << act.SendToClient(b"425 no data connection\r\n")
         << done(425)
+        << act.CloseData("transfer complete")
+    )
+    assert state(playbook) == IDLE
+
+
+def test_data_failing_before_a_1xx_turns_a_bare_226_into_426() -> None:
+    # A server that skips its 1xx still must not tell the client the bytes arrived.
+    playbook = logged_in()
+    passive_ready(playbook)
+    retr(playbook)
+    assert (
+        playbook
+        >> DataDone("reset")
+        >> ServerSends(b"226 done\r\n")
+        << act.SendToClient(DATA_FAILED_426)
+        << done(426)
+        << act.CloseData("transfer complete")
     )
     assert state(playbook) == IDLE
 
@@ -1665,6 +1681,64 @@ def test_server_closing_during_an_abort_gives_421() -> None:
     )
 
 
+def test_abor_after_the_server_closed_behind_a_held_reply_ends_the_pair_and_the_session() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert playbook >> ServerSends(b"226 done\r\n") >> ServerCloses()
+    assert (
+        playbook
+        >> ClientSends(b"ABOR\r\n")
+        << act.CloseData("aborted by client")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
+        << act.SendToClient(ABORT_OK_226)
+        << act.SendToClient(SERVER_GONE)
+        << act.Close(EndReason.SERVER_CLOSED)
+        >> DataDone()
+    )
+    assert state(playbook) == CLOSED
+
+
+def test_a_421_answering_a_command_ends_the_session_at_once() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"CWD x\r\nPWD\r\n")
+        << act.SendToServer(b"CWD x\r\n")
+        >> ServerSends(b"421 Shutting down\r\n")
+        << act.SendToClient(b"421 Shutting down\r\n")
+        << act.Close(EndReason.SERVER_CLOSED)
+        >> ServerCloses()
+    )
+    assert state(playbook) == replace(CLOSED, backlog=1)
+
+
+def test_a_421_answering_ftplbs_own_pasv_ends_the_session() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"PASV\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerReady(LISTENER)
+        << act.SendToServer(b"PASV\r\n")
+        >> ServerSends(b"421 Too many\r\n")
+        << act.SendToClient(b"421 Too many\r\n")
+        << act.Close(EndReason.SERVER_CLOSED)
+    )
+
+
+def test_a_421_answering_quit_ends_as_quit() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"QUIT\r\n")
+        << act.SendToServer(b"QUIT\r\n")
+        >> ServerSends(b"421 Bye\r\n")
+        << act.SendToClient(b"421 Bye\r\n")
+        << act.Close(EndReason.QUIT)
+    )
+
+
 def test_server_closing_while_user_connects_it_gives_421() -> None:
     playbook = new(ON_USER)
     assert (
@@ -1856,6 +1930,35 @@ def test_commands_are_logged_before_the_server_is_chosen() -> None:
         << act.SendToClient(b"215 UNIX Type: L8\r\n")
         << act.CommandSeen("USER bob")
         << act.ConnectServer(b"bob")
+    )
+
+
+def test_an_abor_that_acts_at_once_is_logged_too() -> None:
+    playbook = connected(SessionPolicy(log_commands=True))
+    assert (
+        playbook
+        >> ClientSends(b"USER alice\r\n")
+        << act.CommandSeen("USER alice")
+        << act.SendToServer(b"USER alice\r\n")
+        >> ServerSends(b"230 Welcome\r\n")
+        << act.SendToClient(b"230 Welcome\r\n")
+        >> ClientSends(b"PASV\r\n")
+        << act.CommandSeen("PASV")
+        << act.OpenClientListener()
+        >> ClientListenerReady(LISTENER)
+        << act.SendToServer(b"PASV\r\n")
+        >> ServerSends(SERVER_227)
+        << act.SendToClient(OUR_227)
+        >> ClientSends(b"RETR f\r\n")
+        << act.CommandSeen("RETR f")
+        << act.StartTransfer(act.ClientPassive("PASV"), SERVER_PASSIVE, upload=False)
+        << act.SendToServer(b"RETR f\r\n")
+        >> ClientSends(b"ABOR\r\n")
+        << act.CommandSeen("ABOR")
+        << act.CloseData("aborted by client")
+        << act.SendToServer(b"ABOR\r\n")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
     )
 
 

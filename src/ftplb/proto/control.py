@@ -419,7 +419,8 @@ class ControlSession:
         if abort is None:
             return []
         self._queue.remove(abort)
-        return self._abort_transfer()
+        seen = [act.CommandSeen(loggable(abort))] if self._policy.log_commands else []
+        return seen + self._abort_transfer()
 
     def _on_command(self, command: Command) -> list[act.Action]:
         rule = rule_for(command.verb)
@@ -693,7 +694,7 @@ class ControlSession:
                 out.append(act.ConnectClient())
             return out
         transfer.held_final = reply
-        if before in (TransferPhase.REQUESTED, TransferPhase.DATA_FIRST):
+        if before is TransferPhase.REQUESTED:
             # Refused before any data flowed (550 and the like).
             self._prepared = None
             out = [act.CloseData(f"transfer refused: {reply.code}"), *self._say(reply.raw)]
@@ -741,10 +742,22 @@ class ControlSession:
         transfer.phase = next_transfer_phase(transfer.phase, TransferEvent.ABORT)
         transfer.held_output = []
         self._prepared = None
+        aborted = format_reply(426, "Transfer aborted, data connection closed.")
+        if self._upstream is Upstream.GONE:
+            # The server closed behind a held final reply: nothing will answer
+            # an ABOR, so ftplb ends the 426/226 pair itself, then the session.
+            transfer.phase = next_transfer_phase(transfer.phase, TransferEvent.FINAL)
+            out = [
+                act.CloseData("aborted by client"),
+                act.SendToClient(aborted),
+                self._transfer_done(transfer, 426),
+                *self._end_transfer(self._say(format_reply(226, "Abort successful."))),
+            ]
+            return out + self._finish_if_server_gone()
         return [
             act.CloseData("aborted by client"),
             act.SendToServer(b"ABOR\r\n"),
-            act.SendToClient(format_reply(426, "Transfer aborted, data connection closed.")),
+            act.SendToClient(aborted),
             self._transfer_done(transfer, 426),
         ]
 
@@ -755,13 +768,15 @@ class ControlSession:
         if phase is Phase.TRANSFER and transfer is not None:
             if transfer.phase is not TransferPhase.REPLY_HELD:
                 return self._on_transfer_reply(transfer, reply)
-        elif phase is Phase.SERVER_SETUP:
+        elif phase is Phase.SERVER_SETUP or phase is Phase.COMMAND:
             if reply.is_preliminary:
                 return self._say(reply.raw)
-            return self._on_server_setup_reply(reply)
-        elif phase is Phase.COMMAND:
-            if reply.is_preliminary:
-                return self._say(reply.raw)
+            if reply.code == 421 and not self._quitting():
+                # RFC 959: 421 answers any command when the server is closing
+                # the connection; waiting on would only add a second 421.
+                return self._close(EndReason.SERVER_CLOSED, reply.raw)
+            if phase is Phase.SERVER_SETUP:
+                return self._on_server_setup_reply(reply)
             return self._on_command_reply(reply)
         # Unsolicited (a server's idle-timeout 421, say): pass it on.
         if reply.code == 421:
@@ -780,6 +795,10 @@ class ControlSession:
         return self._say(reply.raw)
 
     # ---------------------------------------------------------------- helpers
+    def _quitting(self) -> bool:
+        """QUIT went to the server and waits for its answer."""
+        return self._phase is Phase.COMMAND and self._awaiting is Handling.QUIT
+
     def _say(self, data: bytes) -> list[act.Action]:
         """Send to the client, or queue behind a held transfer reply (or a handshake)."""
         if self._phase is Phase.TLS_HANDSHAKE:
@@ -800,7 +819,7 @@ class ControlSession:
         transfer = self._transfer
         if transfer is not None and transfer.phase is TransferPhase.REPLY_HELD:
             return []  # the final reply goes out once the data is flushed
-        if self._phase is Phase.COMMAND and self._awaiting is Handling.QUIT:
+        if self._quitting():
             return self._close(EndReason.QUIT, _GOODBYE)
         text = "Service not available, the server closed the connection."
         return self._close(EndReason.SERVER_CLOSED, format_reply(421, text))
