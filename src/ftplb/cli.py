@@ -11,6 +11,7 @@ from ftplb import __version__
 from ftplb.app import StartupError, run_event_loop, serve
 from ftplb.config.load import ConfigError, check_config, load_config
 from ftplb.config.workers import WorkerSlot
+from ftplb.runtime.logs import EventLog
 from ftplb.supervisor import run_supervisor, run_worker
 
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run_event_loop(lambda: serve(config))
     except StartupError as error:
-        print(f"ftplb: {error}", file=sys.stderr)
+        EventLog(config.defaults.log_format).error(str(error))
         return 1
     except KeyboardInterrupt:
         pass

@@ -194,7 +194,7 @@ class Supervisor:
                 self.log.info("workers ready", workers=self.count)
                 await self._supervise()
             except (_StartError, AdminError) as error:
-                print(f"ftplb: {error}", file=sys.stderr, flush=True)
+                self.log.error(str(error))
                 return 1
             return 0
         finally:

@@ -88,3 +88,21 @@ def test_library_logs_become_warning_lines() -> None:
         "reason": "Task exception was never retrieved",
         "error": "ConnectionResetError: peer gone",
     }
+
+
+def test_a_fatal_error_is_a_json_line_under_json() -> None:
+    stream = io.StringIO()
+    EventLog("json", stream).error("cannot listen on 127.0.0.1:21: Permission denied")
+    record = json.loads(stream.getvalue())
+    assert record == {
+        "time": record["time"],
+        "event": "error",
+        "message": "cannot listen on 127.0.0.1:21: Permission denied",
+    }
+    assert stream.getvalue().count("\n") == 1
+
+
+def test_a_fatal_error_is_a_plain_line_under_text() -> None:
+    stream = io.StringIO()
+    EventLog("text", stream).error("cannot listen on 127.0.0.1:21: Permission denied")
+    assert stream.getvalue() == "ftplb: cannot listen on 127.0.0.1:21: Permission denied\n"

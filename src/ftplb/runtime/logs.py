@@ -173,6 +173,19 @@ class EventLog:
         """A ``warning`` line: ``warning=<value>`` to match on, then the human ``message``."""
         self.write("warning", warning=warning, message=warning.message, **fields)
 
+    def error(self, message: str) -> None:
+        """A fatal error that stops ftplb: a JSON ``error`` line under ``json``; under ``text``
+        the plain ``ftplb: <message>`` line an operator reads on a terminal, as other tools'
+        fatal errors look."""
+        if self._format == "json":
+            self.write("error", message=message)
+            return
+        try:
+            self._stream.write(f"ftplb: {message}\n")
+            self._stream.flush()
+        except (OSError, ValueError):
+            pass
+
     def info(self, message: str, **fields: Any) -> None:
         self.write("info", message=message, **fields)
 
