@@ -40,3 +40,10 @@ def test_loggable_escapes_a_verb_that_is_not_ascii() -> None:
 
 def test_loggable_escapes_control_characters_in_the_verb() -> None:
     assert loggable(Command(b"NO\x1bOP", b"", b"")) == "NO\\x1bOP"
+
+
+def test_lf_first_in_a_fresh_parser_ends_an_empty_line() -> None:
+    parser = CommandParser()
+    assert parser.feed(b"\n") == []
+    assert parser.buffered == 0
+    assert parser.feed(b"NOOP\r\n") == [Command(b"NOOP", b"", b"NOOP\r\n")]
