@@ -70,8 +70,9 @@ def test_hostport_rejects_non_string_host() -> None:
 
 @pytest.mark.parametrize("port", [0, -1, 65536, True, 21.0])
 def test_hostport_rejects_bad_ports(port: int) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as caught:
         HostPort.of("127.0.0.1", port)
+    assert str(caught.value) == f"port must be 1..65535, not {port!r}"
 
 
 @pytest.mark.parametrize("port", [1, 65535])
@@ -144,9 +145,9 @@ def test_parse_pasv_reply_zero_address_is_syntactically_valid() -> None:
     ],
 )
 def test_parse_pasv_reply_rejects(text: bytes) -> None:
-    with pytest.raises(ProtocolError) as caught:
-        parse_pasv_reply(text)
-    assert caught.value.code == 425
+    assert_protocol_error(
+        parse_pasv_reply, text, 425, "Can't open data connection: unreadable 227 reply from server"
+    )
 
 
 def test_format_pasv_reply() -> None:
@@ -155,8 +156,9 @@ def test_format_pasv_reply() -> None:
 
 
 def test_format_pasv_reply_rejects_ipv6() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as caught:
         format_pasv_reply(HostPort("::1", 40000))
+    assert str(caught.value) == "PASV and PORT carry IPv4 addresses only, not ::1"
 
 
 # ------------------------------------------------------------ 229
@@ -206,9 +208,9 @@ def test_parse_epsv_reply(text: bytes, port: int) -> None:
     ],
 )
 def test_parse_epsv_reply_rejects(text: bytes) -> None:
-    with pytest.raises(ProtocolError) as caught:
-        parse_epsv_reply(text)
-    assert caught.value.code == 425
+    assert_protocol_error(
+        parse_epsv_reply, text, 425, "Can't open data connection: unreadable 229 reply from server"
+    )
 
 
 def test_format_epsv_reply() -> None:
@@ -262,6 +264,8 @@ BAD_PORT = "Syntax error in PORT arguments"
         b"127,0,0,1,0x9c,64",
         b"\xd9\xa1,0,0,1,156,64",
         b"1" * 5000 + b",0,0,1,156,64",
+        b"X127,0,0,1,156,64X",  # only spaces are trimmed
+        b"\t127,0,0,1,156,64",
     ],
 )
 def test_parse_port_arg_rejects(arg: bytes) -> None:
@@ -274,10 +278,12 @@ def test_format_port_arg() -> None:
 
 
 def test_format_port_arg_rejects_ipv6_and_bad_port() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as ipv6:
         format_port_arg(HostPort("::1", 5000))
-    with pytest.raises(ValueError):
+    assert str(ipv6.value) == "PASV and PORT carry IPv4 addresses only, not ::1"
+    with pytest.raises(ValueError) as port:
         format_port_arg(HostPort("127.0.0.1", 0))
+    assert str(port.value) == "port must be 1..65535, not 0"
 
 
 # ------------------------------------------------------------ EPRT
@@ -293,6 +299,10 @@ def test_format_port_arg_rejects_ipv6_and_bad_port() -> None:
         (b"!1!10.0.0.1!21!", HostPort("10.0.0.1", 21)),
         (b"  |1|10.0.0.1|21|  ", HostPort("10.0.0.1", 21)),
         (b"|1|10.0.0.1|00021|", HostPort("10.0.0.1", 21)),
+        (b"|01|10.0.0.1|21|", HostPort("10.0.0.1", 21)),
+        (b"|002|::1|21|", HostPort("::1", 21)),
+        (b"~1~10.0.0.1~21~", HostPort("10.0.0.1", 21)),  # the last printable delimiter
+        (b"X1X10.0.0.1X21X", HostPort("10.0.0.1", 21)),
     ],
 )
 def test_parse_eprt_arg(arg: bytes, expected: HostPort) -> None:
@@ -337,6 +347,7 @@ UNSUPPORTED = "Network protocol not supported, use (1,2)"
         b" |1|10.0.0.1|21| x",
         b"\x7f1\x7f10.0.0.1\x7f21\x7f",
         b"\xff1\xff10.0.0.1\xff21\xff",
+        b"\t|1|10.0.0.1|21|",  # only spaces are trimmed
     ],
 )
 def test_parse_eprt_arg_rejects(arg: bytes) -> None:
@@ -344,7 +355,15 @@ def test_parse_eprt_arg_rejects(arg: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "arg", [b"|3|10.0.0.1|21|", b"|0|10.0.0.1|21|", b"|99999999999|x|21|", b"|12|::1|21|"]
+    "arg",
+    [
+        b"|3|10.0.0.1|21|",
+        b"|0|10.0.0.1|21|",
+        b"|99999999999|x|21|",
+        b"|12|::1|21|",
+        b"|10|10.0.0.1|21|",
+        b"|20|::1|21|",
+    ],
 )
 def test_parse_eprt_arg_unknown_protocol(arg: bytes) -> None:
     assert_protocol_error(parse_eprt_arg, arg, 522, UNSUPPORTED)
@@ -359,10 +378,12 @@ def test_format_eprt_arg() -> None:
 def test_format_eprt_arg_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         format_eprt_arg(HostPort("not-an-ip", 21))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as port:
         format_eprt_arg(HostPort("::1", 0))
-    with pytest.raises(ValueError):
+    assert str(port.value) == "port must be 1..65535, not 0"
+    with pytest.raises(ValueError) as scoped:
         format_eprt_arg(HostPort("fe80::1%eth0", 21))
+    assert str(scoped.value) == "EPRT cannot carry a scoped address: fe80::1%eth0"
 
 
 # ------------------------------------------------------------ EPSV argument
@@ -392,7 +413,8 @@ def test_parse_epsv_arg_unknown_protocol(arg: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "arg", [b"AL", b"ALLL", b"ALL 1", b"-1", b"+1", b"1.0", b"|1|", b"\xd9\xa1", b"1 2"]
+    "arg",
+    [b"AL", b"ALLL", b"ALL 1", b"-1", b"+1", b"1.0", b"|1|", b"\xd9\xa1", b"1 2", b"X", b"\t1"],
 )
 def test_parse_epsv_arg_rejects(arg: bytes) -> None:
     assert_protocol_error(parse_epsv_arg, arg, 501, "Syntax error in EPSV arguments")

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import random
+import struct
 from collections import Counter
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftplb.balancing.algorithms import (
+    LeastConn,
     Random,
+    RoundRobin,
     Source,
     UserHash,
+    _rendezvous_score,
     make_strategy,
 )
 from ftplb.balancing.pool import Pool
@@ -131,10 +137,29 @@ def test_strategies_return_none_for_empty(balance: str) -> None:
 
 
 def test_unknown_balance_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown balance"):
+    expected = (
+        "unknown balance 'fastest'; expected one of roundrobin, leastconn, source, random, user"
+    )
+    with pytest.raises(ValueError) as direct:
         make_strategy("fastest")
-    with pytest.raises(ValueError):
+    assert str(direct.value) == expected
+    with pytest.raises(ValueError) as through_pool:
         Pool("p", servers(1), balance="fastest")
+    assert str(through_pool.value) == expected
+
+
+@pytest.mark.parametrize(
+    ("balance", "kind"),
+    [
+        ("roundrobin", RoundRobin),
+        ("leastconn", LeastConn),
+        ("source", Source),
+        ("random", Random),
+        ("user", UserHash),
+    ],
+)
+def test_make_strategy_names(balance: str, kind: type) -> None:
+    assert type(make_strategy(balance)) is kind
 
 
 # --- Least connections --------------------------------------------------------
@@ -240,6 +265,56 @@ def test_user_hash_accepts_non_utf8_names() -> None:
     assert strategy.pick(group, "10.0.0.1", name) is strategy.pick(group, "10.0.0.2", name)
 
 
+def test_source_picks_are_pinned() -> None:
+    # Every balancer node and every release must send a client to the same
+    # server: these picks may only change together with a documented migration.
+    group = servers(1, 2, 1, 3)
+    picks = " ".join(Source().pick(group, ip, None).name for ip in clients(32))  # type: ignore[union-attr]
+    assert picks == (
+        "s3 s3 s1 s0 s0 s1 s3 s1 s0 s3 s3 s0 s3 s3 s1 s3 "
+        "s3 s2 s3 s3 s3 s3 s3 s3 s3 s3 s3 s1 s3 s0 s1 s3"
+    )
+
+
+def test_user_picks_are_pinned() -> None:
+    group = servers(1, 2, 1, 3)
+    users = [b"user%d" % i for i in range(32)]
+    picks = " ".join(UserHash().pick(group, "10.0.0.1", u).name for u in users)  # type: ignore[union-attr]
+    assert picks == (
+        "s2 s1 s3 s0 s1 s1 s3 s3 s1 s3 s1 s3 s3 s3 s3 s0 "
+        "s3 s1 s3 s2 s3 s1 s0 s3 s3 s0 s3 s3 s1 s3 s2 s1"
+    )
+
+
+def test_user_key_is_apart_from_the_same_text_as_client_ip() -> None:
+    # USER "10.0.0.7" hashes as b"user:10.0.0.7", which is the client IP "user:10.0.0.7".
+    group = servers(1, 2, 1, 3)
+    for i in range(32):
+        ip = f"10.0.0.{i}"
+        assert UserHash().pick(group, "x", ip.encode()) is Source().pick(group, f"user:{ip}", None)
+
+
+def test_rendezvous_scores_are_pinned_bit_for_bit() -> None:
+    # Picks compare scores; a change of one bit in a score moves a client
+    # whose two best servers score almost alike, so the exact floats are pinned.
+    digest = hashlib.sha256()
+    weighted = servers(1, 2, 3)
+    for key in clients(4096):
+        for server in weighted:
+            digest.update(struct.pack(">d", _rendezvous_score(key.encode(), server)))
+    assert digest.hexdigest() == "66d40070e74feb411c7f13fdce70662d135d037b1f0448d70e67137b881f4030"
+    assert _rendezvous_score(b"10.0.0.1", servers(1, 2)[1]) == 1.49561759333957
+
+
+def test_hashing_takes_any_text_even_lone_surrogates() -> None:
+    # os.fsdecode and surrogateescape give such text; it must route, not raise.
+    surrogate = Server("a\udcff", "127.0.0.1", 21)
+    assert _rendezvous_score(b"10.0.0.1", surrogate) == 0.545380431915744
+    group = servers(1, 2, 1, 3)
+    assert Source().pick(group, "\udcff", None) is group[3]
+    assert UserHash().pick(group, "\udcff", None) is group[3]
+
+
 def test_user_hash_falls_back_to_source() -> None:
     group = servers(1, 1, 1)
     for ip in clients(100):
@@ -301,6 +376,22 @@ def test_random_is_reproducible_with_injected_rng() -> None:
     ]
 
 
+def test_random_rng_reaches_the_strategy_through_make_strategy_and_pool() -> None:
+    group = servers(1, 2, 3)
+    reference = Random(random.Random(5))
+    expected = [reference.pick(group, "x", None).name for _ in range(40)]  # type: ignore[union-attr]
+    made = make_strategy("random", random.Random(5))
+    assert [made.pick(group, "x", None).name for _ in range(40)] == expected  # type: ignore[union-attr]
+    pool = Pool("p", servers(1, 2, 3), balance="random", rng=random.Random(5))
+    assert [pool.pick("x", None).name for _ in range(40)] == expected  # type: ignore[union-attr]
+
+
+def test_random_without_rng_draws_from_its_own() -> None:
+    group = servers(1, 1)
+    picks = {Random().pick(group, "x", None).name for _ in range(200)}  # type: ignore[union-attr]
+    assert picks == {"s0", "s1"}
+
+
 # --- Pool filtering -------------------------------------------------------------
 
 
@@ -340,6 +431,26 @@ def test_release_never_below_zero() -> None:
     assert server.active == 0
 
 
+def test_acquire_and_release_count_one_session_each() -> None:
+    pool = Pool("p", servers(1))
+    server = pool.server("s0")
+    for _ in range(3):
+        pool.acquire(server, "10.0.0.1", None)
+    assert (server.active, server.total) == (3, 3)
+    pool.release(server)
+    assert (server.active, server.total) == (2, 3)
+    pool.release(server)
+    assert (server.active, server.total) == (1, 3)
+
+
+def test_pool_keeps_its_name_settings_and_servers() -> None:
+    members = servers(1, 2)
+    pool = Pool("web", members, balance="leastconn", sticky="source", user_map={"al": "s1"})
+    assert (pool.name, pool.balance, pool.sticky) == ("web", "leastconn", "source")
+    assert pool.servers == members and pool.servers is not members
+    assert pool.user_map == {"al": "s1"}
+
+
 def test_exclude_redispatches() -> None:
     pool = Pool("p", servers(1, 1, 1), balance="source")
     first = pool.pick("10.0.0.1", None)
@@ -356,13 +467,27 @@ def test_server_lookup() -> None:
         pool.server("nope")
 
 
-def test_duplicate_names_and_bad_options_rejected() -> None:
-    with pytest.raises(ValueError, match="duplicate"):
-        Pool("p", [Server("a", "h", 1), Server("a", "h", 2)])
-    with pytest.raises(ValueError, match="sticky"):
-        Pool("p", servers(1), sticky="cookie")
-    with pytest.raises(ValueError, match="unknown server"):
-        Pool("p", servers(1), user_map={"alice": "ghost"})
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"servers": [Server("a", "h", 1), Server("a", "h", 2)]},
+            "pool 'p': duplicate server name 'a'",
+        ),
+        (
+            {"sticky": "cookie"},
+            "pool 'p': unknown sticky 'cookie'; expected one of none, source, user",
+        ),
+        (
+            {"user_map": {"alice": "ghost"}},
+            "pool 'p': user_map sends 'alice' to unknown server 'ghost'",
+        ),
+    ],
+)
+def test_duplicate_names_and_bad_options_rejected(arguments: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        Pool("p", **{"servers": servers(1), **arguments})
+    assert str(error.value) == message
 
 
 def test_needs_user() -> None:
@@ -395,6 +520,33 @@ def test_source_stickiness_holds_within_timeout_and_expires() -> None:
     # Expired: the strategy decides again, and round robin moves on.
     names = {pool.pick("10.0.0.1", None).name for _ in range(2)}  # type: ignore[union-attr]
     assert names == {"s0", "s1"}
+
+
+def test_default_sticky_timeout_is_an_hour() -> None:
+    clock = FakeClock()
+    pool = Pool("p", servers(1, 1), sticky="source", clock=clock)
+    pool.acquire(pool.server("s1"), "10.0.0.1", None)
+    clock.now += 3599.5
+    assert pool.stick is not None and pool.stick.get("10.0.0.1") == "s1"
+    clock.now += 3600
+    assert pool.stick.get("10.0.0.1") is None
+
+
+def test_user_stickiness_remembers_nothing_before_user() -> None:
+    pool = Pool("p", servers(1, 1), sticky="user")
+    pool.acquire(pool.server("s1"), "10.0.0.1", None)
+    assert pool.stick is not None and len(pool.stick) == 0
+    pool.acquire(pool.server("s1"), "10.0.0.1", b"dave")
+    assert len(pool.stick) == 1 and pool.stick.get("dave") == "s1"
+
+
+def test_user_balance_hashes_the_user_through_the_pool() -> None:
+    pool = Pool("p", servers(1, 2, 1, 3), balance="user")
+    direct = UserHash()
+    for i in range(32):
+        user = b"user%d" % i
+        expected = direct.pick(pool.servers, "10.0.0.1", user)
+        assert pool.pick("10.0.0.1", user) is expected
 
 
 def test_user_stickiness() -> None:

@@ -61,6 +61,57 @@ def feed_commands(parser: CommandParser, pieces: list[bytes]) -> list[object]:
     return results
 
 
+def assert_only_an_open_reply_is_buffered(parser: ReplyParser, data: bytes) -> None:
+    """What the parser holds back is a partial line, or a multi-line reply still open."""
+    held = data[len(data) - parser.buffered :]
+    if b"\n" in held:
+        assert held[3:4] == b"-", held
+
+
+_TELNET_COMMAND_BYTES = range(0xF0, 0xFF)
+_LINE_TOO_LONG = (500, "Command line too long")
+_UNRECOGNIZED = (500, "Syntax error, command unrecognized")
+
+
+def expected_command(raw: bytes) -> object:
+    """What one LF-terminated line must parse to, by the rules of RFC 959 and commands.py.
+
+    The line ending (LF, or CRLF) is dropped; leading Telnet signals (IAC and a
+    command byte, or a bare Data Mark) are skipped; a line with nothing else is
+    ignored (None); then the verb is up to 16 letters and the argument is
+    every byte after the first space.
+    """
+    body = raw[:-1]
+    if body.endswith(b"\r"):
+        body = body[:-1]
+    while True:
+        if len(body) >= 2 and body[0] == 0xFF and body[1] in _TELNET_COMMAND_BYTES:
+            body = body[2:]
+        elif body[:1] == b"\xf2":
+            body = body[1:]
+        else:
+            break
+    if not body:
+        return None
+    verb, _, arg = body.partition(b" ")
+    if not verb.isalpha() or len(verb) > 16:
+        return _UNRECOGNIZED
+    return Command(verb.upper(), arg, raw)
+
+
+def expected_commands(stream: bytes, max_line: int) -> list[object]:
+    """What ``CommandParser(max_line).feed(stream)`` must return, errors as (code, message)."""
+    *lines, partial = stream.split(b"\n")
+    results: list[object] = []
+    for line in lines:
+        item = _LINE_TOO_LONG if len(line) > max_line else expected_command(line + b"\n")
+        if item is not None:
+            results.append(item)
+    if len(partial) > max_line:
+        results.append(_LINE_TOO_LONG)
+    return results
+
+
 def would_terminate(line: bytes, code: int) -> bool:
     prefix = str(code).encode()
     return line == prefix or line.startswith(prefix + b" ")
@@ -154,30 +205,42 @@ def test_reply_stream_split_anywhere_parses_the_same(
 def test_reply_stream_byte_by_byte_parses_the_same(
     stream_and_expected: tuple[bytes, list[tuple[int, tuple[bytes, ...]]]],
 ) -> None:
-    stream, _ = stream_and_expected
+    stream, expected = stream_and_expected
     parser = ReplyParser()
     bytewise = [
         reply for index in range(len(stream)) for reply in parser.feed(stream[index : index + 1])
     ]
+    assert [(reply.code, reply.lines) for reply in bytewise] == expected
     assert bytewise == ReplyParser().feed(stream)
     assert parser.buffered == 0
 
 
 @ROBUST
 @given(
-    st.binary(max_size=300) | reply_streams().map(lambda pair: pair[0]),
+    st.tuples(st.binary(max_size=300), st.none()) | reply_streams(),
     st.lists(st.integers(min_value=0), max_size=20),
     st.integers(3, 40),
     st.integers(4, 200),
 )
 def test_reply_errors_do_not_depend_on_the_split(
-    stream: bytes, cuts: list[int], max_line: int, max_reply: int
+    stream_and_expected: tuple[bytes, list[tuple[int, tuple[bytes, ...]]] | None],
+    cuts: list[int],
+    max_line: int,
+    max_reply: int,
 ) -> None:
-    whole, whole_failed = feed_replies(ReplyParser(max_line, max_reply), [stream])
+    stream, expected = stream_and_expected
+    parser = ReplyParser(max_line, max_reply)
+    whole, whole_failed = feed_replies(parser, [stream])
     pieces, pieces_failed = feed_replies(ReplyParser(max_line, max_reply), split_at(stream, cuts))
     assert whole_failed == pieces_failed
     if not whole_failed:
         assert pieces == whole
+        # Within the limits, a valid stream parses in full, and any stream
+        # leaves nothing behind but the reply in progress.
+        if expected is not None:
+            assert [(reply.code, reply.lines) for reply in whole] == expected
+        assert b"".join(reply.raw for reply in whole) == stream[: len(stream) - parser.buffered]
+        assert_only_an_open_reply_is_buffered(parser, stream)
 
 
 command_lines = st.one_of(
@@ -201,6 +264,7 @@ def test_command_stream_split_anywhere_parses_the_same(
     bytewise = feed_commands(
         CommandParser(max_line), [stream[index : index + 1] for index in range(len(stream))]
     )
+    assert whole == expected_commands(stream, max_line)
     assert pieces == whole
     assert bytewise == whole
 
@@ -209,12 +273,14 @@ def test_command_stream_split_anywhere_parses_the_same(
 @given(st.lists(st.tuples(command_lines, endings), max_size=12))
 def test_commands_keep_their_raw_lines(lines: list[tuple[bytes, bytes]]) -> None:
     stream = b"".join(line + ending for line, ending in lines)
-    commands = [item for item in CommandParser(10_000).feed(stream) if isinstance(item, Command)]
-    raws = {line + ending for line, ending in lines}
-    for command in commands:
-        assert command.raw in raws
-        assert command.verb.isalpha() and command.verb.isupper()
-        assert command.raw.rstrip(b"\r\n").endswith(command.arg)
+    results = feed_commands(CommandParser(10_000), [stream])
+    # One result per line, in order, except for lines that hold no command.
+    expected = [expected_command(line + ending) for line, ending in lines]
+    assert results == [item for item in expected if item is not None]
+    for command in results:
+        if isinstance(command, Command):
+            assert command.verb.isalpha() and command.verb.isupper()
+            assert command.raw.rstrip(b"\r\n").endswith(command.arg)
 
 
 # ------------------------------------------------------------ (2) robustness
@@ -225,20 +291,24 @@ def test_commands_keep_their_raw_lines(lines: list[tuple[bytes, bytes]]) -> None
 def test_reply_parser_only_raises_protocol_error(data: bytes) -> None:
     parser = ReplyParser(max_line_length=64, max_reply_bytes=256)
     try:
-        for reply in parser.feed(data):
-            assert 100 <= reply.code <= 599
-            assert reply.raw
+        replies = parser.feed(data)
     except ProtocolError as error:
         assert error.code == 421
+        return
+    for reply in replies:
+        assert 100 <= reply.code <= 599
+        assert reply.raw
+    assert b"".join(reply.raw for reply in replies) == data[: len(data) - parser.buffered]
+    assert_only_an_open_reply_is_buffered(parser, data)
 
 
 @ROBUST
 @given(st.binary(max_size=400) | mutated(command_streams))
 def test_command_parser_never_raises(data: bytes) -> None:
-    for item in CommandParser(max_line_length=32).feed(data):
-        if isinstance(item, ProtocolError):
-            assert item.code == 500
-        else:
+    results = feed_commands(CommandParser(max_line_length=32), [data])
+    assert results == expected_commands(data, 32)
+    for item in results:
+        if isinstance(item, Command):
             assert 1 <= len(item.verb) <= 16
 
 

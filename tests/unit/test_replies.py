@@ -7,6 +7,8 @@ import pytest
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.replies import Reply, ReplyParser, format_multiline, format_reply
 
+MALFORMED = "Service not available, malformed reply from server"
+
 
 def feed_bytewise(parser: ReplyParser, data: bytes) -> list[Reply]:
     replies: list[Reply] = []
@@ -155,6 +157,8 @@ def test_bytewise_feed_gives_same_replies() -> None:
         b"22 short\r\n",
         b"22\r\n",
         b"\r\n",
+        b"\n",
+        b"\n200 ok\r",
         b"2x0 bad\r\n",
         b"220x bad separator\r\n",
         b"220\tbad separator\r\n",
@@ -167,7 +171,15 @@ def test_bad_first_line_raises_421(data: bytes) -> None:
     with pytest.raises(ProtocolError) as caught:
         ReplyParser().feed(data)
     assert caught.value.code == 421
-    assert "malformed reply" in caught.value.message
+    assert caught.value.message == f"{MALFORMED} (bad first line)"
+
+
+def test_empty_line_after_a_reply_is_a_bad_first_line() -> None:
+    parser = ReplyParser()
+    assert len(parser.feed(b"200 ok\r\n")) == 1
+    with pytest.raises(ProtocolError) as caught:
+        parser.feed(b"\n")
+    assert caught.value.message == f"{MALFORMED} (bad first line)"
 
 
 @pytest.mark.parametrize("code", [b"000", b"099", b"600", b"999"])
@@ -175,6 +187,7 @@ def test_code_out_of_range_raises_421(code: bytes) -> None:
     with pytest.raises(ProtocolError) as caught:
         ReplyParser().feed(code + b" x\r\n")
     assert caught.value.code == 421
+    assert caught.value.message == f"{MALFORMED} (code out of range)"
 
 
 def test_garbage_after_good_reply_raises() -> None:
@@ -191,6 +204,10 @@ def test_failed_parser_stays_failed() -> None:
     with pytest.raises(ProtocolError) as caught:
         parser.feed(b"220 fine\r\n")
     assert caught.value.code == 421
+    assert caught.value.message == f"{MALFORMED} (bad first line)"
+    with pytest.raises(ProtocolError) as again:
+        parser.feed(b"")
+    assert again.value.message == f"{MALFORMED} (bad first line)"
 
 
 def test_line_at_limit_is_accepted() -> None:
@@ -203,6 +220,33 @@ def test_line_over_limit_raises() -> None:
     with pytest.raises(ProtocolError) as caught:
         ReplyParser(max_line_length=16).feed(b"200 " + b"x" * 13 + b"\r\n")
     assert caught.value.code == 421
+    assert caught.value.message == f"{MALFORMED} (line too long)"
+
+
+def test_default_line_limit_is_8192() -> None:
+    line = b"200 " + b"x" * 8188
+    [reply] = ReplyParser().feed(line + b"\r\n")
+    assert reply.lines == (line,)
+    with pytest.raises(ProtocolError) as caught:
+        ReplyParser().feed(line + b"x\r\n")
+    assert caught.value.message == f"{MALFORMED} (line too long)"
+    parser = ReplyParser()
+    assert parser.feed(line + b"\r") == []
+    with pytest.raises(ProtocolError) as partial:
+        parser.feed(b"x")
+    assert partial.value.message == f"{MALFORMED} (line too long)"
+
+
+def test_default_reply_limit_is_4_mib() -> None:
+    middle = b" " + b"x" * 8000 + b"\r\n"
+    first, last = b"211-a\r\n", b"211 b\r\n"
+    filler = 4 * 1024 * 1024 - len(first) - len(last)
+    body = middle * (filler // len(middle)) + b" " * (filler % len(middle) - 2) + b"\r\n"
+    [reply] = ReplyParser().feed(first + body + last)
+    assert len(reply.raw) == 4 * 1024 * 1024
+    with pytest.raises(ProtocolError) as caught:
+        ReplyParser().feed(first + b" " + body + last)
+    assert caught.value.message == f"{MALFORMED} (reply too large)"
 
 
 def test_partial_line_over_limit_raises_before_lf() -> None:
@@ -210,8 +254,16 @@ def test_partial_line_over_limit_raises_before_lf() -> None:
     assert parser.feed(b"200 " + b"x" * 12) == []
     # The CR of a CRLF is not part of the line, so it must not trip the limit.
     assert parser.feed(b"\r") == []
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as caught:
         parser.feed(b"y")
+    assert caught.value.message == f"{MALFORMED} (line too long)"
+
+
+def test_partial_line_two_over_limit_raises_even_ending_in_cr() -> None:
+    # 17 bytes then a CR: the line is over the limit whatever follows the CR.
+    with pytest.raises(ProtocolError) as caught:
+        ReplyParser(max_line_length=16).feed(b"200 " + b"x" * 13 + b"\r")
+    assert caught.value.message == f"{MALFORMED} (line too long)"
 
 
 def test_huge_line_without_lf_raises() -> None:
@@ -232,6 +284,23 @@ def test_reply_over_size_limit_raises() -> None:
         for _ in range(20):
             parser.feed(b" line\r\n")
     assert caught.value.code == 421
+    assert caught.value.message == f"{MALFORMED} (reply too large)"
+
+
+def test_open_reply_exactly_at_size_limit_is_held() -> None:
+    parser = ReplyParser(max_line_length=100, max_reply_bytes=10)
+    assert parser.feed(b"211-abcd\r\n") == []
+    assert parser.buffered == 10
+    with pytest.raises(ProtocolError) as caught:
+        parser.feed(b"2")
+    assert caught.value.message == f"{MALFORMED} (reply too large)"
+
+
+def test_complete_reply_one_byte_over_size_limit_raises() -> None:
+    data = b"211-a\r\n211 b\r\n"
+    with pytest.raises(ProtocolError) as caught:
+        ReplyParser(max_reply_bytes=len(data) - 1).feed(data)
+    assert caught.value.message == f"{MALFORMED} (reply too large)"
 
 
 def test_many_replies_may_exceed_size_limit_together() -> None:
@@ -247,9 +316,15 @@ def test_reply_exactly_at_size_limit_is_accepted() -> None:
     assert reply.raw == data
 
 
-def test_limits_must_be_sane() -> None:
-    with pytest.raises(ValueError):
-        ReplyParser(max_line_length=0)
+@pytest.mark.parametrize(("max_line", "max_reply"), [(0, 100), (2, 100), (100, 3)])
+def test_limits_must_be_sane(max_line: int, max_reply: int) -> None:
+    with pytest.raises(ValueError) as caught:
+        ReplyParser(max_line_length=max_line, max_reply_bytes=max_reply)
+    assert str(caught.value) == "limits too small to hold any reply"
+
+
+def test_smallest_limits_hold_the_smallest_reply() -> None:
+    assert [reply.raw for reply in ReplyParser(3, 4).feed(b"200\n")] == [b"200\n"]
 
 
 # ------------------------------------------------------------ formatting
@@ -261,6 +336,12 @@ def test_format_reply_single_line() -> None:
 
 def test_format_reply_utf8() -> None:
     assert format_reply(257, '"/déjà" created') == '257 "/déjà" created\r\n'.encode()
+
+
+def test_format_reply_replaces_what_utf8_cannot_encode() -> None:
+    # Paths decoded with surrogateescape may reach a reply; they must not raise.
+    assert format_reply(550, "a\udcffb") == b"550 a?b\r\n"
+    assert format_reply(550, "a\udcff\nb") == b"550-a?\r\n550 b\r\n"
 
 
 def test_format_reply_multiline() -> None:
@@ -288,22 +369,43 @@ def test_format_multiline_without_middle() -> None:
     assert format_multiline(211, b"a", [], b"b") == b"211-a\r\n211 b\r\n"
 
 
-@pytest.mark.parametrize("middle", [b"211 End", b"211", b"a\r\nb", b"a\nb", b"a\rb"])
-def test_format_multiline_rejects_unsafe_middle(middle: bytes) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("middle", "message"),
+    [
+        (b"211 End", "middle line would end the reply early: b'211 End'"),
+        (b"211", "middle line would end the reply early: b'211'"),
+        (b"a\r\nb", "reply line contains a line break: b'a\\r\\nb'"),
+        (b"a\nb", "reply line contains a line break: b'a\\nb'"),
+        (b"a\rb", "reply line contains a line break: b'a\\rb'"),
+    ],
+)
+def test_format_multiline_rejects_unsafe_middle(middle: bytes, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
         format_multiline(211, b"a", [middle], b"b")
+    assert str(caught.value) == message
 
 
 def test_format_multiline_rejects_line_breaks_in_first_and_last() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as first:
         format_multiline(211, b"a\n", [], b"b")
-    with pytest.raises(ValueError):
+    assert str(first.value) == "reply line contains a line break: b'a\\n'"
+    with pytest.raises(ValueError) as last:
         format_multiline(211, b"a", [], b"b\r\n")
+    assert str(last.value) == "reply line contains a line break: b'b\\r\\n'"
 
 
-@pytest.mark.parametrize("code", [99, 600, 0, -200, True])
+@pytest.mark.parametrize("code", [99, 600, 0, -200, True, 200.0, "200"])
 def test_format_rejects_bad_codes(code: int) -> None:
-    with pytest.raises(ValueError):
+    message = f"reply code must be 100..599, not {code!r}"
+    with pytest.raises(ValueError) as single:
         format_reply(code, "x")
-    with pytest.raises(ValueError):
+    assert str(single.value) == message
+    with pytest.raises(ValueError) as multi:
         format_multiline(code, b"a", [], b"b")
+    assert str(multi.value) == message
+
+
+@pytest.mark.parametrize("code", [100, 599])
+def test_format_accepts_the_code_range_bounds(code: int) -> None:
+    assert format_reply(code, "x") == b"%d x\r\n" % code
+    assert format_multiline(code, b"a", [], b"b") == b"%d-a\r\n%d b\r\n" % (code, code)

@@ -110,11 +110,61 @@ def test_forget_server() -> None:
     assert len(table) == 1
 
 
-def test_invalid_settings_rejected() -> None:
-    with pytest.raises(ValueError):
-        StickTable(0)
-    with pytest.raises(ValueError):
-        StickTable(10, max_entries=0)
+def test_len_drops_entries_at_their_expiry_instant() -> None:
+    clock = FakeClock()
+    table = StickTable(10, clock=clock)
+    table.put("old", "s1")
+    clock.now += 4
+    table.put("new", "s2")
+    clock.now += 6  # "old" expires exactly now, "new" in 4 s
+    assert len(table) == 1
+    assert table.get("new") == "s2"
+    clock.now += 10
+    assert len(table) == 0
+
+
+def test_put_purges_only_expired_entries() -> None:
+    clock = FakeClock()
+    table = StickTable(10, max_entries=2, clock=clock)
+    table.put("a", "s1")
+    clock.now += 5
+    table.put("b", "s2")
+    clock.now += 5  # "a" has expired, "b" has not
+    table.put("c", "s3")
+    assert [table.get(k) for k in ("a", "b", "c")] == [None, "s2", "s3"]
+
+
+def test_default_cap_is_100_000_entries() -> None:
+    table = StickTable(10, clock=FakeClock())
+    for n in range(100_001):
+        table.put(str(n), "s")
+    assert len(table) == 100_000
+    assert table.get("0") is None
+    assert table.get("1") == "s"
+
+
+def test_any_positive_timeout_and_a_single_entry_are_allowed() -> None:
+    clock = FakeClock()
+    table = StickTable(0.5, max_entries=1, clock=clock)
+    table.put("a", "s1")
+    table.put("b", "s2")
+    assert (table.get("a"), table.get("b")) == (None, "s2")
+    clock.now += 0.5
+    assert table.get("b") is None
+
+
+@pytest.mark.parametrize(
+    ("timeout", "max_entries", "message"),
+    [
+        (0, 1, "stick table timeout must be positive"),
+        (-1, 1, "stick table timeout must be positive"),
+        (10, 0, "stick table max_entries must be at least 1"),
+    ],
+)
+def test_invalid_settings_rejected(timeout: float, max_entries: int, message: str) -> None:
+    with pytest.raises(ValueError) as error:
+        StickTable(timeout, max_entries=max_entries)
+    assert str(error.value) == message
 
 
 def test_is_a_stick_store() -> None:
