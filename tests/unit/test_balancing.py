@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
 import struct
 from collections import Counter
@@ -622,3 +623,22 @@ def test_user_map_beats_stickiness() -> None:
     pool.acquire(pool.server("s0"), "10.0.0.1", None)
     assert pool.pick("10.0.0.1", None) is pool.server("s0")
     assert pool.pick("10.0.0.1", b"alice") is pool.server("s1")
+
+
+class _TopDigest:
+    """A blake2b stand-in whose digest is the largest 64-bit value."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return b"\xff" * 8
+
+
+def test_a_digest_next_to_two_to_the_64_scores_high_instead_of_dividing_by_zero(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # (2**64 - 1 + 1) / (2**64 + 1) rounds to 1.0 as a float, and ln(1.0) is 0.
+    monkeypatch.setattr(hashlib, "blake2b", _TopDigest)
+    score = _rendezvous_score(b"key", Server("s1", "127.0.0.11", 21, weight=2))
+    assert score == 2 / -math.log(math.nextafter(1.0, 0.0))

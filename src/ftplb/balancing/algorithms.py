@@ -108,8 +108,13 @@ def _rendezvous_score(key: bytes, server: Server) -> float:
     # The length prefix keeps (key, name) pairs unambiguous whatever bytes they hold.
     digest = hashlib.blake2b(len(key).to_bytes(4, "big") + key + name, digest_size=8).digest()
     # Map to the open interval (0, 1): ln(0) and ln(1) would be infinite/zero.
-    unit = (int.from_bytes(digest, "big") + 1) / (2**64 + 1)
+    # Digests within about 2**10 of 2**64 round to 1.0 as a float: they take
+    # the largest float below 1 instead (a score that high, not a crash).
+    unit = min((int.from_bytes(digest, "big") + 1) / (2**64 + 1), _BELOW_ONE)
     return server.weight / -math.log(unit)
+
+
+_BELOW_ONE = math.nextafter(1.0, 0.0)
 
 
 def _rendezvous(servers: Sequence[Server], key: bytes) -> Server | None:
