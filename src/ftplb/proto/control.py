@@ -18,6 +18,10 @@ moved only through the tables of ``phases.py``.
 Commands are taken one at a time: the next one waits until the previous one
 has its final reply, which keeps our own replies in order with the server's.
 ABOR is the exception: during a transfer it is acted on at once.
+
+This module is longer than the others on purpose: it is one class, the whole
+session machine, whose handlers read best beside the phase moves they make.
+What it reads (the rule table, the phase tables) lives in rules.py and phases.py.
 """
 
 from __future__ import annotations

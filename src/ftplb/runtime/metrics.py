@@ -33,6 +33,9 @@ Call order in each process that serves sessions::
     metrics.stop()                    # flushes, zeroes this process's gauges
 
 and in the supervisor, when a worker has exited: ``mark_process_dead(pid, directory)``.
+
+It is over 500 lines because every metric, its bounded label values and the
+observer that feeds it belong together, so that no label drifts from its counter.
 """
 
 from __future__ import annotations

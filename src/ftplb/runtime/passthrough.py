@@ -30,6 +30,9 @@ Two FTP rules still hold although no byte is read:
 
 A server that health checks mark DOWN takes no new control sessions, but its
 passive ports keep relaying: transfers of its existing sessions must finish.
+
+It is over 500 lines because the control relay, the per-server passive relays
+and their port-theft check all read one frontend's table of open sessions.
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""The I/O driver of one FTP client session: it feeds the core and carries out its actions."""
+"""The I/O driver of one FTP client session: it feeds the core and carries out its actions.
+
+It is over 500 lines because it is one connection's whole driver: the client
+protocol, its server link and the handler of each core action read the same
+session state, and split apart they would pass it back and forth.
+"""
 
 from __future__ import annotations
 
