@@ -37,8 +37,10 @@ except ImportError:  # pragma: no cover - a dependency on Linux
 
 from ftplb.runtime.pipes import DEFAULT_PIPE_SIZE, PipeBudget
 from ftplb.runtime.relay import (
-    IDLE_AFTER_HALF_CLOSE,
+    CLEAN,
     PROGRESS_INTERVAL,
+    RelayEnd,
+    RelayOutcome,
     RelayResult,
     relay,
     splice_available,
@@ -277,7 +279,7 @@ def test_one_way_50mb_arrives_intact(
 
     result, received = run(scenario())
     assert received == Received(len(payload_50mb), sha256(payload_50mb))
-    assert result == RelayResult(len(payload_50mb), 0, None, spliced=not force_copy)
+    assert result == RelayResult(len(payload_50mb), 0, CLEAN, spliced=not force_copy)
     assert w.peer_a.recv(1) == b"", "a must see the EOF that b sent"
 
 
@@ -346,7 +348,7 @@ def test_zero_byte_transfer(
     w.peer_b.shutdown(socket.SHUT_WR)
 
     result = run(relay(w.relay_a, w.relay_b, force_copy=force_copy))
-    assert result == RelayResult(0, 0, None, spliced=not force_copy)
+    assert result == RelayResult(0, 0, CLEAN, spliced=not force_copy)
     assert w.peer_a.recv(1) == b""
     assert w.peer_b.recv(1) == b""
 
@@ -382,7 +384,7 @@ def test_half_close_keeps_the_other_direction_open(
         return result
 
     result = run(scenario())
-    assert result == RelayResult(len(request), len(response), None, spliced=not force_copy)
+    assert result == RelayResult(len(request), len(response), CLEAN, spliced=not force_copy)
 
 
 def test_finish_with_ends_when_the_payload_direction_ends(
@@ -402,7 +404,7 @@ def test_finish_with_ends_when_the_payload_direction_ends(
         return await asyncio.wait_for(task, 5)  # peer_a is still open
 
     result = run(scenario())
-    assert result == RelayResult(0, len(payload), None, spliced=not force_copy)
+    assert result == RelayResult(0, len(payload), CLEAN, spliced=not force_copy)
 
 
 def test_one_way_transfer_uses_one_pipe(
@@ -427,7 +429,7 @@ def test_one_way_transfer_uses_one_pipe(
     result, in_use = run(scenario())
     assert in_use == 1 * MiB
     assert budget.in_use == 0
-    assert result == RelayResult(len(payload), 0, None, spliced=True)
+    assert result == RelayResult(len(payload), 0, CLEAN, spliced=True)
 
 
 # --------------------------------------------------------------------------- backpressure
@@ -505,7 +507,9 @@ def test_reset_by_source_ends_relay_with_error(
         return result
 
     result = run(scenario())
-    assert result == RelayResult(len(data), 0, "reset by a", spliced=not force_copy)
+    assert result == RelayResult(
+        len(data), 0, RelayOutcome(RelayEnd.RESET, "a"), spliced=not force_copy
+    )
 
 
 def test_reset_by_destination_mid_transfer(
@@ -530,7 +534,7 @@ def test_reset_by_destination_mid_transfer(
         return result
 
     result = run(scenario())
-    assert result.error == "reset by b"
+    assert result.outcome == RelayOutcome(RelayEnd.RESET, "b")
     assert 4 * MiB <= result.a_to_b < len(payload_50mb)
 
 
@@ -557,7 +561,7 @@ def test_idle_timeout(
         return result, elapsed
 
     result, elapsed = run(scenario())
-    assert result == RelayResult(0, 0, "idle timeout", spliced=not force_copy)
+    assert result == RelayResult(0, 0, RelayOutcome(RelayEnd.IDLE), spliced=not force_copy)
     assert 0.3 <= elapsed < 1.0
 
 
@@ -581,7 +585,9 @@ def test_idle_after_one_way_closed_has_its_own_reason(
     result = run(scenario())
     # Not a plain "idle timeout": everything was passed on, the other way only
     # never closed; tcp-mode data connections log that as a normal end.
-    assert result == RelayResult(len(payload), 0, IDLE_AFTER_HALF_CLOSE, spliced=not force_copy)
+    assert result == RelayResult(
+        len(payload), 0, RelayOutcome(RelayEnd.IDLE_AFTER_HALF_CLOSE), spliced=not force_copy
+    )
 
 
 def test_traffic_defers_the_idle_timeout(
@@ -606,7 +612,7 @@ def test_traffic_defers_the_idle_timeout(
         return result, time.monotonic() - last_sent
 
     result, quiet_for = run(scenario())
-    assert result == RelayResult(12, 0, "idle timeout", spliced=not force_copy)
+    assert result == RelayResult(12, 0, RelayOutcome(RelayEnd.IDLE), spliced=not force_copy)
     assert 0.4 <= quiet_for < 0.4 + 0.8
     assert receive_exactly(w.peer_b, 12) == b"x" * 12
 
@@ -780,7 +786,7 @@ def test_tls_download_ends_after_flush(
         return result, await client
 
     result, received = run(scenario())
-    assert result == RelayResult(0, len(data), None, spliced=False)
+    assert result == RelayResult(0, len(data), CLEAN, spliced=False)
     assert received == Received(len(data), sha256(data))
 
 
@@ -811,7 +817,7 @@ def test_tls_upload_half_closes_the_plain_side(
 
     result, received = run(scenario())
     assert received == Received(len(data), sha256(data))
-    assert result == RelayResult(len(data), 0, None, spliced=False)
+    assert result == RelayResult(len(data), 0, CLEAN, spliced=False)
 
 
 def test_tls_upload_goes_on_when_the_server_half_closes_first(
@@ -844,7 +850,7 @@ def test_tls_upload_goes_on_when_the_server_half_closes_first(
 
     result, received = run(scenario())
     assert received == Received(len(data), sha256(data))
-    assert result == RelayResult(len(data), 0, None, spliced=False)
+    assert result == RelayResult(len(data), 0, CLEAN, spliced=False)
 
 
 # --------------------------------------------------------------------------- PipeBudget
@@ -941,5 +947,5 @@ def test_relay_with_small_budget_mixes_pipe_sizes_and_releases_them(
     result, at_b, at_a = run(scenario())
     assert at_b == Received(len(up), sha256(up))
     assert at_a == Received(len(down), sha256(down))
-    assert result == RelayResult(len(up), len(down), None, spliced=True)
+    assert result == RelayResult(len(up), len(down), CLEAN, spliced=True)
     assert budget.in_use == 0

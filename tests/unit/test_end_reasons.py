@@ -8,7 +8,7 @@ from ftplb.proto import actions as act
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.passthrough import _relay_end
-from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, IDLE_TIMEOUT
+from ftplb.runtime.relay import CLEAN, RelayEnd, RelayOutcome
 
 CLIENT = "127.0.0.100"
 SERVER = "127.0.0.11"
@@ -142,19 +142,36 @@ def test_end_reason_values_are_the_documented_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    ("error", "expected"),
+    ("outcome", "expected", "text"),
     [
-        (None, (EndReason.CLOSED, "")),
-        (IDLE_TIMEOUT, (EndReason.IDLE_TIMEOUT, "")),
-        (IDLE_AFTER_HALF_CLOSE, (EndReason.IDLE_TIMEOUT, "after half-close")),
-        ("reset by a", (EndReason.CLIENT_RESET, "")),
-        ("reset by b", (EndReason.SERVER_RESET, "")),
-        ("ETIMEDOUT on a", (EndReason.CLIENT_RESET, "ETIMEDOUT")),
-        ("EHOSTUNREACH on b", (EndReason.SERVER_RESET, "EHOSTUNREACH")),
-        ("TLS error on a: bad record mac", (EndReason.CLIENT_RESET, "TLS error: bad record mac")),
+        (CLEAN, (EndReason.CLOSED, ""), None),
+        (RelayOutcome(RelayEnd.IDLE), (EndReason.IDLE_TIMEOUT, ""), "idle timeout"),
+        (
+            RelayOutcome(RelayEnd.IDLE_AFTER_HALF_CLOSE),
+            (EndReason.IDLE_TIMEOUT, "after half-close"),
+            "idle timeout after half-close",
+        ),
+        (RelayOutcome(RelayEnd.RESET, "a"), (EndReason.CLIENT_RESET, ""), "reset by a"),
+        (RelayOutcome(RelayEnd.RESET, "b"), (EndReason.SERVER_RESET, ""), "reset by b"),
+        (
+            RelayOutcome(RelayEnd.SOCKET_ERROR, "a", "ETIMEDOUT"),
+            (EndReason.CLIENT_RESET, "ETIMEDOUT"),
+            "ETIMEDOUT on a",
+        ),
+        (
+            RelayOutcome(RelayEnd.SOCKET_ERROR, "b", "EHOSTUNREACH"),
+            (EndReason.SERVER_RESET, "EHOSTUNREACH"),
+            "EHOSTUNREACH on b",
+        ),
+        (
+            RelayOutcome(RelayEnd.TLS_ERROR, "a", "bad record mac"),
+            (EndReason.CLIENT_RESET, "TLS error: bad record mac"),
+            "TLS error on a: bad record mac",
+        ),
     ],
 )
-def test_relay_outcomes_become_end_reasons(
-    error: str | None, expected: tuple[EndReason, str]
+def test_relay_outcomes_become_end_reasons_and_log_texts(
+    outcome: RelayOutcome, expected: tuple[EndReason, str], text: str | None
 ) -> None:
-    assert _relay_end(error) == expected
+    assert _relay_end(outcome) == expected
+    assert outcome.error == text

@@ -58,7 +58,7 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.relay import IDLE_AFTER_HALF_CLOSE, IDLE_TIMEOUT, relay
+from ftplb.runtime.relay import RelayEnd, RelayOutcome, relay
 from ftplb.runtime.session import SessionLimit
 
 __all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
@@ -379,7 +379,7 @@ class PassthroughFrontend:
                 on_progress=control.progress,
             )
             control.to_server, control.to_client = result.a_to_b, result.b_to_a
-            control.end, control.detail = _relay_end(result.error)
+            control.end, control.detail = _relay_end(result.outcome)
         finally:
             self._finish_control(control)
 
@@ -504,8 +504,8 @@ class PassthroughFrontend:
             to_server, to_client = result.a_to_b, result.b_to_a
             # A data connection carries one way: once that way has ended, a
             # peer that is slow to close the other is no failure.
-            done = result.error == IDLE_AFTER_HALF_CLOSE
-            end, detail = (EndReason.CLOSED, "") if done else _relay_end(result.error)
+            done = result.outcome.end is RelayEnd.IDLE_AFTER_HALF_CLOSE
+            end, detail = (EndReason.CLOSED, "") if done else _relay_end(result.outcome)
         except asyncio.CancelledError:
             end = EndReason.SHUTDOWN  # only stop() cancels a data relay
             raise
@@ -557,19 +557,16 @@ class PassthroughFrontend:
             await asyncio.wait(tasks, timeout=STOP_GRACE)
 
 
-def _relay_end(error: str | None) -> tuple[EndReason, str]:
+def _relay_end(outcome: RelayOutcome) -> tuple[EndReason, str]:
     """A relay outcome ("a" is the client, "b" the server) as an end reason and its detail."""
-    if error is None:
+    if outcome.end is RelayEnd.CLOSED:
         return EndReason.CLOSED, ""
-    if error == IDLE_TIMEOUT:
+    if outcome.end is RelayEnd.IDLE:
         return EndReason.IDLE_TIMEOUT, ""
-    if error == IDLE_AFTER_HALF_CLOSE:
+    if outcome.end is RelayEnd.IDLE_AFTER_HALF_CLOSE:
         return EndReason.IDLE_TIMEOUT, "after half-close"
-    if error.startswith("reset by "):
-        side, detail = error.removeprefix("reset by "), ""
-    else:
-        # Another socket error on one side ("ETIMEDOUT on b"): that connection broke.
-        detail, _, side = error.partition(" on ")
-        side, _, more = side.partition(": ")  # "TLS error on a: <alert>"
-        detail = f"{detail}: {more}" if more else detail
-    return (EndReason.CLIENT_RESET if side == "a" else EndReason.SERVER_RESET), detail
+    # A reset, or another socket or TLS error: that side's connection broke.
+    reason = EndReason.CLIENT_RESET if outcome.side == "a" else EndReason.SERVER_RESET
+    if outcome.end is RelayEnd.TLS_ERROR:
+        return reason, f"TLS error: {outcome.detail}"
+    return reason, outcome.detail

@@ -40,15 +40,17 @@ import socket
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum, auto
 from typing import Literal
 
 from ftplb.runtime.pipes import Pipe, PipeBudget, default_budget
 
 __all__ = [
+    "CLEAN",
     "COPY_BUFFER_SIZE",
-    "IDLE_AFTER_HALF_CLOSE",
-    "IDLE_TIMEOUT",
     "PROGRESS_INTERVAL",
+    "RelayEnd",
+    "RelayOutcome",
     "RelayResult",
     "relay",
     "splice_available",
@@ -63,14 +65,52 @@ RETURN_BUFFER_SIZE = 16 * 1024
 PROGRESS_INTERVAL = 0.5
 """Least time in seconds between two ``on_progress`` calls."""
 
-IDLE_TIMEOUT = "idle timeout"
-"""The end reason when no byte moved either way for the idle timeout."""
 
-IDLE_AFTER_HALF_CLOSE = "idle timeout after half-close"
-"""The end reason when the idle timeout strikes after one way has passed its EOF on.
+class RelayEnd(Enum):
+    """How a relay ended; what a caller decides on, where the log shows text."""
 
-Everything sent was relayed; only the other side never closed its own way (a
-client still reading what the kernel holds for it, say)."""
+    CLOSED = auto()
+    """A clean EOF both ways (or, one-way, on the payload's way)."""
+    IDLE = auto()
+    """No byte moved either way for the idle timeout."""
+    IDLE_AFTER_HALF_CLOSE = auto()
+    """The idle timeout struck after one way had passed its EOF on: everything
+    sent was relayed, only the other side never closed its own way (a client
+    still reading what the kernel holds for it, say)."""
+    RESET = auto()
+    """A reset or broken pipe on ``side``."""
+    SOCKET_ERROR = auto()
+    """Another socket error on ``side`` (its errno name is the detail)."""
+    TLS_ERROR = auto()
+    """A TLS error on ``side`` (its reason is the detail)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayOutcome:
+    """How a relay ended, and on which side: ``"a"`` or ``"b"``, for the errors."""
+
+    end: RelayEnd
+    side: str = ""
+    detail: str = ""
+
+    @property
+    def error(self) -> str | None:
+        """None after a clean end; else a short text for logs: "reset by a",
+        "ETIMEDOUT on b", "TLS error on a: <reason>", "idle timeout"."""
+        if self.end is RelayEnd.CLOSED:
+            return None
+        if self.end is RelayEnd.RESET:
+            return f"reset by {self.side}"
+        if self.end is RelayEnd.SOCKET_ERROR:
+            return f"{self.detail} on {self.side}"
+        if self.end is RelayEnd.TLS_ERROR:
+            return f"TLS error on {self.side}: {self.detail}"
+        if self.end is RelayEnd.IDLE:
+            return "idle timeout"
+        return "idle timeout after half-close"
+
+
+CLEAN = RelayOutcome(RelayEnd.CLOSED)
 
 _ROUNDS_PER_WAKEUP = 4
 """Read+flush rounds per readiness callback before yielding to the loop.
@@ -99,10 +139,14 @@ class RelayResult:
     a_to_b: int
     """Bytes delivered from socket ``a`` to socket ``b``."""
     b_to_a: int
-    error: str | None
-    """None after a clean EOF both ways; else e.g. "reset by a", "idle timeout"."""
+    outcome: RelayOutcome
     spliced: bool
     """True if the zero-copy engine moved the bytes."""
+
+    @property
+    def error(self) -> str | None:
+        """None after a clean end; else the outcome's text for logs."""
+        return self.outcome.error
 
 
 async def relay(
@@ -186,12 +230,12 @@ async def relay(
             session.payload = a_to_b if finish_with == "a_to_b" else b_to_a
         try:
             session.start(a_to_b, b_to_a)
-            error = await session.outcome
+            outcome = await session.outcome
         finally:
             # Unregister before the pipes close: a callback that ran after
             # would splice into a descriptor number the process may reuse.
             session.stop()
-        return RelayResult(a_to_b.sent, b_to_a.sent, error, bool(pipes))
+        return RelayResult(a_to_b.sent, b_to_a.sent, outcome, bool(pipes))
     finally:
         for pipe in pipes:
             pipe_budget.close_pipe(pipe)
@@ -224,14 +268,14 @@ def _direction(
     return _CopyDirection(session, src, dst, src_name, dst_name, buffer_size=size)
 
 
-def _describe(exc: OSError, side: str) -> str:
-    """A short end reason for logs: "reset by a", "ETIMEDOUT on b", ..."""
+def _outcome_of(exc: OSError, side: str) -> RelayOutcome:
+    """What a socket error on ``side`` means for the relay."""
     if isinstance(exc, ssl.SSLError):  # its errno is an SSL_ERROR_* code, not an errno
-        return f"TLS error on {side}: {exc.reason or exc}"
+        return RelayOutcome(RelayEnd.TLS_ERROR, side, str(exc.reason or exc))
     if exc.errno in _RESET_ERRNOS:
-        return f"reset by {side}"
+        return RelayOutcome(RelayEnd.RESET, side)
     name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    return f"{name} on {side}"
+    return RelayOutcome(RelayEnd.SOCKET_ERROR, side, name)
 
 
 class _Session:
@@ -261,7 +305,7 @@ class _Session:
         on_progress: ProgressCallback | None,
     ) -> None:
         self.loop = loop
-        self.outcome: asyncio.Future[str | None] = loop.create_future()
+        self.outcome: asyncio.Future[RelayOutcome] = loop.create_future()
         self.finished = False
         self.live = 2
         self.payload: _Direction | None = None
@@ -302,15 +346,15 @@ class _Session:
     def direction_done(self, direction: _Direction) -> None:
         self.live -= 1
         if self.live == 0 or direction is self.payload:
-            self.finish(None)
+            self.finish(CLEAN)
 
-    def finish(self, error: str | None) -> None:
-        """End the relay now; the first reason wins."""
+    def finish(self, outcome: RelayOutcome) -> None:
+        """End the relay now; the first outcome wins."""
         if self.finished:
             return
         self.stop()
         if not self.outcome.done():
-            self.outcome.set_result(error)
+            self.outcome.set_result(outcome)
 
     def _on_tick(self) -> None:
         self._ticker = None
@@ -323,7 +367,8 @@ class _Session:
             self._last_moved = moved
             self._last_active = now
         elif self._idle_timeout is not None and now - self._last_active >= self._idle_timeout:
-            self.finish(IDLE_AFTER_HALF_CLOSE if self.live == 1 else IDLE_TIMEOUT)
+            idle = RelayEnd.IDLE_AFTER_HALF_CLOSE if self.live == 1 else RelayEnd.IDLE
+            self.finish(RelayOutcome(idle))
             return
         if self._on_progress is not None and now - self._last_report >= PROGRESS_INTERVAL:
             totals = (a_to_b.sent, b_to_a.sent)
@@ -422,7 +467,7 @@ class _Direction:
             self._writing = True
 
     def _fail(self, exc: OSError, side: str) -> None:
-        self._session.finish(_describe(exc, side))
+        self._session.finish(_outcome_of(exc, side))
 
     def _end_of_stream(self) -> None:
         """Source at EOF and everything delivered: pass the EOF on."""
@@ -437,7 +482,7 @@ class _Direction:
                 return
             # shutdown() on an SSLSocket would drop TLS without close_notify;
             # TLS has no half-close, so the transfer ends here.
-            self._session.finish(None)
+            self._session.finish(CLEAN)
             return
         try:
             self._dst.shutdown(socket.SHUT_WR)
