@@ -305,6 +305,9 @@ class ControlSession:
             if abort is not None:
                 self._queue.remove(abort)
                 out += self._abort_transfer()
+                # A server that left while its final reply was held cannot
+                # answer the ABOR: end the session now, not at the server timeout.
+                out += self._finish_if_server_gone()
         out += self._pump()
         return out
 
