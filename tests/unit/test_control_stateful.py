@@ -904,6 +904,3 @@ ControlMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestControlSessionStateful = ControlMachine.TestCase
-
-
-# ------------------------------------------------------------- found by the machine
