@@ -2075,3 +2075,19 @@ def test_failed_data_keeps_a_3xx_reply() -> None:
         << done(300)
         << act.CloseData("transfer complete")
     )
+
+
+def test_what_was_held_behind_a_final_reply_is_dropped_with_it_at_abor() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert (
+        playbook
+        >> ServerSends(b"226 done\r\n200 later\r\n")
+        >> ClientSends(b"ABOR\r\n")
+        << act.CloseData("aborted by client")
+        << act.SendToServer(b"ABOR\r\n")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
+        >> ClientCloses()
+        << act.Close(EndReason.CLIENT_CLOSED)
+    )

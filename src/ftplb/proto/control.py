@@ -341,7 +341,7 @@ class ControlSession:
             return []
         setup.client_listener = address
         setup.client = act.ClientPassive(setup.mode)
-        return self._prepare_server_side(setup.client)
+        return self._prepare_server_side(client_passive=True)
 
     def client_listener_failed(self, reason: str) -> list[act.Action]:
         if self._phase is not Phase.OPENING_LISTENER:
@@ -371,14 +371,13 @@ class ControlSession:
             return []
         self._move(Trigger.TLS_DONE)
         self._client_tls = ClientTls.PROTECTED
+        # One handshake per session (AUTH over TLS is refused), so what was
+        # held for it goes out once, and the list is not needed again.
         out: list[act.Action] = [act.SendToClient(chunk) for chunk in self._after_tls]
-        self._after_tls = []
-        out += self._pump()
-        return out
+        return out + self._pump()
 
     def client_tls_failed(self, reason: str) -> list[act.Action]:
         """The TLS handshake after AUTH failed: nothing can be said to the client."""
-        self._after_tls = []
         return self._close(EndReason.CLIENT_TLS_FAILED, detail=reason)
 
     def data_done(self, error: str | None) -> list[act.Action]:
@@ -391,12 +390,9 @@ class ControlSession:
         if before in ABORTING:
             return []
         transfer.data_error = error
-        out: list[act.Action] = []
-        if transfer.phase is TransferPhase.DONE:
-            out += self._release_transfer_reply(transfer)
-        out += self._finish_if_server_gone()
-        out += self._pump()
-        return out
+        released = transfer.phase is TransferPhase.DONE
+        out = self._release_transfer_reply(transfer) if released else []
+        return out + self._finish_if_server_gone() + self._pump()
 
     # ------------------------------------------------------- client commands
     def _pump(self) -> list[act.Action]:
@@ -607,15 +603,15 @@ class ControlSession:
         mode: act.DataModeName = "PORT" if verb == b"PORT" else "EPRT"
         client = act.ClientActive(address, mode)
         self._setup = _SetupInProgress(mode, client)
-        return self._drop_data("new data setup") + self._prepare_server_side(client)
+        return self._drop_data("new data setup") + self._prepare_server_side(client_passive=False)
 
-    def _server_goes_passive(self, client: act.ClientSide) -> bool:
+    def _server_goes_passive(self, client_passive: bool) -> bool:
         """The server's data leg: PASV/EPSV to it, or else PORT/EPRT to a listener of ours."""
         mode = self._policy.server_data_mode
-        return mode == "passive" or (mode == "client" and isinstance(client, act.ClientPassive))
+        return mode == "passive" or (mode == "client" and client_passive)
 
-    def _prepare_server_side(self, client: act.ClientSide) -> list[act.Action]:
-        if self._server_goes_passive(client):
+    def _prepare_server_side(self, *, client_passive: bool) -> list[act.Action]:
+        if self._server_goes_passive(client_passive):
             self._move(Trigger.ASK_SERVER)
             verb = b"PASV" if self._server_family == 1 else b"EPSV"
             return [act.SendToServer(verb + b"\r\n")]
@@ -628,7 +624,7 @@ class ControlSession:
         if reply.code // 100 != 2:
             return self._setup_failed(f"server refused data setup: {reply.code}")
         server: act.ServerSide
-        if self._server_goes_passive(setup.client):
+        if self._server_goes_passive(isinstance(setup.client, act.ClientPassive)):
             try:
                 if reply.code == 229:
                     port = parse_epsv_reply(reply.text)
@@ -743,14 +739,14 @@ class ControlSession:
         # The server will answer the transfer command (unless it already has)
         # and then the ABOR; both answers are ours to swallow, and the client
         # gets the 426/226 pair RFC 959 prescribes.
+        # Whatever was held behind a final reply is dropped with it: the
+        # client gets the 426/226 pair instead.
         transfer.phase = next_transfer_phase(transfer.phase, TransferEvent.ABORT)
-        transfer.held_output = []
         self._prepared = None
         aborted = format_reply(426, "Transfer aborted, data connection closed.")
         if self._upstream is Upstream.GONE:
             # The server closed behind a held final reply: nothing will answer
             # an ABOR, so ftplb ends the 426/226 pair itself, then the session.
-            transfer.phase = next_transfer_phase(transfer.phase, TransferEvent.FINAL)
             out = [
                 act.CloseData("aborted by client"),
                 act.SendToClient(aborted),
@@ -769,7 +765,7 @@ class ControlSession:
     def _on_reply(self, reply: Reply) -> list[act.Action]:
         phase = self._phase
         transfer = self._transfer
-        if phase is Phase.TRANSFER and transfer is not None:
+        if transfer is not None:  # only in Phase.TRANSFER: a closed session reads no reply
             if transfer.phase is not TransferPhase.REPLY_HELD:
                 return self._on_transfer_reply(transfer, reply)
         elif phase is Phase.SERVER_SETUP or phase is Phase.COMMAND:
@@ -835,10 +831,11 @@ class ControlSession:
             return []
         handshaking = self._phase is Phase.TLS_HANDSHAKE
         self._move(Trigger.CLOSE)
-        out: list[act.Action] = []
         transfer = self._transfer
-        if transfer is not None and transfer.phase is TransferPhase.REPLY_HELD:
-            out += [act.SendToClient(chunk) for chunk in transfer.held_output]
+        held = (
+            transfer.held_output if transfer and transfer.phase is TransferPhase.REPLY_HELD else []
+        )
+        out: list[act.Action] = [act.SendToClient(chunk) for chunk in held]
         if last_words and not handshaking:
             # Mid-handshake, plaintext last words would only garble it.
             out.append(act.SendToClient(last_words))

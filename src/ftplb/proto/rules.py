@@ -190,7 +190,4 @@ UNLISTED = VerbRule(Handling.FORWARD, before_login=True)
 
 def rule_for(verb: bytes) -> VerbRule:
     """The rule for ``verb`` (any case)."""
-    rule = RULES.get(verb)
-    if rule is None:
-        rule = RULES.get(verb.upper(), UNLISTED)
-    return rule
+    return RULES.get(verb.upper(), UNLISTED)
