@@ -6,6 +6,8 @@ Every event's whole list of actions is asserted, in order.
 from __future__ import annotations
 
 import itertools
+import re
+from contextlib import AbstractContextManager
 
 import pytest
 
@@ -419,25 +421,39 @@ def test_byte_by_byte() -> None:
 
 
 def test_events_out_of_order_are_errors_of_the_runtime() -> None:
+    def raises(message: str) -> AbstractContextManager[pytest.ExceptionInfo[DialogueStateError]]:
+        return pytest.raises(DialogueStateError, match=f"^{re.escape(message)}$")
+
     dialogue = ServerDialogue(EXPLICIT_SESSION)
-    with pytest.raises(DialogueStateError):
+    with raises("server_data() in state IDLE"):
         dialogue.server_data(b"220 hello\r\n")
-    with pytest.raises(DialogueStateError):
+    with raises("server_closed() before start()"):
         dialogue.server_closed()
     assert dialogue.start() == []
-    with pytest.raises(DialogueStateError):
+    with raises("start() in state GREETING"):
         dialogue.start()
-    with pytest.raises(DialogueStateError):
+    with raises("tls_started() in state GREETING"):
         dialogue.tls_started()
-    with pytest.raises(DialogueStateError):
+    with raises("tls_failed() in state GREETING"):
         dialogue.tls_failed("no")
     assert dialogue.state is DialogueState.GREETING
 
 
 def test_settings_are_checked() -> None:
-    with pytest.raises(ValueError, match="only over TLS"):
+    with pytest.raises(ValueError, match=r"^PBSZ and PROT protect data only over TLS$"):
         DialogueSettings(protect_data=True)
-    with pytest.raises(ValueError, match="CR or LF"):
+    with pytest.raises(ValueError, match=r"^credentials must not contain CR or LF$"):
         Credentials("alice\r\nDELE x")
-    with pytest.raises(ValueError, match="CR or LF"):
+    with pytest.raises(ValueError, match=r"^credentials must not contain CR or LF$"):
         Credentials("alice", "pw\nDELE x")
+    # Any other character is the user's own business.
+    assert Credentials("XX x", "pwX").user == "XX x"
+
+
+def test_a_malformed_reply_behind_a_good_one_keeps_the_good_ones_action() -> None:
+    dialogue = started(IMPLICIT_SESSION)
+    assert dialogue.server_data(b"220 hello\r\n999 no such code\r\n") == [
+        PBSZ,
+        DialogueFailed("L7", f"bad reply waiting for PBSZ reply: {MALFORMED} (code out of range)"),
+    ]
+    assert_over(dialogue)
