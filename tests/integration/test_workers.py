@@ -477,9 +477,9 @@ def fake_supervisor(
     )
 
 
-def user_errors(capsys: pytest.CaptureFixture[str]) -> list[str]:
-    """The master's messages for the user (its log lines go to stderr too)."""
-    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("ftplb: ")]
+def user_errors(master_log: io.StringIO) -> list[str]:
+    """The master's fatal errors for the user, from its log (text format)."""
+    return [line for line in master_log.getvalue().splitlines() if line.startswith("ftplb: ")]
 
 
 async def test_master_stops_ready_workers_and_removes_the_metrics_dir(fake_log: Path) -> None:
@@ -528,27 +528,25 @@ async def test_without_admin_the_workers_record_no_metrics(fake_log: Path) -> No
     assert await asyncio.wait_for(task, 15) == 0
 
 
-async def test_master_reports_a_worker_startup_error(
-    fake_log: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert await asyncio.wait_for(fake_supervisor("error").run(), 15) == 1
-    assert user_errors(capsys) == ["ftplb: cannot listen on 127.0.0.1:1: Permission denied"]
+async def test_master_reports_a_worker_startup_error(fake_log: Path) -> None:
+    master_log = io.StringIO()
+    assert await asyncio.wait_for(fake_supervisor("error", None, master_log).run(), 15) == 1
+    assert user_errors(master_log) == ["ftplb: cannot listen on 127.0.0.1:1: Permission denied"]
     assert len(fake_log.read_text().splitlines()) == 1  # worker 1 never started
 
 
-async def test_master_reports_a_worker_that_dies_before_it_is_ready(
-    fake_log: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    assert await asyncio.wait_for(fake_supervisor("die").run(), 15) == 1
-    assert user_errors(capsys) == ["ftplb: worker 0 ended before it was ready (exit status 3)"]
+async def test_master_reports_a_worker_that_dies_before_it_is_ready(fake_log: Path) -> None:
+    master_log = io.StringIO()
+    assert await asyncio.wait_for(fake_supervisor("die", None, master_log).run(), 15) == 1
+    assert user_errors(master_log) == ["ftplb: worker 0 ended before it was ready (exit status 3)"]
 
 
-async def test_master_restarts_dying_workers_then_gives_up(
-    fake_log: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+async def test_master_restarts_dying_workers_then_gives_up(fake_log: Path) -> None:
     exits: list[WorkerExit] = []
-    assert await asyncio.wait_for(fake_supervisor("ready-then-die", exits).run(), 30) == 1
-    [err] = user_errors(capsys)
+    master_log = io.StringIO()
+    supervisor = fake_supervisor("ready-then-die", exits, master_log)
+    assert await asyncio.wait_for(supervisor.run(), 30) == 1
+    [err] = user_errors(master_log)
     assert err.startswith("ftplb: worker ")
     assert "keeps dying (exit status 4, 5 times in a row soon after its start); giving up" in err
     # Restarted until it gave up: 2 first starts and 4 restarts of the dying worker at least.
