@@ -405,7 +405,8 @@ class ControlSession:
             if self._policy.log_commands:
                 out.append(act.CommandSeen(loggable(item)))
             out += self._on_command(item)
-        out += self._abort_if_asked()
+        if self._transfer is not None:
+            out += self._abort_if_asked()
         return out
 
     def _abort_if_asked(self) -> list[act.Action]:

@@ -16,11 +16,19 @@ from __future__ import annotations
 from enum import Enum, auto
 
 
+class FastEnum(Enum):
+    """An enum hashed by identity: the transition tables look members up on every
+    event, and ``Enum.__hash__`` is a Python-level call (hashing the name).
+    Identity agrees with Enum's equality, which is identity too."""
+
+    __hash__ = object.__hash__
+
+
 class PhaseError(AssertionError):
     """A trigger arrived in a phase where the table does not allow it."""
 
 
-class Phase(Enum):
+class Phase(FastEnum):
     """Where a control session is; exactly one at a time."""
 
     NEW = auto()
@@ -43,7 +51,7 @@ class Phase(Enum):
     """Over: every event is ignored."""
 
 
-class Trigger(Enum):
+class Trigger(FastEnum):
     """What moves a session from one phase to another."""
 
     CONNECT = auto()
@@ -110,7 +118,7 @@ SESSION_TRANSITIONS: dict[Phase, dict[Trigger, Phase]] = {
 }
 
 
-class TransferPhase(Enum):
+class TransferPhase(FastEnum):
     """Where one transfer is: the server's replies and the data relay race each other."""
 
     REQUESTED = auto()
@@ -134,7 +142,7 @@ class TransferPhase(Enum):
     """Over: the client has its final reply."""
 
 
-class TransferEvent(Enum):
+class TransferEvent(FastEnum):
     """What happens to a transfer."""
 
     PRELIMINARY = auto()

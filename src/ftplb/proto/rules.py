@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from ftplb.proto.phases import FastEnum
 
-class Handling(Enum):
+
+class Handling(FastEnum):
     """What the session does with a command; each member names its handler."""
 
     FORWARD = auto()
