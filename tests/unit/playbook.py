@@ -144,6 +144,18 @@ class DataDone:
 
 
 @dataclass(frozen=True)
+class StopGracefully:
+    def __call__(self, session: ControlSession) -> list[act.Action]:
+        return session.stop_gracefully()
+
+
+@dataclass(frozen=True)
+class StopNow:
+    def __call__(self, session: ControlSession) -> list[act.Action]:
+        return session.stop_now()
+
+
+@dataclass(frozen=True)
 class _In:
     event: Event
 

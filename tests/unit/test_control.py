@@ -31,6 +31,8 @@ from tests.unit.playbook import (
     ServerSends,
     ServerUnavailable,
     Start,
+    StopGracefully,
+    StopNow,
     TimesOut,
 )
 
@@ -2090,4 +2092,111 @@ def test_what_was_held_behind_a_final_reply_is_dropped_with_it_at_abor() -> None
         << done(426)
         >> ClientCloses()
         << act.Close(EndReason.CLIENT_CLOSED)
+    )
+
+
+# ------------------------------------------------------------ graceful stop
+
+SHUTTING_DOWN = b"421 Service shutting down.\r\n"
+
+
+def test_stopping_ends_an_idle_session_at_once() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> StopGracefully()
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+        >> StopGracefully()
+    )
+    assert state(playbook) == CLOSED
+
+
+def test_stopping_lets_a_command_in_flight_have_its_reply_first() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"CWD x\r\nPWD\r\n")
+        << act.SendToServer(b"CWD x\r\n")
+        >> StopGracefully()
+        >> ServerSends(b"250 ok\r\n")
+        << act.SendToClient(b"250 ok\r\n")
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+    )
+    assert state(playbook) == replace(CLOSED, backlog=1)
+
+
+def test_stopping_lets_a_transfer_finish_then_ends_the_session() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert playbook >> StopGracefully() >> ServerSends(b"226 done\r\n")
+    assert state(playbook) == transferring(TransferPhase.REPLY_HELD)
+    assert (
+        playbook
+        >> DataDone()
+        << act.SendToClient(b"226 done\r\n")
+        << done(226)
+        << act.CloseData("transfer complete")
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+    )
+
+
+def test_stopping_before_user_when_routing_on_user_ends_at_once() -> None:
+    playbook = new(ON_USER)
+    assert (
+        playbook
+        >> Start()
+        << act.SendToClient(BANNER)
+        >> StopGracefully()
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+    )
+
+
+def test_stopping_while_the_server_connects_ends_once_it_is_there() -> None:
+    playbook = new()
+    assert (
+        playbook
+        >> Start()
+        << act.ConnectServer(None)
+        >> StopGracefully()
+        >> DEFAULT_SERVER
+        << act.SendToClient(BANNER)
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+    )
+
+
+def test_stopping_now_ends_a_running_transfer_with_426_then_421() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert (
+        playbook
+        >> StopGracefully()
+        >> StopNow()
+        << act.CloseData("balancer shutting down")
+        << act.SendToClient(b"426 Service shutting down; transfer aborted.\r\n")
+        << done(426)
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
+        >> StopNow()
+        >> DataDone()
+    )
+
+
+def test_stopping_now_during_an_abort_only_closes() -> None:
+    playbook = logged_in()
+    running(playbook)
+    assert (
+        playbook
+        >> ClientSends(b"ABOR\r\n")
+        << act.CloseData("aborted by client")
+        << act.SendToServer(b"ABOR\r\n")
+        << act.SendToClient(ABORTED_426)
+        << done(426)
+        >> StopNow()
+        << act.SendToClient(SHUTTING_DOWN)
+        << act.Close(EndReason.SHUTDOWN)
     )

@@ -20,6 +20,8 @@ class Defaults(Section):
     timeout_client: PositiveDuration = 300.0
     timeout_server: PositiveDuration = 300.0
     timeout_data: PositiveDuration = 30.0
+    timeout_shutdown: PositiveDuration = 300.0
+    """How long a graceful stop (SIGTERM) lets running sessions and transfers finish."""
     retries: Count = 2
     redispatch: bool = True
     log_format: Literal["text", "json"] = "text"

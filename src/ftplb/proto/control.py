@@ -73,6 +73,7 @@ _PLEASE_LOGIN = format_reply(530, "Please login with USER and PASS.")
 _LOGIN_NEEDS_TLS = format_reply(530, "Non-anonymous sessions must use encryption (AUTH TLS).")
 _DATA_NEEDS_TLS = format_reply(521, "Data connections must be encrypted.")
 _GOODBYE = format_reply(221, "Goodbye.")
+_SHUTTING_DOWN = format_reply(421, "Service shutting down.")
 _CANT_OPEN_DATA = format_reply(425, "Can't open data connection.")
 
 
@@ -108,6 +109,14 @@ class ClientTls(Enum):
     """TLS is up (after AUTH TLS, or implicit); PBSZ has not been given."""
     BUFFER_SET = auto()
     """PBSZ 0 was accepted: PROT may now choose the data protection."""
+
+
+class Lifecycle(Enum):
+    """Whether the balancer is stopping: a stopping session ends at its next turn."""
+
+    RUNNING = auto()
+    STOPPING = auto()
+    """A graceful stop: what runs finishes, then the client gets 421 instead of a new turn."""
 
 
 class Upstream(Enum):
@@ -156,6 +165,7 @@ class ControlSession:
         "_client_tls",
         "_commands",
         "_epsv_all",
+        "_lifecycle",
         "_login",
         "_pending_user",
         "_phase",
@@ -181,6 +191,7 @@ class ControlSession:
         self.user: bytes | None = None
         self._phase = Phase.NEW
         self._login = Login.OUT
+        self._lifecycle = Lifecycle.RUNNING
         self._upstream = Upstream.UNCHOSEN
         self._client_tls = (
             ClientTls.PROTECTED if policy.client_tls == "implicit" else ClientTls.PLAIN
@@ -394,8 +405,34 @@ class ControlSession:
         out = self._release_transfer_reply(transfer) if released else []
         return out + self._finish_if_server_gone() + self._pump()
 
+    def stop_gracefully(self) -> list[act.Action]:
+        """The balancer stops: end now if it is the client's turn, else once what runs is
+        answered (a transfer gets its final reply first)."""
+        if self._phase is Phase.CLOSED:
+            return []
+        self._lifecycle = Lifecycle.STOPPING
+        return self._pump()
+
+    def stop_now(self) -> list[act.Action]:
+        """The graceful stop ran out of time: a running transfer ends with 426, then 421."""
+        if self._phase is Phase.CLOSED:
+            return []
+        transfer = self._transfer
+        out: list[act.Action] = []
+        if self.transfer_running and transfer is not None:
+            aborted = format_reply(426, "Service shutting down; transfer aborted.")
+            out = [
+                act.CloseData("balancer shutting down"),
+                act.SendToClient(aborted),
+                self._transfer_done(transfer, 426),
+            ]
+        return out + self._close(EndReason.SHUTDOWN, _SHUTTING_DOWN)
+
     # ------------------------------------------------------- client commands
     def _pump(self) -> list[act.Action]:
+        if self._lifecycle is Lifecycle.STOPPING and self._phase is Phase.READY:
+            # The client's turn, and the balancer is stopping: no new command runs.
+            return self._close(EndReason.SHUTDOWN, _SHUTTING_DOWN)
         out: list[act.Action] = []
         while self._queue and self._phase is Phase.READY:
             item = self._queue.popleft()
