@@ -212,14 +212,18 @@ class Balancer:
         except ListenError as error:
             raise StartupError(str(error)) from error
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 0.0, hurry: asyncio.Event | None = None) -> None:
+        """Stop accepting at once; give running sessions up to ``grace`` seconds (or until
+        ``hurry`` is set) to finish, then end what is left."""
         for server in self._servers:
             server.close()
+        if grace > 0:
+            await self._drain(grace, hurry or asyncio.Event())
         for checker in self.checkers.values():
             checker.stop()
         for ctx in self.frontends:
             for session in list(ctx.sessions):
-                session.shutdown("Service shutting down.")
+                session.stop_now()
         for task in list(self._tasks):
             task.cancel()
         for passthrough in self.passthroughs:
@@ -228,6 +232,27 @@ class Balancer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+
+    async def _drain(self, grace: float, hurry: asyncio.Event) -> None:
+        sessions = [session for ctx in self.frontends for session in list(ctx.sessions)]
+        for session in sessions:
+            session.stop_gracefully()
+        if not self._sessions_left():
+            return
+        self.log.info("draining", sessions=self._sessions_left(), timeout=grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # A bounded poll: sessions end on their own events, and this only
+        # watches the count, so no session needs to know that a stop waits.
+        while self._sessions_left() and not hurry.is_set():
+            left = deadline - loop.time()
+            if left <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(hurry.wait(), min(0.1, left))
+
+    def _sessions_left(self) -> int:
+        return sum(len(ctx.sessions) for ctx in self.frontends)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -257,17 +282,23 @@ async def serve(
     with an ``[admin]`` section records into one of its own and serves it.
     """
     stop = stop or asyncio.Event()
+    hurry = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        # The first SIGTERM or SIGINT stops gracefully; a second one stops at once.
+        (hurry if stop.is_set() else stop).set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(signum, stop.set)
+            loop.add_signal_handler(signum, on_signal)
     log: EventLog | None = None
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker)
     balancer = Balancer(config, log)
     release_library_logs = capture_library_logs(balancer.log)
     try:
-        await _run(balancer, stop, metrics_dir, on_ready)
+        await _run(balancer, stop, hurry, metrics_dir, on_ready)
     finally:
         release_library_logs()
 
@@ -275,6 +306,7 @@ async def serve(
 async def _run(
     balancer: Balancer,
     stop: asyncio.Event,
+    hurry: asyncio.Event,
     metrics_dir: str | None,
     on_ready: Callable[[], None] | None,
 ) -> None:
@@ -294,7 +326,7 @@ async def _run(
         raise StartupError(str(error)) from error
     finally:
         balancer.log.info("stopping")
-        await balancer.stop()
+        await balancer.stop(config.defaults.timeout_shutdown, hurry)
         if monitoring is not None:
             await monitoring.close()
 

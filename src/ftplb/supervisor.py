@@ -23,8 +23,9 @@ The master:
   with a growing delay while it keeps dying soon after its start; after
   ``MAX_QUICK_DEATHS`` such deaths in a row it gives up, stops the others and
   exits 1;
-* on SIGTERM or SIGINT, passes SIGTERM to every worker, waits for them (up to
-  ``STOP_TIMEOUT``, then SIGKILL) and exits 0.
+* on SIGTERM or SIGINT, passes SIGTERM to every worker, which stops gracefully,
+  waits for them (up to ``timeout_shutdown`` plus ``STOP_TIMEOUT``, then SIGKILL)
+  and exits 0; a second signal is passed on too, and the workers stop at once.
 
 A worker reports to the master through a pipe (``--status-fd``): one JSON
 line, ``{"ready": true}`` or ``{"error": MESSAGE}``.
@@ -71,7 +72,7 @@ START_TIMEOUT = 60.0
 """Seconds a worker may take to open its listeners (thousands of tcp-mode ports)."""
 
 STOP_TIMEOUT = 10.0
-"""Seconds the master waits for workers after SIGTERM before it kills them."""
+"""Seconds the master waits for workers past their ``timeout_shutdown`` before it kills them."""
 
 STABLE_AFTER = 10.0
 """A worker that ran this long before dying is restarted at once."""
@@ -165,11 +166,24 @@ class Supervisor:
         """Ask :meth:`run` to stop the workers and return (what SIGTERM does)."""
         self._stop.set()
 
+    def _on_signal(self) -> None:
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        # A second signal: the workers, already stopping gracefully, stop at once.
+        self._signal_workers()
+
+    def _signal_workers(self) -> None:
+        for worker in self._workers:
+            if worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+
     async def run(self) -> int:
         """Start the workers, keep them running until stopped; the exit status."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._stop.set)
+            loop.add_signal_handler(signum, self._on_signal)
         self.metrics_dir = self._create_metrics_dir()
         monitoring = (
             Monitoring(self.metrics_dir, owns_directory=False)
@@ -360,11 +374,9 @@ class Supervisor:
 
     # ------------------------------------------------------------- stopping
     async def _stop_workers(self) -> None:
-        for worker in self._workers:
-            if worker.process is not None and worker.process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    worker.process.send_signal(signal.SIGTERM)
-        await asyncio.gather(*(self._end(worker, grace=STOP_TIMEOUT) for worker in self._workers))
+        self._signal_workers()
+        grace = self.config.defaults.timeout_shutdown + STOP_TIMEOUT
+        await asyncio.gather(*(self._end(worker, grace=grace) for worker in self._workers))
 
     async def _end(self, worker: _Worker, *, grace: float) -> None:
         """Wait up to ``grace`` seconds for ``worker`` to end, then kill it; log its exit."""

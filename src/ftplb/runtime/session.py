@@ -569,11 +569,15 @@ class Session(asyncio.Protocol):
             detail=detail,
         )
 
-    def shutdown(self, message: str) -> None:
-        """Close the session from outside (the balancer is stopping)."""
-        if not self._closed and self.transport is not None:
-            self.transport.write(format_reply(421, message))
-            self._close(EndReason.SHUTDOWN)
+    def stop_gracefully(self) -> None:
+        """The balancer stops: end the session at its next turn (what runs finishes)."""
+        if not self._closed:
+            self._do(self.core.stop_gracefully())
+
+    def stop_now(self) -> None:
+        """The graceful stop is over: end the session, and a running transfer with 426."""
+        if not self._closed:
+            self._do(self.core.stop_now())
 
 
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
