@@ -8,7 +8,7 @@ and that a server coming back from maintenance keeps its last health verdict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -44,6 +44,13 @@ class Server:
     healthy: bool = True  # set by health checks; starts healthy, like HAProxy
     active: int = 0  # sessions now
     total: int = 0  # sessions ever assigned
+    # The weight the configuration gives; ``weight`` may differ while an
+    # operator's runtime weight is in force (see balancing.overrides).
+    configured_weight: int = field(default=-1)
+
+    def __post_init__(self) -> None:
+        if self.configured_weight < 0:
+            self.configured_weight = self.weight
 
     @property
     def state(self) -> ServerState:
