@@ -6,10 +6,12 @@ import asyncio
 import contextlib
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
+from ftplb.admin.overrides_store import OverridesStore, watch_overrides
 from ftplb.admin.server import AdminError
+from ftplb.balancing.overrides import Override, ServerKey, apply_overrides
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.config.backends import Backend
@@ -251,6 +253,17 @@ class Balancer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(hurry.wait(), min(0.1, left))
 
+    def follow_overrides(self, store: OverridesStore) -> None:
+        """Keep the pools' admin states and weights as the shared record says, from now on."""
+
+        def apply(overrides: Mapping[ServerKey, Override]) -> None:
+            apply_overrides(self.pools, overrides)
+
+        def unreadable(reason: str) -> None:
+            self.log.warning(LogWarning.OVERRIDES_UNREADABLE, reason=reason)
+
+        self._spawn(watch_overrides(store, apply, unreadable))
+
     def _sessions_left(self) -> int:
         return sum(len(ctx.sessions) for ctx in self.frontends)
 
@@ -317,6 +330,7 @@ async def _run(
         if monitoring is not None:
             frontends: list[SessionCounted] = [*balancer.frontends, *balancer.passthroughs]
             monitoring.record(balancer.log, balancer.pools, config, balancer.checkers, frontends)
+            balancer.follow_overrides(OverridesStore(monitoring.directory))
             if metrics_dir is None:  # a lone process hosts its own admin listener
                 await monitoring.serve_admin(config)
         if on_ready is not None:

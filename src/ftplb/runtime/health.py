@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable
 
 from ftplb.balancing.pool import Pool
-from ftplb.balancing.state import Server
+from ftplb.balancing.state import AdminState, Server
 from ftplb.health.state import HealthState
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import PROBE_KINDS, ProbeResult, probe
@@ -97,6 +97,11 @@ class HealthChecker:
         loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             started = loop.time()
+            if server.admin is AdminState.MAINT:
+                # An operator took the server out, often to work on it: no probe
+                # may touch it. Its last verdict stands until it comes back.
+                await self._pause(self.interval)
+                continue
             result = await probe(
                 self.kind,
                 server.host,
@@ -109,12 +114,15 @@ class HealthChecker:
             self._record(server, result)
             # Pace from the start of the check, so the interval is the period
             # between checks whatever each probe took.
-            delay = max(0.0, started + self.interval - loop.time())
-            try:
-                async with asyncio.timeout(delay):
-                    await self._stopping.wait()
-            except TimeoutError:
-                pass
+            await self._pause(max(0.0, started + self.interval - loop.time()))
+
+    async def _pause(self, delay: float) -> None:
+        """Wait ``delay`` seconds, or less when the checks stop meanwhile."""
+        try:
+            async with asyncio.timeout(delay):
+                await self._stopping.wait()
+        except TimeoutError:
+            pass
 
     def _record(self, server: Server, result: ProbeResult) -> None:
         self._results[server.name] = result

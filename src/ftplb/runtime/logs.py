@@ -52,6 +52,8 @@ class LogWarning(StrEnum):
     """A listener of health changes raised (a defect); the checks go on."""
     LIBRARY_LOG = "library_log"
     """A library (asyncio, aiohttp) logged a warning or an error through stdlib ``logging``."""
+    OVERRIDES_UNREADABLE = "overrides_unreadable"
+    """The shared record of runtime server actions could not be read; the last one stays."""
 
     @property
     def message(self) -> str:
@@ -79,6 +81,7 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.WORKER_KILLED: "worker did not stop; killing it",
     LogWarning.HEALTH_CALLBACK_FAILED: "health change callback failed",
     LogWarning.LIBRARY_LOG: "a library logged a warning or an error",
+    LogWarning.OVERRIDES_UNREADABLE: "the record of runtime server actions cannot be read",
 }
 
 
