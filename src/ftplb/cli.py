@@ -67,7 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         return run_supervisor(args.config, config, text)
     try:
-        run_event_loop(lambda: serve(config))
+        run_event_loop(
+            lambda: serve(config, reload_source=lambda: (load_config(args.config), None))
+        )
     except StartupError as error:
         EventLog(config.defaults.log_format).error(str(error))
         return 1

@@ -25,7 +25,13 @@ The master:
   exits 1;
 * on SIGTERM or SIGINT, passes SIGTERM to every worker, which stops gracefully,
   waits for them (up to ``timeout_shutdown`` plus ``STOP_TIMEOUT``, then SIGKILL)
-  and exits 0; a second signal is passed on too, and the workers stop at once.
+  and exits 0; a second signal is passed on too, and the workers stop at once;
+* on SIGHUP, reads and validates the configuration file. An invalid file is
+  refused with a warning, and nothing changes. A valid one is written, with
+  its generation number, to the run directory's ``config.json``, and every
+  worker gets SIGHUP: each one reloads in place, on its own listening
+  sockets (:mod:`ftplb.generations`), so the SO_REUSEPORT groups and their
+  steering never change. A worker started later gets the new text.
 
 A worker reports to the master through a pipe (``--status-fd``): one JSON
 line, ``{"ready": true}`` or ``{"error": MESSAGE}``.
@@ -45,8 +51,11 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ftplb.admin.server import AdminError
+from ftplb.config.changes import keep_restart_only, server_changes
+from ftplb.config.load import ConfigError, load_config, load_config_text
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
@@ -64,6 +73,11 @@ __all__ = [
 
 METRICS_DIR_ENV = "FTPLB_METRICS_DIR"
 """Environment variable naming the directory where workers write their metric files."""
+
+RELOAD_FILE_ENV = "FTPLB_RELOAD_FILE"
+"""Environment variable naming the file a worker reads its configuration from on SIGHUP."""
+
+RELOAD_FILE = "config.json"
 
 MASTER_PID_ENV = "FTPLB_MASTER_PID"
 """The master's PID, so that a worker started after its master died stops at once."""
@@ -141,8 +155,11 @@ class Supervisor:
         command: Sequence[str] | None = None,
         on_worker_exit: Callable[[WorkerExit], None] | None = None,
     ) -> None:
+        self.config_path = config_path
         self.config = config
         self.config_text = config_text
+        self.generation = 1
+        self.run_dir: str | None = None
         self.count = config.defaults.workers
         self.log = log or EventLog(config.defaults.log_format)
         self.command = list(command or [sys.executable, "-m", "ftplb", "run", "-c", config_path])
@@ -184,6 +201,8 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._on_signal)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.run_dir = tempfile.mkdtemp(prefix="ftplb-")
         self.metrics_dir = self._create_metrics_dir()
         monitoring = (
             Monitoring(self.metrics_dir, owns_directory=False)
@@ -216,7 +235,8 @@ class Supervisor:
             if monitoring is not None:
                 await monitoring.close()
             self._remove_metrics_dir()
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             release_library_logs()
 
@@ -234,12 +254,55 @@ class Supervisor:
             shutil.rmtree(self.metrics_dir, ignore_errors=True)
             self.metrics_dir = None
 
+    # ------------------------------------------------------------- reloading
+    def reload(self) -> None:
+        """Reload the configuration file into every worker (what SIGHUP does)."""
+        if self._stop.is_set() or self.run_dir is None:
+            return
+        try:
+            config = load_config(self.config_path)
+            text = Path(self.config_path).read_text(encoding="utf-8")
+        except ConfigError as error:
+            self.log.warning(LogWarning.RELOAD_REFUSED, problems="; ".join(error.problems))
+            return
+        except (OSError, UnicodeDecodeError) as error:
+            self.log.warning(LogWarning.RELOAD_REFUSED, problems=f"{self.config_path}: {error}")
+            return
+        config, kept = keep_restart_only(self.config, config)
+        for key in kept:
+            self.log.warning(LogWarning.RESTART_NEEDED, key=key)
+        changes = server_changes(self.config, config)
+        self.generation += 1
+        _write_atomically(
+            os.path.join(self.run_dir, RELOAD_FILE),
+            json.dumps({"generation": self.generation, "text": text}),
+        )
+        self.config, self.config_text = config, text
+        if self._monitoring is not None and self._monitoring.admin is not None:
+            self._monitoring.admin.update_config(config)
+        self.log.info(
+            "reloaded",
+            generation=self.generation,
+            added=",".join(changes.added),
+            removed=",".join(changes.removed),
+            changed=",".join(changes.changed),
+        )
+        for worker in self._workers:
+            # A worker still starting gets the signal once it is ready (see _start).
+            ready = worker.waiter is not None
+            if ready and worker.process is not None and worker.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGHUP)
+
     # ------------------------------------------------------------- starting
     async def _start(self, worker: _Worker) -> None:
         """Start ``worker`` and wait until it listens; _StartError if it cannot."""
+        worker.waiter = None  # not ready: a reload now waits until it is
         read_end, write_end = os.pipe()
         env = dict(os.environ)
         env[MASTER_PID_ENV] = str(os.getpid())
+        if self.run_dir is not None:
+            env[RELOAD_FILE_ENV] = os.path.join(self.run_dir, RELOAD_FILE)
         if self.metrics_dir is not None:
             env[METRICS_DIR_ENV] = self.metrics_dir
         try:
@@ -258,6 +321,7 @@ class Supervisor:
             raise _StartError(f"cannot start worker {worker.slot.index}: {error}") from error
         finally:
             os.close(write_end)
+        generation = self.generation
         await _send_config(process, self.config_text)
         worker.process = process
         worker.started = time.monotonic()
@@ -269,6 +333,11 @@ class Supervisor:
             os.close(read_end)
         if status.get("ready") is True:
             worker.waiter = asyncio.ensure_future(self._wait_for(worker))
+            if self.generation != generation:
+                # Reloaded while this worker started: it ignored the signal, and
+                # its text is older than the file it reads on SIGHUP.
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGHUP)
             return
         if self._stop.is_set():
             return  # stopping: whatever the worker said no longer matters
@@ -398,6 +467,14 @@ class Supervisor:
         self._exited(worker, unexpected=False)
 
 
+def _write_atomically(path: str, text: str) -> None:
+    """Replace ``path`` by ``text``; a reader never sees half a file."""
+    temporary = path + ".new"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)
+
+
 def _parse_status(line: bytes) -> dict[str, object]:
     if not line:
         return {}
@@ -458,9 +535,11 @@ def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
     """
     # Imported here: the master never needs the runtime.
     from ftplb.app import StartupError, run_event_loop, serve  # noqa: PLC0415
-    from ftplb.config.load import ConfigError, load_config_text  # noqa: PLC0415
 
     status = os.fdopen(status_fd, "w", encoding="utf-8")
+    # Until its reload handler is installed, a SIGHUP from the master must not
+    # end the worker; the text on its standard input is the newest anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     if not _stop_with_master():
         return 0
 
@@ -473,6 +552,7 @@ def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
         text = sys.stdin.buffer.read().decode("utf-8")
         base_dir = os.path.dirname(os.path.abspath(config_path))
         config = load_config_text(text, config_path, base_dir=base_dir)
+        reload_source = _reload_source(config_path, base_dir)
     except (OSError, UnicodeDecodeError) as error:
         report(error=f"worker {slot.index} cannot read its configuration: {error}")
         return 1
@@ -486,6 +566,7 @@ def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
                 worker=slot,
                 on_ready=lambda: report(ready=True),
                 metrics_dir=worker_metrics_dir(),
+                reload_source=reload_source,
             )
         )
     except StartupError as error:
@@ -494,6 +575,28 @@ def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _reload_source(
+    config_path: str, base_dir: str
+) -> Callable[[], tuple[Config, int | None]] | None:
+    """In a worker: reads the configuration the master wrote for a reload."""
+    path = os.environ.get(RELOAD_FILE_ENV)
+    if not path:
+        return None
+
+    def read() -> tuple[Config, int | None]:
+        try:
+            with open(path, encoding="utf-8") as file:
+                document = json.load(file)
+            generation, text = int(document["generation"]), str(document["text"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                [f"{path}: cannot read the reloaded configuration: {error}"]
+            ) from None
+        return load_config_text(text, config_path, base_dir=base_dir), generation
+
+    return read
 
 
 def _stop_with_master() -> bool:

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftplb.admin.server import AdminError, AdminServer, start_admin
 from ftplb.admin.snapshot import collect
-from ftplb.app import Balancer
+from ftplb.balancer import Balancer
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.config.load import load_config_text

@@ -34,7 +34,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from ftplb.app import Balancer, StartupError
+from ftplb.balancer import Balancer, StartupError
 from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
 from tests.integration import clients, servers

@@ -18,6 +18,9 @@ from typing import Protocol
 class StickStore(Protocol):
     """What the pool needs from a stick table."""
 
+    timeout: float
+    """Seconds an entry lives after its last use; a reload may change it."""
+
     def get(self, key: str) -> str | None:
         """The server name remembered for ``key``, or None; a hit refreshes it."""
         ...
@@ -52,7 +55,7 @@ class StickTable:
             raise ValueError("stick table timeout must be positive")
         if max_entries < 1:
             raise ValueError("stick table max_entries must be at least 1")
-        self._timeout = timeout
+        self.timeout = timeout
         self._max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[str, float]] = OrderedDict()
@@ -66,14 +69,14 @@ class StickTable:
         if now >= expires:
             del self._entries[key]
             return None
-        self._entries[key] = (server_name, now + self._timeout)
+        self._entries[key] = (server_name, now + self.timeout)
         self._entries.move_to_end(key)
         return server_name
 
     def put(self, key: str, server_name: str) -> None:
         now = self._clock()
         self._purge_expired(now)
-        self._entries[key] = (server_name, now + self._timeout)
+        self._entries[key] = (server_name, now + self.timeout)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)

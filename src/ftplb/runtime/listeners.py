@@ -129,3 +129,43 @@ def _steer(sock: socket.socket, sharing: _Sharing) -> None:
     except SteeringError as error:
         sharing.steered = False
         sharing.on_unsteered(str(error))
+
+
+class KeptListeners:
+    """Listening sockets that outlive the generation that opened them.
+
+    A reload must never close a listening socket: a connect that arrives
+    while no socket listens is refused. Every generation therefore gets its
+    own duplicate of one kept socket per address, and closes only that
+    duplicate when it stops accepting. While any duplicate or the kept socket
+    is open, the kernel goes on queueing connections, and a worker's place in
+    its SO_REUSEPORT group (which the steering program counts on) never moves.
+    """
+
+    def __init__(self) -> None:
+        self._sockets: dict[tuple[str, int], socket.socket] = {}
+
+    def open(self, host: str, port: int, backlog: int) -> socket.socket:
+        """A duplicate of the socket kept for (host, port), opened now if there is none."""
+        kept = self._sockets.get((host, port))
+        if kept is None:
+            kept = listening_socket(host, port, backlog)
+            self._sockets[(host, port)] = kept
+        duplicate = kept.dup()
+        duplicate.setblocking(False)
+        return duplicate
+
+    def keep_only(self, addresses: Iterable[tuple[str, int]]) -> None:
+        """Close the kept sockets of every other address (binds a reload removed)."""
+        wanted = set(addresses)
+        for address in list(self._sockets):
+            if address not in wanted:
+                self._sockets.pop(address).close()
+
+    def addresses(self) -> list[tuple[str, int]]:
+        return list(self._sockets)
+
+    def close(self) -> None:
+        """Close every kept socket: from now on, connects are refused once no
+        generation listens on its duplicate either."""
+        self.keep_only(())

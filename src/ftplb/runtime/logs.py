@@ -54,6 +54,12 @@ class LogWarning(StrEnum):
     """A library (asyncio, aiohttp) logged a warning or an error through stdlib ``logging``."""
     OVERRIDES_UNREADABLE = "overrides_unreadable"
     """The shared record of runtime server actions could not be read; the last one stays."""
+    RELOAD_REFUSED = "reload_refused"
+    """A reload found the configuration file invalid; the running configuration stays."""
+    RELOAD_FAILED = "reload_failed"
+    """A reload's new generation could not start (a bind, a certificate); the old one stays."""
+    RESTART_NEEDED = "restart_needed"
+    """A reload cannot change a key (``workers``, the admin ``bind``); it keeps its old value."""
 
     @property
     def message(self) -> str:
@@ -82,6 +88,9 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.HEALTH_CALLBACK_FAILED: "health change callback failed",
     LogWarning.LIBRARY_LOG: "a library logged a warning or an error",
     LogWarning.OVERRIDES_UNREADABLE: "the record of runtime server actions cannot be read",
+    LogWarning.RELOAD_REFUSED: "the new configuration is invalid; the running one stays",
+    LogWarning.RELOAD_FAILED: "the new configuration could not start; the running one stays",
+    LogWarning.RESTART_NEEDED: "this change needs a restart; the old value stays until then",
 }
 
 

@@ -24,6 +24,11 @@ class PortPool:
         self._next = first
 
     @property
+    def range(self) -> tuple[int | None, int | None]:
+        """(first, last) as configured; (None, None) for OS-chosen ports."""
+        return (self._first, self._last)
+
+    @property
     def size(self) -> int:
         if self._first is None or self._last is None:
             return 0

@@ -1,0 +1,190 @@
+"""SIGHUP through a real `ftplb run`: reloads under load lose no session and refuse no connect.
+
+Three pyftpdlib servers; ftplb starts with s1 and s2. During a bounded load
+(LIST, 1 MB RETR and STOR checked by sha256, from many source addresses),
+three SIGHUPs: a file that adds s3, a file that removes s1 while a slow
+download runs on s1, and an invalid file. Every session must succeed, no
+connect may be refused, the added server must get sessions, the removed one
+none after its reload, the download on it must complete intact, and the
+invalid file must be logged and change nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.integration.balancer import RunningBalancer, balancer, log_fields, simple_config
+from tests.integration.farms import started_servers
+from tests.integration.load import (
+    SOURCES,
+    Load,
+    check_uploads,
+    label_servers,
+    open_session,
+    sessions_opened,
+    sha256,
+    slow_download,
+    whoami,
+)
+from tests.integration.servers import FtpServer
+from tests.support import free_port, wait_until
+
+pytestmark = pytest.mark.integration
+
+SAMPLE_SIZE = 1024 * 1024
+SESSIONS = 300
+BIG_SIZE = 24 * 1024 * 1024
+HEALTH = '{ type = "ftp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }'
+
+
+def config_for(servers: list[FtpServer], names: list[str], port: int, workers: int) -> str:
+    """A config with the servers called ``names`` (s1 is servers[0], ...)."""
+    text = simple_config([], port=port, defaults=f"workers = {workers}", health=HEALTH)
+    for name in names:
+        server = servers[int(name[1:]) - 1]
+        text += (
+            f'\n[[backends.servers]]\nname = "{name}"\naddress = "{server.host}:{server.port}"\n'
+        )
+    return text
+
+
+def reloads(lb: RunningBalancer) -> list[dict[str, str]]:
+    """The fields of every ``reloaded`` log line."""
+    lines = [log_fields(line) for line in lb.log_lines("info")]
+    return [fields for fields in lines if fields.get("message") == "reloaded"]
+
+
+def refusals(lb: RunningBalancer) -> list[str]:
+    return [line for line in lb.log_lines("warning") if "warning=reload_refused" in line]
+
+
+def reload_with(lb: RunningBalancer, text: str, generation: int | None) -> None:
+    """Write ``text`` as the config, SIGHUP, and wait for the reload's log line (or refusal)."""
+    before = len(refusals(lb))
+    lb.config_path.write_text(text)
+    lb.process.send_signal(signal.SIGHUP)
+    if generation is None:
+        wait_until(lambda: len(refusals(lb)) > before, 10, "the refusal")
+        return
+    wait_until(
+        lambda: any(fields.get("generation") == str(generation) for fields in reloads(lb)),
+        10,
+        f"reload generation {generation}",
+    )
+
+
+def download_on(
+    lb: RunningBalancer, server_name: str, tmp_path: Path, pool: ThreadPoolExecutor
+) -> tuple[Future[str], threading.Event]:
+    """Start a slow download of big.bin in a session that reached ``server_name``."""
+    for source in SOURCES:
+        ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
+        if whoami(ftp) == server_name:
+            break
+        ftp.quit()
+    else:
+        raise AssertionError(f"no session reached {server_name}")
+    running = threading.Event()
+
+    def download() -> str:
+        running.set()
+        try:
+            return slow_download(ftp, "big.bin", tmp_path / "big.down", pace=0.02)
+        finally:
+            ftp.quit()
+
+    return pool.submit(download), running
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_reloads_under_load_lose_no_session(tmp_path: Path, workers: int) -> None:
+    sample = os.urandom(SAMPLE_SIZE)
+    big = os.urandom(BIG_SIZE)
+    hosts = [f"127.0.0.{21 + 3 * workers + i}" for i in range(3)]
+    with started_servers("pyftpdlib", hosts, {"big.bin": big}) as servers:
+        label_servers(servers, sample)
+        port = free_port()
+        first = config_for(servers, ["s1", "s2"], port, workers)
+        with balancer(first, "127.0.0.1", port) as lb, ThreadPoolExecutor(2) as pool:
+            load = Load(lb.host, lb.port, "ftptest", "ftptest", sample, total=SESSIONS)
+            marks: dict[str, int] = {}
+            downloads: list[Future[str]] = []
+
+            def on_progress(done: int) -> None:
+                # Runs in a load thread: one reload at a time, at fixed points.
+                if done == 60 and "add" not in marks:
+                    marks["add"] = done
+                    reload_with(lb, config_for(servers, ["s1", "s2", "s3"], port, workers), 2)
+                elif done == 140 and "remove" not in marks:
+                    marks["remove"] = done
+                    download, running = download_on(lb, "s1", tmp_path, pool)
+                    downloads.append(download)
+                    running.wait(10)
+                    reload_with(lb, config_for(servers, ["s2", "s3"], port, workers), 3)
+                    marks["s1_opened"] = sessions_opened(servers[0])
+                elif done == 220 and "invalid" not in marks:
+                    marks["invalid"] = done
+                    invalid = config_for(servers, ["s2", "s3"], port, workers)
+                    reload_with(
+                        lb,
+                        invalid.replace('name = "pool"', 'name = "pool"\nbalance = "nope"'),
+                        None,
+                    )
+
+            result = load.run(on_progress)
+            assert result.failures == [], "\n".join(result.failures[:20])
+            assert result.refused == 0
+            assert result.sessions == SESSIONS
+            assert check_uploads(result, servers) == []
+            # The slow download on s1 finished intact after s1 left the configuration.
+            assert downloads[0].result(timeout=120) == sha256(big)
+            # The added server took sessions; the removed one took none after its reload.
+            assert result.served["s3"] > 0, result.served
+            assert sessions_opened(servers[0]) == marks["s1_opened"]
+            # The invalid file was logged with its line and key, and changed nothing.
+            refused = refusals(lb)
+            assert len(refused) == 1
+            assert "balance" in refused[0] and str(lb.config_path) in refused[0]
+            assert "generation=4" not in lb.log_text()
+            # One line per reload from the process that reloads the file (a
+            # master's workers log their own generation line too).
+            assert [
+                (r["generation"], r["added"], r["removed"])
+                for r in reloads(lb)
+                if "worker" not in r
+            ] == [("2", "pool/s3", ""), ("3", "", "pool/s1")]
+
+
+def test_download_across_a_reload_completes(tmp_path: Path) -> None:
+    """A 100 MB download, throttled to a few seconds, across a SIGHUP that changes weights."""
+    big = os.urandom(100 * 1024 * 1024)
+    hosts = ["127.0.0.31", "127.0.0.32"]
+    with started_servers("pyftpdlib", hosts, {"big.bin": big}) as servers:
+        label_servers(servers, b"x")
+        port = free_port()
+        with balancer(config_for(servers, ["s1", "s2"], port, 1), "127.0.0.1", port) as lb:
+            with ThreadPoolExecutor(1) as pool:
+                ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", SOURCES[0])
+                done = pool.submit(slow_download, ftp, "big.bin", tmp_path / "big.down", 0.002)
+                wait_until(
+                    lambda: (
+                        (tmp_path / "big.down").exists()
+                        and (tmp_path / "big.down").stat().st_size > 1024 * 1024
+                    ),
+                    20,
+                    "the download to start",
+                )
+                changed = config_for(servers, ["s1", "s2"], port, 1).replace(
+                    'name = "s2"', 'name = "s2"\nweight = 3'
+                )
+                reload_with(lb, changed, 2)
+                assert (tmp_path / "big.down").stat().st_size < len(big), "too fast to test"
+                assert done.result(timeout=120) == sha256(big)
+                ftp.quit()
+            assert [(r["generation"], r["changed"]) for r in reloads(lb)] == [("2", "pool/s2")]
