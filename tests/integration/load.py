@@ -41,9 +41,13 @@ def label_servers(servers: list[FtpServer], sample: bytes) -> None:
             path.chmod(0o644)
 
 
+class _TrustingFTP(ftplib.FTP):
+    # ftplib ignores the address of a 227 by default; a wrong one must show.
+    trust_server_pasv_ipv4_address = True
+
+
 def open_session(host: str, port: int, user: str, password: str, source: str) -> ftplib.FTP:
-    ftp = ftplib.FTP(timeout=SESSION_TIMEOUT)
-    ftp.trust_server_pasv_ipv4_address = True
+    ftp = _TrustingFTP(timeout=SESSION_TIMEOUT)
     ftp.source_address = (source, 0)
     ftp.connect(host, port)
     ftp.login(user, password)
