@@ -12,6 +12,7 @@ invalid file must be logged and change nothing.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -33,7 +34,7 @@ from tests.integration.load import (
     whoami,
 )
 from tests.integration.servers import FtpServer
-from tests.support import free_port, wait_until
+from tests.support import free_port, passive_range, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,19 +65,21 @@ def refusals(lb: RunningBalancer) -> list[str]:
     return [line for line in lb.log_lines("warning") if "warning=reload_refused" in line]
 
 
-def reload_with(lb: RunningBalancer, text: str, generation: int | None) -> None:
-    """Write ``text`` as the config, SIGHUP, and wait for the reload's log line (or refusal)."""
+def reload_with(lb: RunningBalancer, text: str, generation: int | None, workers: int = 1) -> None:
+    """Write ``text`` as the config, SIGHUP, and wait until the reload is done: the
+    reloaded line of the process, and with workers each worker's (or the refusal)."""
     before = len(refusals(lb))
     lb.config_path.write_text(text)
     lb.process.send_signal(signal.SIGHUP)
     if generation is None:
         wait_until(lambda: len(refusals(lb)) > before, 10, "the refusal")
         return
-    wait_until(
-        lambda: any(fields.get("generation") == str(generation) for fields in reloads(lb)),
-        10,
-        f"reload generation {generation}",
-    )
+    lines = 1 if workers == 1 else 1 + workers
+
+    def reloaded() -> bool:
+        return sum(1 for fields in reloads(lb) if fields["generation"] == str(generation)) == lines
+
+    wait_until(reloaded, 10, f"reload generation {generation} in every process")
 
 
 def download_on(
@@ -112,6 +115,8 @@ def test_reloads_under_load_lose_no_session(tmp_path: Path, workers: int) -> Non
         port = free_port()
         first = config_for(servers, ["s1", "s2"], port, workers)
         with balancer(first, "127.0.0.1", port) as lb, ThreadPoolExecutor(2) as pool:
+            # Every worker runs before the first reload, so that each logs its own.
+            wait_until(lambda: workers == 1 or "workers ready" in lb.log_text(), 30, "workers")
             load = Load(lb.host, lb.port, "ftptest", "ftptest", sample, total=SESSIONS)
             marks: dict[str, int] = {}
             downloads: list[Future[str]] = []
@@ -120,13 +125,15 @@ def test_reloads_under_load_lose_no_session(tmp_path: Path, workers: int) -> Non
                 # Runs in a load thread: one reload at a time, at fixed points.
                 if done == 60 and "add" not in marks:
                     marks["add"] = done
-                    reload_with(lb, config_for(servers, ["s1", "s2", "s3"], port, workers), 2)
+                    reload_with(
+                        lb, config_for(servers, ["s1", "s2", "s3"], port, workers), 2, workers
+                    )
                 elif done == 140 and "remove" not in marks:
                     marks["remove"] = done
                     download, running = download_on(lb, "s1", tmp_path, pool)
                     downloads.append(download)
                     running.wait(10)
-                    reload_with(lb, config_for(servers, ["s2", "s3"], port, workers), 3)
+                    reload_with(lb, config_for(servers, ["s2", "s3"], port, workers), 3, workers)
                     marks["s1_opened"] = sessions_opened(servers[0])
                 elif done == 220 and "invalid" not in marks:
                     marks["invalid"] = done
@@ -188,3 +195,35 @@ def test_download_across_a_reload_completes(tmp_path: Path) -> None:
                 assert done.result(timeout=120) == sha256(big)
                 ftp.quit()
             assert [(r["generation"], r["changed"]) for r in reloads(lb)] == [("2", "pool/s2")]
+
+
+def test_a_passive_port_held_by_an_old_transfer_waits_until_it_is_free(tmp_path: Path) -> None:
+    """Two passive ports; a slow download of generation 1 holds one of them. After a
+    reload, every new session's PASV gets the other port, and the download completes."""
+    big = os.urandom(BIG_SIZE)
+    hosts = ["127.0.0.33", "127.0.0.34"]
+    with started_servers("pyftpdlib", hosts, {"big.bin": big}) as servers:
+        label_servers(servers, b"x")
+        port = free_port()
+        first = int(passive_range().split("-")[0])
+        text = re.sub(
+            r'passive_ports = "[0-9-]+"',
+            f'passive_ports = "{first}-{first + 1}"',
+            config_for(servers, ["s1", "s2"], port, 1),
+        )
+        with balancer(text, "127.0.0.1", port) as lb, ThreadPoolExecutor(1) as pool:
+            ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", SOURCES[0])
+            down = tmp_path / "big.down"
+            done = pool.submit(slow_download, ftp, "big.bin", down, 0.02)
+            wait_until(lambda: down.exists() and down.stat().st_size > 0, 20, "the download")
+            reload_with(lb, text.replace('name = "s2"', 'name = "s2"\nweight = 2'), 2)
+            advertised = set()
+            for source in SOURCES[1:7]:
+                session = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
+                advertised.add(session.makepasv()[1])
+                session.quit()
+            assert not done.done(), "the download ended too soon to test"
+            assert len(advertised) == 1, advertised
+            assert advertised <= {first, first + 1}
+            assert done.result(timeout=120) == sha256(big)
+            ftp.quit()

@@ -139,6 +139,7 @@ class DataChannel:
         "_addresses",
         "_client_acceptor",
         "_client_go",
+        "_held_port",
         "_log",
         "_loop",
         "_server_acceptor",
@@ -165,13 +166,23 @@ class DataChannel:
         self._server_acceptor: _Acceptor | None = None
         self._client_go: asyncio.Event | None = None
         self._transfer: asyncio.Task[TransferOutcome] | None = None
+        self._held_port: tuple[PortPool, int] | None = None
 
     def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
+        self._release_port()
         listener = ports.listen(self._addresses.client_local_ip)
         self._client_acceptor = _Acceptor(
             self._loop, listener, self._addresses.client_ip, self._log, "client"
         )
-        return HostPort(advertised_ip, self._client_acceptor.address.port)
+        port = self._client_acceptor.address.port
+        self._held_port = (ports, port)
+        return HostPort(advertised_ip, port)
+
+    def _release_port(self) -> None:
+        if self._held_port is not None:
+            ports, port = self._held_port
+            self._held_port = None
+            ports.release(port)
 
     def open_server_listener(self) -> HostPort:
         listener = PortPool().listen(self._addresses.server_local_ip)
@@ -187,6 +198,8 @@ class DataChannel:
         self._transfer = task
 
         def finished(done: asyncio.Task[TransferOutcome]) -> None:
+            # Cancelled too: a task cancelled before its first step never runs its body.
+            self._release_port()
             if not done.cancelled():
                 on_done(done.result())
 
@@ -203,6 +216,8 @@ class DataChannel:
             if acceptor is not None:
                 acceptor.close()
         self._client_acceptor = self._server_acceptor = None
+        if self._transfer is None or self._transfer.done():
+            self._release_port()  # else the transfer releases it as it ends
 
     async def _run(self, start: act.StartTransfer) -> TransferOutcome:
         client: socket.socket | None = None

@@ -12,9 +12,15 @@ class PortPool:
     Ports are tried round-robin from where the last search stopped, so that a
     port just released is the last to be reused: a late packet for an old
     transfer then cannot reach a new one.
+
+    A port of the range is *held* from :meth:`listen` until its user calls
+    :meth:`release`, once its transfer is over: the kernel would let a new
+    listener share a port with an established data connection, and a pool
+    that a reload hands to a new generation must not give out a port that a
+    transfer of the old one still uses.
     """
 
-    __slots__ = ("_first", "_last", "_next")
+    __slots__ = ("_first", "_held", "_last", "_next")
 
     def __init__(self, first: int | None = None, last: int | None = None) -> None:
         if (first is None) != (last is None):
@@ -22,6 +28,7 @@ class PortPool:
         self._first = first
         self._last = last
         self._next = first
+        self._held: set[int] = set()
 
     @property
     def range(self) -> tuple[int | None, int | None]:
@@ -42,12 +49,26 @@ class PortPool:
         for _ in range(self.size):
             port = self._next
             self._next = self._first if port >= self._last else port + 1
+            if port in self._held:
+                continue
             try:
-                return _listen_on(family, host, port, backlog)
+                sock = _listen_on(family, host, port, backlog)
             except OSError as error:
                 if error.errno not in (errno.EADDRINUSE, errno.EACCES):
                     raise
+                continue
+            self._held.add(port)
+            return sock
         raise OSError(errno.EADDRINUSE, f"no free port in {self._first}-{self._last}")
+
+    def release(self, port: int) -> None:
+        """The transfer on ``port`` (or its listener's wait) is over: the port may serve again."""
+        self._held.discard(port)
+
+    @property
+    def held(self) -> int:
+        """Ports of the range in use now."""
+        return len(self._held)
 
 
 def _listen_on(family: int, host: str, port: int, backlog: int) -> socket.socket:
