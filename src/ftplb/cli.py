@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ftplb import __version__
 from ftplb.app import StartupError, run_event_loop, serve
-from ftplb.config.load import ConfigError, check_config, load_config
+from ftplb.config.load import ConfigError, check_config, config_warnings, load_config
 from ftplb.config.workers import WorkerSlot
 from ftplb.runtime.logs import EventLog
 from ftplb.supervisor import run_supervisor, run_worker
@@ -41,6 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         if not problems:
+            for warning in config_warnings(args.config):
+                print(warning, file=sys.stderr)
             print(f"{args.config}: configuration is valid")
         return 1 if problems else 0
     if args.command == "demo":

@@ -54,6 +54,8 @@ class LogWarning(StrEnum):
     """A library (asyncio, aiohttp) logged a warning or an error through stdlib ``logging``."""
     OVERRIDES_UNREADABLE = "overrides_unreadable"
     """The shared record of runtime server actions could not be read; the last one stays."""
+    PLAIN_ADMIN_PASSWORD = "plain_admin_password"
+    """``[admin]`` has the legacy ``password`` in plain text; ``[[admin.users]]`` hash theirs."""
 
     @property
     def message(self) -> str:
@@ -82,6 +84,10 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.HEALTH_CALLBACK_FAILED: "health change callback failed",
     LogWarning.LIBRARY_LOG: "a library logged a warning or an error",
     LogWarning.OVERRIDES_UNREADABLE: "the record of runtime server actions cannot be read",
+    LogWarning.PLAIN_ADMIN_PASSWORD: (
+        "the admin password is written in plain text in the configuration; "
+        "prefer [[admin.users]] with a password_hash (ftplb hash-password makes one)"
+    ),
 }
 
 
