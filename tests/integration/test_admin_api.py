@@ -161,6 +161,8 @@ def ready_after(api: Api) -> Iterator[Api]:
     yield api
     for name in ("s1", "s2"):
         api.act(name, {"state": "ready", "weight": 1})
+    # The balancer follows the record within a second: the next test starts from both.
+    wait_until(lambda: {api.landed(), api.landed()} == {"s1", "s2"}, 2, "both servers in use")
 
 
 # ------------------------------------------------------------------ codes
