@@ -1,15 +1,17 @@
-"""Command line: ``ftplb run|check|demo``."""
+"""Command line: ``ftplb run|check|demo|hash-password|admin``."""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from ftplb import __version__
 from ftplb.app import StartupError, run_event_loop, serve
-from ftplb.config.load import ConfigError, check_config, load_config
+from ftplb.config.load import ConfigError, check_config, config_warnings, load_config
 from ftplb.config.workers import WorkerSlot
 from ftplb.runtime.logs import EventLog
 from ftplb.supervisor import run_supervisor, run_worker
@@ -31,7 +33,106 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--stats-port", type=int, default=8404, help="the stats page's port (8404; 0: none)"
     )
+    commands.add_parser(
+        "hash-password",
+        help="print a password_hash for [[admin.users]] (the password from stdin or a prompt)",
+    )
+    _admin_parser(commands)
     return parser
+
+
+def _target(text: str) -> tuple[str, str]:
+    from ftplb.admin_client import parse_target  # noqa: PLC0415
+
+    try:
+        return parse_target(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _admin_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = commands.add_parser(
+        "admin",
+        help="act on a running ftplb's servers: drain, maint, ready, weight, show",
+        description=(
+            "Send one request to the admin listener's API. The password comes from "
+            "FTPLB_ADMIN_PASSWORD, or a prompt."
+        ),
+    )
+    admin.add_argument("-c", "--config", help="the TOML configuration: where to connect, who")
+    admin.add_argument("--url", help="the admin listener, e.g. http://127.0.0.1:8404")
+    admin.add_argument("--user", help="the admin user (default: the config's only admin)")
+    actions = admin.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for state, words in (
+        ("drain", "no new sessions; running ones finish"),
+        ("maint", "out of service: no new sessions, no health checks"),
+        ("ready", "back in service"),
+    ):
+        action = actions.add_parser(state, help=words)
+        action.add_argument("target", type=_target, metavar="BACKEND/SERVER")
+    weight = actions.add_parser("weight", help="set a runtime weight (0-256)")
+    weight.add_argument("target", type=_target, metavar="BACKEND/SERVER")
+    weight.add_argument("weight", type=int, metavar="N")
+    show = actions.add_parser("show", help="every server, or one")
+    show.add_argument("target", type=_target, nargs="?", metavar="BACKEND/SERVER")
+
+
+def _hash_password() -> int:
+    from ftplb.admin.passwords import hash_password  # noqa: PLC0415
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("ftplb: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().removesuffix("\n").removesuffix("\r")
+    if not password:
+        print("ftplb: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
+
+
+def _admin(args: argparse.Namespace) -> int:
+    from ftplb.admin_client import (  # noqa: PLC0415
+        AdminClient,
+        AdminClientError,
+        default_url,
+        default_user,
+        read_password,
+    )
+
+    settings = None
+    if args.config is not None:
+        try:
+            config = load_config(args.config)
+        except ConfigError as error:
+            for problem in error.problems:
+                print(problem, file=sys.stderr)
+            return 1
+        settings = config.admin
+        if settings is None and args.url is None:
+            print(f"ftplb: {args.config} has no [admin] section: give --url", file=sys.stderr)
+            return 1
+    url = args.url or (default_url(settings) if settings is not None else None)
+    if url is None:
+        print("ftplb admin: give -c CONFIG or --url URL", file=sys.stderr)
+        return 2
+    user = args.user or (default_user(settings) if settings is not None else None)
+    try:
+        client = AdminClient(url, user, read_password(user, settings) if user else "")
+        if args.action == "show":
+            result = client.show(args.target)
+        elif args.action == "weight":
+            result = client.act(args.target, {"weight": args.weight})
+        else:
+            result = client.act(args.target, {"state": args.action})
+    except AdminClientError as error:
+        print(f"ftplb admin: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=1))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,12 +142,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(problem, file=sys.stderr)
         if not problems:
+            for warning in config_warnings(args.config):
+                print(warning, file=sys.stderr)
             print(f"{args.config}: configuration is valid")
         return 1 if problems else 0
     if args.command == "demo":
         from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
 
         return run_demo(args.port, args.stats_port)
+    if args.command == "hash-password":
+        return _hash_password()
+    if args.command == "admin":
+        return _admin(args)
     if args.worker is not None:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)

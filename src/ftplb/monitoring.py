@@ -27,6 +27,7 @@ class Monitoring:
         self._owns_directory = owns_directory
         self.recorder: Metrics | None = None
         self.admin: AdminServer | None = None
+        self._log: EventLog | None = None
 
     @classmethod
     def for_process(cls, config: Config, master_directory: str | None) -> Monitoring | None:
@@ -46,17 +47,23 @@ class Monitoring:
         frontends: Iterable[SessionCounted],
     ) -> None:
         """Start counting a started balancer's events (its ``log``) and state."""
+        self._log = log
         metrics.enable(self.directory)
         recorder = Metrics()
         recorder.attach(log, pools, config, checkers=checkers, frontends=frontends)
         recorder.start()
         self.recorder = recorder
 
-    async def serve_admin(self, config: Config) -> None:
-        """Open the admin listener of ``config`` (AdminError if it cannot listen)."""
+    async def serve_admin(self, config: Config, log: EventLog | None = None) -> None:
+        """Open the admin listener of ``config`` (AdminError if it cannot listen).
+
+        Its warnings and the admin actions go to ``log``; by default the log
+        this process records from, or a new one in the configured format.
+        """
         if config.admin is not None:
             metrics.enable(self.directory)
-            self.admin = await start_admin(config.admin, self.directory, config)
+            log = log or self._log or EventLog(config.defaults.log_format)
+            self.admin = await start_admin(config.admin, self.directory, config, log)
 
     def worker_exited(self, pid: int) -> None:
         """A worker process ended: its live gauges no longer count."""

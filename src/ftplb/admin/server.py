@@ -1,13 +1,17 @@
-"""The admin HTTP listener: ``/stats`` (HTML), ``/stats.json`` and ``/metrics``.
+"""The admin HTTP listener: the stats page, the JSON stats, the metrics and the API.
 
-It reads the metric files of every process (see :mod:`ftplb.runtime.metrics`),
-so one listener, in any one process, shows the sums over all workers. Reading
-the files is blocking I/O, so it runs in a thread: the event loop keeps
-serving sessions while a page is built.
+Reading: ``/stats`` (HTML), ``/stats.json``, ``/metrics`` and
+``GET /api/servers[/{backend}/{server}]``. Acting: ``POST
+/api/servers/{backend}/{server}`` with a JSON body, for an admin user (see
+docs/admin.md). It reads the metric files of every process (see
+:mod:`ftplb.runtime.metrics`), so one listener, in any one process, shows the
+sums over all workers; an action goes to the shared record of overrides,
+which every process follows. Reading the files is blocking I/O, so it runs
+in a thread: the event loop keeps serving sessions while a page is built.
 
 Start it once per balancer (in the supervisor, or in the only process)::
 
-    admin = await start_admin(config.admin, directory, config)
+    admin = await start_admin(config.admin, directory, config, log)
     ...
     admin.update_config(new_config)   # after a reload: new names, same files
     await admin.close()
@@ -16,21 +20,34 @@ Start it once per balancer (in the supervisor, or in the only process)::
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
 import json
+import re
 import socket
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ftplb.admin.actions import (
+    ActionError,
+    Caller,
+    ServerActions,
+    UnknownServerError,
+    parse_action,
+)
+from ftplb.admin.api import find_server, servers_json
+from ftplb.admin.auth import CHALLENGE, Authenticator
+from ftplb.admin.overrides_store import OverridesStore
 from ftplb.admin.snapshot import Snapshot, build_snapshot, collect, snapshot_dict
 from ftplb.admin.stats_page import render
+from ftplb.balancing.overrides import Override, OverrideError, ServerKey
 from ftplb.config.general import Admin
 from ftplb.config.schema import Config
+from ftplb.runtime.logs import EventLog, LogWarning
 
 __all__ = ["AdminError", "AdminServer", "start_admin"]
 
@@ -47,24 +64,72 @@ class AdminError(Exception):
     """The admin listener cannot start; the message says why."""
 
 
+Handler = Callable[[web.Request, Caller, Mapping[str, str]], Awaitable[web.StreamResponse]]
+"""A route's handler: the request, its authenticated caller, the path's named parts."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    methods: frozenset[str]
+    path: re.Pattern[str]
+    handler: Handler
+
+
+_READ = frozenset({"GET", "HEAD"})
+_SERVER_PATH = r"/api/servers/(?P<backend>[^/]+)/(?P<server>[^/]+)"
+
+
 class AdminServer:
     """A running admin listener."""
 
-    def __init__(self, settings: Admin, directory: str, config: Config) -> None:
+    def __init__(
+        self, settings: Admin, directory: str, config: Config, log: EventLog | None = None
+    ) -> None:
         self.settings = settings
         self.directory = directory
         self.config = config
-        self._credentials: bytes | None = None
-        if settings.user is not None and settings.password is not None:
-            self._credentials = f"{settings.user}:{settings.password}".encode()
+        self.log = log or EventLog(config.defaults.log_format)
+        self.auth = Authenticator(settings)
+        self.store = OverridesStore(directory)
+        self.actions = ServerActions(self.store, config, self.log)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] = (settings.bind.host, settings.bind.port)
+        # Matched in order against the whole path; anything else is a 404.
+        self.routes: list[Route] = [
+            self._route(_READ, "/stats", self._stats_page),
+            self._route(_READ, "/stats.json", self._stats_json),
+            self._route(_READ, "/metrics", self._metrics),
+            self._route(_READ, "/api/servers", self._api_servers),
+            self._route(_READ, _SERVER_PATH, self._api_server),
+            self._route({"POST"}, _SERVER_PATH, self._api_act),
+        ]
+
+    @staticmethod
+    def _route(methods: set[str] | frozenset[str], path: str, handler: Handler) -> Route:
+        return Route(frozenset(methods), re.compile(path), handler)
 
     def update_config(self, config: Config) -> None:
-        """Lay out later pages along ``config`` (after a reload)."""
+        """Lay out later pages, and check later actions, along ``config`` (after a reload).
+
+        Users and passwords follow the new ``[admin]`` section; the listener's
+        address stays the one it opened with.
+        """
         self.config = config
+        self.actions.update_config(config)
+        new = config.admin
+        if new is not None and (new.users, new.user, new.password) != (
+            self.settings.users,
+            self.settings.user,
+            self.settings.password,
+        ):
+            self.auth = Authenticator(new)
+            self.settings = self.settings.model_copy(
+                update={"users": new.users, "user": new.user, "password": new.password}
+            )
 
     async def _open(self) -> None:
+        if self.settings.plain_password:
+            self.log.warning(LogWarning.PLAIN_ADMIN_PASSWORD)
         sock = _listen(self.settings.bind.host, self.settings.bind.port)
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
@@ -89,49 +154,105 @@ class AdminServer:
             await runner.cleanup()
 
     # ------------------------------------------------------------ requests
-    def _authorized(self, header: str | None) -> bool:
-        if self._credentials is None:
-            return True
-        if header is None:
-            return False
-        scheme, _, encoded = header.partition(" ")
-        if scheme.lower() != "basic":
-            return False
-        try:
-            given = base64.b64decode(encoded.strip(), validate=True)
-        except (binascii.Error, ValueError):
-            return False
-        return hmac.compare_digest(given, self._credentials)
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if not self._authorized(request.headers.get("Authorization")):
+        caller = await self.auth.caller(request.headers.get("Authorization"))
+        if caller is None:
             return web.Response(
                 status=401,
                 text="401 authentication required\n",
-                headers={**_HEADERS, "WWW-Authenticate": 'Basic realm="ftplb", charset="UTF-8"'},
+                headers={**_HEADERS, "WWW-Authenticate": CHALLENGE},
             )
-        if request.method not in ("GET", "HEAD"):
-            return _not_found()
-        if request.path == "/metrics":
-            body = await asyncio.to_thread(_exposition, self.directory)
-            return web.Response(
-                body=body, headers={**_HEADERS, "Content-Type": CONTENT_TYPE_LATEST}
-            )
-        if request.path == "/stats":
-            page = render(await self._snapshot(), self.settings.stats_refresh)
-            return web.Response(text=page, content_type="text/html", headers=_HEADERS)
-        if request.path == "/stats.json":
-            data = snapshot_dict(await self._snapshot())
-            return web.Response(
-                text=json.dumps(data, indent=1) + "\n",
-                content_type="application/json",
-                headers=_HEADERS,
-            )
+        for route in self.routes:
+            if request.method not in route.methods:
+                continue
+            match = route.path.fullmatch(request.path)
+            if match is not None:
+                return await route.handler(request, caller, match.groupdict())
         return _not_found()
+
+    async def _metrics(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        body = await asyncio.to_thread(_exposition, self.directory)
+        return web.Response(body=body, headers={**_HEADERS, "Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _stats_page(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        page = render(await self._snapshot(), self.settings.stats_refresh)
+        return web.Response(text=page, content_type="text/html", headers=_HEADERS)
+
+    async def _stats_json(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        return _json(snapshot_dict(await self._snapshot()))
+
+    async def _api_servers(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        try:
+            snapshot, overrides = await self._servers_state()
+        except OverrideError as error:
+            return _json_error(500, str(error))
+        return _json(servers_json(snapshot, overrides))
+
+    async def _api_server(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        return await self._server_answer(parts["backend"], parts["server"])
+
+    async def _api_act(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        backend, server = parts["backend"], parts["server"]
+        if not caller.may_act:
+            who = f"user {caller.name!r} is" if caller.name else "anonymous callers are"
+            return _json_error(403, f"{who} read-only: actions need a user with role = admin")
+        try:
+            self.actions.configured_weight(backend, server)
+        except UnknownServerError as error:
+            return _json_error(404, str(error))
+        # Only a script can send this type: an HTML form on another site
+        # cannot, so a browser logged in here cannot be made to act (CSRF).
+        if request.content_type != "application/json":
+            return _json_error(415, "the body must be JSON, sent as Content-Type: application/json")
+        try:
+            body = json.loads(await request.read())
+        except ValueError as error:
+            return _json_error(400, f"the body is not valid JSON: {error}")
+        try:
+            action = parse_action(body)
+        except ActionError as error:
+            return _json_error(400, str(error))
+        try:
+            # A lock, a read and a replace of one small local file: quick
+            # enough to do here, and the action's log line stays on the loop.
+            self.actions.act(caller, backend, server, action)
+        except UnknownServerError as error:
+            return _json_error(404, str(error))
+        except OverrideError as error:
+            return _json_error(500, str(error))
+        return await self._server_answer(backend, server)
+
+    async def _server_answer(self, backend: str, server: str) -> web.StreamResponse:
+        try:
+            snapshot, overrides = await self._servers_state()
+        except OverrideError as error:
+            return _json_error(500, str(error))
+        found = find_server(snapshot, overrides, backend, server)
+        if found is None:
+            return _json_error(404, f"no server {backend}/{server}")
+        return _json(found)
 
     async def _snapshot(self) -> Snapshot:
         families = await asyncio.to_thread(collect, self.directory)
         return build_snapshot(self.config, families)
+
+    async def _servers_state(self) -> tuple[Snapshot, dict[ServerKey, Override]]:
+        families, overrides = await asyncio.to_thread(
+            lambda: (collect(self.directory), self.store.load())
+        )
+        return build_snapshot(self.config, families), overrides
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -158,18 +279,34 @@ def _not_found() -> web.Response:
     return web.Response(status=404, text="404 not found\n", headers=_HEADERS)
 
 
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(data, indent=1) + "\n",
+        content_type="application/json",
+        headers=_HEADERS,
+    )
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return _json({"error": message}, status)
+
+
 def _exposition(directory: str) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     return generate_latest(registry)
 
 
-async def start_admin(settings: Admin, directory: str, config: Config) -> AdminServer:
+async def start_admin(
+    settings: Admin, directory: str, config: Config, log: EventLog | None = None
+) -> AdminServer:
     """Listen on ``settings.bind`` and serve the metrics found in ``directory``.
 
-    ``directory`` is the one every process gave to ``ftplb.runtime.metrics.enable``.
+    ``directory`` is the one every process gave to ``ftplb.runtime.metrics.enable``;
+    actions are recorded there too, and logged on ``log`` with the user.
     Raises :class:`AdminError` when the address cannot be bound.
     """
-    server = AdminServer(settings, directory, config)
+    server = AdminServer(settings, directory, config, log)
     await server._open()
     return server

@@ -52,6 +52,12 @@ class Override:
     user: str = ""
     """Who made the last change."""
 
+    def effective_weight(self, configured: int) -> int:
+        """The weight in force for a server whose configuration now says ``configured``."""
+        if self.weight is not None and self.configured_weight == configured:
+            return self.weight
+        return configured
+
 
 def apply_overrides(pools: Mapping[str, Pool], overrides: Mapping[ServerKey, Override]) -> None:
     """Give every server of ``pools`` its admin state and weight from ``overrides``.
@@ -67,15 +73,7 @@ def apply_overrides(pools: Mapping[str, Pool], overrides: Mapping[ServerKey, Ove
                 server.weight = server.configured_weight
                 continue
             server.admin = override.admin
-            runtime_weight_holds = (
-                override.weight is not None
-                and override.configured_weight == server.configured_weight
-            )
-            server.weight = (
-                override.weight
-                if runtime_weight_holds and override.weight is not None
-                else server.configured_weight
-            )
+            server.weight = override.effective_weight(server.configured_weight)
 
 
 def overrides_to_json(overrides: Mapping[ServerKey, Override]) -> dict[str, object]:

@@ -8,9 +8,10 @@ from pydantic import Field, PlainValidator
 from pydantic_core import PydanticCustomError
 
 from ftplb.config.fields import BindAddress, Count, Endpoint, PositiveDuration, Section
+from ftplb.config.password_hash import PasswordHashError, parse_password_hash
 from ftplb.config.problems import as_written
 
-__all__ = ["Admin", "Defaults"]
+__all__ = ["Admin", "AdminUserEntry", "Defaults"]
 
 
 class Defaults(Section):
@@ -46,11 +47,48 @@ def _check_admin_user(value: object) -> str:
 AdminUser = Annotated[str, PlainValidator(_check_admin_user)]
 
 
+def _check_password_hash(value: object) -> str:
+    if not isinstance(value, str):
+        raise PydanticCustomError(
+            "password_hash",
+            "invalid password hash {value}: expected text (ftplb hash-password makes one)",
+            {"value": as_written(value)},
+        )
+    try:
+        parse_password_hash(value)
+    except PasswordHashError as error:
+        raise PydanticCustomError("password_hash", "{reason}", {"reason": str(error)}) from None
+    # Kept as written: the configuration dumps and reloads as text.
+    return value
+
+
+PasswordHashText = Annotated[str, PlainValidator(_check_password_hash)]
+
+AdminRole = Literal["admin", "read-only"]
+"""What a user may do: "admin" reads and acts on servers, "read-only" only reads."""
+
+
+class AdminUserEntry(Section):
+    """One ``[[admin.users]]`` table: a user of the admin listener."""
+
+    name: AdminUser
+    password_hash: PasswordHashText
+    # The least privilege unless the file says otherwise.
+    role: AdminRole = "read-only"
+
+
 class Admin(Section):
-    """The HTTP listener of the stats page, the JSON stats and the Prometheus metrics."""
+    """The HTTP listener of the stats page, the JSON stats, the metrics and the API."""
 
     bind: BindAddress = Endpoint("127.0.0.1", 8404)
     stats_refresh: PositiveDuration = 5.0
-    # HTTP basic auth when both are set (the cross-check refuses one alone).
+    users: list[AdminUserEntry] = []
+    # The legacy single user, with its password in plain text: an "admin"
+    # user when both are set (the cross-check refuses one alone).
     user: AdminUser | None = None
     password: Annotated[str, Field(min_length=1)] | None = None
+
+    @property
+    def plain_password(self) -> bool:
+        """True when the file holds a password in plain text (the legacy keys)."""
+        return self.password is not None

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 
 from ftplb.config.locate import index_lines, nearest_line
 from ftplb.config.problems import KeyPath, Problem, format_key, problems_from_error
-from ftplb.config.schema import Config
+from ftplb.config.schema import Config, advisories
 
-__all__ = ["ConfigError", "check_config", "load_config", "load_config_text"]
+__all__ = ["ConfigError", "check_config", "config_warnings", "load_config", "load_config_text"]
 
 # tomllib (3.11) has no line attribute; the position is only in the message.
 _TOML_POSITION_RE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -83,6 +83,20 @@ def check_config(path: str | os.PathLike[str]) -> list[str]:
     except ConfigError as error:
         return error.problems
     return []
+
+
+def config_warnings(path: str | os.PathLike[str]) -> list[str]:
+    """What the valid file at ``path`` had better not do, formatted as
+    ``FILE:LINE: KEY: warning: MESSAGE``; [] when it is not valid at all."""
+    try:
+        config = load_config(path)
+        text = Path(path).read_text(encoding="utf-8")
+    except (ConfigError, OSError, UnicodeDecodeError):
+        return []
+    warnings = [
+        Problem(problem.path, f"warning: {problem.message}") for problem in advisories(config)
+    ]
+    return _format_problems(warnings, text, os.fspath(path))
 
 
 # (section, key) of every value that names a file.

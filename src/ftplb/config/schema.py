@@ -34,7 +34,7 @@ from ftplb.config.frontends import Frontend
 from ftplb.config.general import Admin, Defaults
 from ftplb.config.problems import CROSS_CHECK_ERROR, KeyPath, Problem, format_key
 
-__all__ = ["Config", "cross_check"]
+__all__ = ["PLAIN_PASSWORD_ADVICE", "Config", "advisories", "cross_check"]
 
 
 class Config(Section):
@@ -63,6 +63,23 @@ class Config(Section):
                 CROSS_CHECK_ERROR, "{summary}", {"summary": summary, "problems": problems}
             )
         return self
+
+
+# --------------------------------------------------------------------------
+# Advisories: allowed, but worth a warning
+# --------------------------------------------------------------------------
+
+PLAIN_PASSWORD_ADVICE = (
+    "the password is written in plain text; prefer [[admin.users]] with a password_hash "
+    "(ftplb hash-password makes one)"
+)
+
+
+def advisories(config: Config) -> list[Problem]:
+    """What a valid configuration had better not do, each at the path of the value."""
+    if config.admin is not None and config.admin.plain_password:
+        return [Problem(("admin", "password"), PLAIN_PASSWORD_ADVICE)]
+    return []
 
 
 # --------------------------------------------------------------------------
@@ -302,6 +319,7 @@ def _admin_settings(config: Config) -> Iterator[Problem]:
         yield Problem(
             ("admin", missing), f"missing: {given} is set, and basic auth needs both or neither"
         )
+    yield from _duplicate_admin_users(admin)
     for f, frontend in enumerate(config.frontends):
         for i, endpoint in enumerate(frontend.bind):
             if _binds_clash(admin.bind, endpoint):
@@ -314,3 +332,17 @@ def _admin_settings(config: Config) -> Iterator[Problem]:
                 ("admin", "bind"),
                 f"port {admin.bind.port} is in the passive range {ports} of {where}",
             )
+
+
+def _duplicate_admin_users(admin: Admin) -> Iterator[Problem]:
+    """Two users of one name, among ``[[admin.users]]`` and the legacy ``user``."""
+    first_seen: dict[str, KeyPath] = {}
+    if admin.user is not None:
+        first_seen[admin.user] = ("admin", "user")
+    for index, entry in enumerate(admin.users):
+        path: KeyPath = ("admin", "users", index, "name")
+        if entry.name in first_seen:
+            where = format_key(first_seen[entry.name])
+            yield Problem(path, f'duplicate admin user name "{entry.name}" (also {where})')
+        else:
+            first_seen[entry.name] = path

@@ -60,6 +60,8 @@ class LogWarning(StrEnum):
     """A reload's new generation could not start (a bind, a certificate); the old one stays."""
     RESTART_NEEDED = "restart_needed"
     """A reload cannot change a key (``workers``, the admin ``bind``); it keeps its old value."""
+    PLAIN_ADMIN_PASSWORD = "plain_admin_password"
+    """``[admin]`` has the legacy ``password`` in plain text; ``[[admin.users]]`` hash theirs."""
 
     @property
     def message(self) -> str:
@@ -91,6 +93,10 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.RELOAD_REFUSED: "the new configuration is invalid; the running one stays",
     LogWarning.RELOAD_FAILED: "the new configuration could not start; the running one stays",
     LogWarning.RESTART_NEEDED: "this change needs a restart; the old value stays until then",
+    LogWarning.PLAIN_ADMIN_PASSWORD: (
+        "the admin password is written in plain text in the configuration; "
+        "prefer [[admin.users]] with a password_hash (ftplb hash-password makes one)"
+    ),
 }
 
 
