@@ -27,6 +27,7 @@ class Monitoring:
         self._owns_directory = owns_directory
         self.recorder: Metrics | None = None
         self.admin: AdminServer | None = None
+        self._log: EventLog | None = None
 
     @classmethod
     def for_process(cls, config: Config, master_directory: str | None) -> Monitoring | None:
@@ -51,12 +52,19 @@ class Monitoring:
         recorder.attach(log, pools, config, checkers=checkers, frontends=frontends)
         recorder.start()
         self.recorder = recorder
+        self._log = log
 
-    async def serve_admin(self, config: Config) -> None:
-        """Open the admin listener of ``config`` (AdminError if it cannot listen)."""
+    async def serve_admin(self, config: Config, log: EventLog | None = None) -> None:
+        """Open the admin listener of ``config`` (AdminError if it cannot listen).
+
+        Admin actions are logged to ``log``; by default to the log this
+        process records from (:meth:`record`), else to a new one.
+        """
         if config.admin is not None:
             metrics.enable(self.directory)
-            self.admin = await start_admin(config.admin, self.directory, config)
+            self.admin = await start_admin(
+                config.admin, self.directory, config, log if log is not None else self._log
+            )
 
     def worker_exited(self, pid: int) -> None:
         """A worker process ended: its live gauges no longer count."""
