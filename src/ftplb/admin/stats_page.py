@@ -40,8 +40,8 @@ tr.total td { background: #eef; font-weight: bold; }
 .drain { background: #f0e0a0; } .maint { background: #c8c8f0; }
 .mixed { background: #f0c890; } .unknown { background: #eee; }
 p.detail { margin: 0.3em 0; color: #555; }
-td.admin { text-align: left; } td.admin.set { font-weight: bold; }
-td.act { text-align: left; white-space: nowrap; padding: 1px 4px; }
+td.admin.set { font-weight: bold; }
+td.act { white-space: nowrap; padding: 1px 4px; }
 td.act form { margin: 0; display: inline; }
 td.act button { font: 12px sans-serif; margin: 0 2px 0 0; padding: 0 7px;
   border: 1px solid #889; border-radius: 3px; background: #f7f7fb; color: #222; cursor: pointer; }
