@@ -233,3 +233,11 @@ def test_buttons_only_for_a_caller_who_may_act() -> None:
     assert page.buttons(ADMIN) == Buttons(action=ACTION_PATH, token=tokens.token("ops"))
     assert page.buttons(VIEWER) is None
     assert page.buttons(Caller("", Role.READ_ONLY)) is None
+
+
+async def test_an_unreadable_record_is_a_500_and_stays_as_it_was(harness: Harness) -> None:
+    Path(harness.store.path).write_text("{not json")
+    status, text, _ = await harness.post(form(harness.tokens))
+    assert status == 500
+    assert text.startswith(f"500 cannot record the action: {harness.store.path}: ")
+    assert Path(harness.store.path).read_text() == "{not json"

@@ -31,6 +31,7 @@ from ftplb.admin.actions import (
 )
 from ftplb.admin.csrf import CsrfTokens, cross_origin_reason
 from ftplb.admin.stats_page import Buttons
+from ftplb.balancing.overrides import OverrideError
 
 __all__ = ["ACTION_PATH", "MAX_FORM_BYTES", "FormError", "PageActions", "PageForm", "parse_form"]
 
@@ -132,4 +133,6 @@ class PageActions:
             await asyncio.to_thread(self.actions.act, caller, form.backend, form.server, action)
         except UnknownServerError as error:
             return answer(404, f"not found: {error}")
+        except (OverrideError, OSError) as error:
+            return answer(500, f"cannot record the action: {error}")
         return web.Response(status=303, headers={**headers, "Location": PAGE_PATH})
