@@ -122,7 +122,7 @@ async def _run(
             frontends: list[SessionCounted] = [*balancer.frontends, *balancer.passthroughs]
             monitoring.record(balancer.log, balancer.pools, config, balancer.checkers, frontends)
             if process.metrics_dir is None:  # a lone process hosts its own admin listener
-                await monitoring.serve_admin(config)
+                await monitoring.serve_admin(config, process.log)
         if on_ready is not None:
             on_ready()
         await _serve_until_stopped(process, generations, stop, reloads)

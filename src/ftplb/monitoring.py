@@ -53,6 +53,7 @@ class Monitoring:
         recorder.attach(log, pools, config, checkers=checkers, frontends=frontends)
         recorder.start()
         self.recorder = recorder
+        self._log = log
 
     async def serve_admin(self, config: Config, log: EventLog | None = None) -> None:
         """Open the admin listener of ``config`` (AdminError if it cannot listen).

@@ -214,7 +214,7 @@ class Supervisor:
             try:
                 if monitoring is not None:
                     # The master hosts the admin listener and sums the workers' files.
-                    await monitoring.serve_admin(self.config)
+                    await monitoring.serve_admin(self.config, self.log)
                     self._monitoring = monitoring
                 try:
                     ensure_unclaimed(shared_addresses(self.config))

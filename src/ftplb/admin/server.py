@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from ftplb.admin.actions import (
@@ -42,6 +43,7 @@ from ftplb.admin.actions import (
 from ftplb.admin.api import find_server, servers_json
 from ftplb.admin.auth import CHALLENGE, Authenticator
 from ftplb.admin.overrides_store import OverridesStore
+from ftplb.admin.page_actions import ACTION_PATH, PageActions
 from ftplb.admin.snapshot import Snapshot, build_snapshot, collect, snapshot_dict
 from ftplb.admin.stats_page import render
 from ftplb.balancing.overrides import Override, OverrideError, ServerKey
@@ -54,8 +56,8 @@ __all__ = ["AdminError", "AdminServer", "start_admin"]
 _HEADERS = {
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
-    # The page has inline CSS and nothing else: no scripts, no frames, no forms.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+    # The page has inline CSS and forms to itself, nothing else: no scripts, no frames.
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
     "X-Frame-Options": "DENY",
 }
 
@@ -92,6 +94,7 @@ class AdminServer:
         self.auth = Authenticator(settings)
         self.store = OverridesStore(directory)
         self.actions = ServerActions(self.store, config, self.log)
+        self.page_actions = PageActions(self.actions)
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] = (settings.bind.host, settings.bind.port)
         # Matched in order against the whole path; anything else is a 404.
@@ -102,6 +105,7 @@ class AdminServer:
             self._route(_READ, "/api/servers", self._api_servers),
             self._route(_READ, _SERVER_PATH, self._api_server),
             self._route({"POST"}, _SERVER_PATH, self._api_act),
+            self._route({"POST"}, re.escape(ACTION_PATH), self._page_action),
         ]
 
     @staticmethod
@@ -179,8 +183,14 @@ class AdminServer:
     async def _stats_page(
         self, request: web.Request, caller: Caller, parts: Mapping[str, str]
     ) -> web.StreamResponse:
-        page = render(await self._snapshot(), self.settings.stats_refresh)
+        buttons = self.page_actions.buttons(caller)
+        page = render(await self._snapshot(), self.settings.stats_refresh, buttons)
         return web.Response(text=page, content_type="text/html", headers=_HEADERS)
+
+    async def _page_action(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        return await self.page_actions.handle(request, caller, _HEADERS)
 
     async def _stats_json(
         self, request: web.Request, caller: Caller, parts: Mapping[str, str]
@@ -245,14 +255,22 @@ class AdminServer:
         return _json(found)
 
     async def _snapshot(self) -> Snapshot:
-        families = await asyncio.to_thread(collect, self.directory)
-        return build_snapshot(self.config, families)
+        families, overrides = await asyncio.to_thread(self._read)
+        return build_snapshot(self.config, families, overrides=overrides)
+
+    def _read(self) -> tuple[list[Metric], dict[ServerKey, Override] | None]:
+        """The metrics and the record of admin states (None if unreadable): blocking I/O."""
+        try:
+            overrides: dict[ServerKey, Override] | None = self.store.load()
+        except OverrideError:
+            overrides = None  # shown as unknown; the balancers log why
+        return collect(self.directory), overrides
 
     async def _servers_state(self) -> tuple[Snapshot, dict[ServerKey, Override]]:
         families, overrides = await asyncio.to_thread(
             lambda: (collect(self.directory), self.store.load())
         )
-        return build_snapshot(self.config, families), overrides
+        return build_snapshot(self.config, families, overrides=overrides), overrides
 
 
 def _listen(host: str, port: int) -> socket.socket:

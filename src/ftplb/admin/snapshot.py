@@ -4,24 +4,28 @@
 ``MultiProcessCollector`` sums them); :func:`build_snapshot` lays the samples
 out per frontend, backend and server in plain frozen dataclasses, with the
 configuration supplying what the metrics do not carry (addresses, weights,
-modes) and every configured server listed even before it has numbers.
+modes), the shared record of runtime overrides supplying each server's admin
+state, and every configured server listed even before it has numbers.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
+from types import MappingProxyType
 from typing import Any
 
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from ftplb.balancing.state import ServerState
+from ftplb.balancing.overrides import Override, ServerKey
+from ftplb.balancing.state import AdminState, ServerState
 from ftplb.config.schema import Config
 
 __all__ = [
+    "UNKNOWN_ADMIN",
     "BackendStats",
     "FrontendStats",
     "ServerStats",
@@ -55,6 +59,10 @@ class ServerStats:
     last_check_duration: float | None
     checks_ok: int
     checks_failed: int
+    admin: str = AdminState.READY.value
+    """What operators asked: READY, DRAIN or MAINT (the shared record); "?" if unreadable."""
+    admin_by: str = ""
+    """Who made the last change to the server's record ("" when there is none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,19 +152,34 @@ class _Samples:
         }
 
 
+_NO_OVERRIDES: Mapping[ServerKey, Override] = MappingProxyType({})
+
+UNKNOWN_ADMIN = "?"
+"""The admin state shown while the shared record cannot be read."""
+
+
 def build_snapshot(
-    config: Config, families: Iterable[Metric], now: float | None = None
+    config: Config,
+    families: Iterable[Metric],
+    now: float | None = None,
+    overrides: Mapping[ServerKey, Override] | None = _NO_OVERRIDES,
 ) -> Snapshot:
-    """Lay out the collected ``families`` along the frontends and backends of ``config``."""
+    """Lay out the collected ``families`` along the frontends and backends of ``config``.
+
+    ``overrides`` is the shared record (:meth:`OverridesStore.load`); None
+    when it cannot be read, and every admin state shows as unknown.
+    """
     s = _Samples(families)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-    backends = tuple(_backend(config, index, s) for index in range(len(config.backends)))
+    backends = tuple(_backend(config, index, s, overrides) for index in range(len(config.backends)))
     frontends = tuple(_frontend(config, index, s) for index in range(len(config.frontends)))
     workers = int(sum(s.by("ftplb_worker_processes").values()))
     return Snapshot(stamp, workers, frontends, backends)
 
 
-def _backend(config: Config, index: int, s: _Samples) -> BackendStats:
+def _backend(
+    config: Config, index: int, s: _Samples, overrides: Mapping[ServerKey, Override] | None
+) -> BackendStats:
     backend = config.backends[index]
     name = backend.name
     current = s.present("ftplb_server_current_sessions", "backend", "server")
@@ -176,6 +199,7 @@ def _backend(config: Config, index: int, s: _Samples) -> BackendStats:
         checks_ok = int(checks.get((*key, "ok"), 0))
         checks_failed = int(checks.get((*key, "fail"), 0))
         checked = checks_ok + checks_failed > 0
+        override = None if overrides is None else overrides.get(key, Override())
         servers.append(
             ServerStats(
                 name=server.name,
@@ -192,6 +216,8 @@ def _backend(config: Config, index: int, s: _Samples) -> BackendStats:
                 last_check_duration=check_duration.get(key) if checked else None,
                 checks_ok=checks_ok,
                 checks_failed=checks_failed,
+                admin=UNKNOWN_ADMIN if override is None else override.admin.value,
+                admin_by="" if override is None else override.user,
             )
         )
     return BackendStats(

@@ -3,16 +3,31 @@
 Every value that comes from the configuration or the metrics goes through
 :func:`html.escape`, names included: a name is validated today, but the page
 must not depend on that to stay well-formed.
+
+A user who may act on servers gets a drain / maint / ready button in each
+server's row: plain HTML forms, so the page stays free of scripts. Each form
+carries the user's CSRF token (see :mod:`ftplb.admin.csrf`).
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from ftplb.admin.snapshot import BackendStats, FrontendStats, ServerStats, Snapshot
+from ftplb.balancing.state import AdminState
 
-__all__ = ["render"]
+__all__ = ["Buttons", "render"]
+
+
+@dataclass(frozen=True, slots=True)
+class Buttons:
+    """What the action buttons need: where their forms go, and the user's CSRF token."""
+
+    action: str
+    token: str
+
 
 _STYLE = """
 body { font: 13px sans-serif; margin: 1em; color: #222; }
@@ -25,6 +40,13 @@ tr.total td { background: #eef; font-weight: bold; }
 .drain { background: #f0e0a0; } .maint { background: #c8c8f0; }
 .mixed { background: #f0c890; } .unknown { background: #eee; }
 p.detail { margin: 0.3em 0; color: #555; }
+td.admin.set { font-weight: bold; }
+td.act { white-space: nowrap; padding: 1px 4px; }
+td.act form { margin: 0; display: inline; }
+td.act button { font: 12px sans-serif; margin: 0 2px 0 0; padding: 0 7px;
+  border: 1px solid #889; border-radius: 3px; background: #f7f7fb; color: #222; cursor: pointer; }
+td.act button:hover:enabled { background: #dde; }
+td.act button:disabled { color: #999; border-color: #ccc; background: #eee; cursor: default; }
 """
 
 _STATE_CLASSES = {"UP": "up", "DOWN": "down", "DRAIN": "drain", "MAINT": "maint", "-": "unknown"}
@@ -106,14 +128,36 @@ def _check(server: ServerStats) -> str:
     return f"{server.last_check} in {server.last_check_duration * 1000:.0f} ms"
 
 
-def _server_row(server: ServerStats) -> str:
+def _admin_cell(server: ServerStats) -> str:
+    css = "admin" if server.admin == AdminState.READY.value else "admin set"
+    title = f' title="set by {_e(server.admin_by)}"' if server.admin_by else ""
+    return f'<td class="{css}"{title}>{_e(server.admin)}</td>'
+
+
+def _buttons_cell(backend: str, server: ServerStats, buttons: Buttons) -> str:
+    # One form per row; the button pressed adds its own state=... to the fields.
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{_e(value)}">'
+        for name, value in (("backend", backend), ("server", server.name), ("csrf", buttons.token))
+    )
+    pressable = "".join(
+        f'<button type="submit" name="state" value="{state.lower()}"'
+        f' title="{state.lower()} {_e(backend)}/{_e(server.name)}"'
+        # The state already in force: pressing it again would change nothing.
+        f"{' disabled' if server.admin == state.value else ''}>{state.lower()}</button>"
+        for state in (AdminState.DRAIN, AdminState.MAINT, AdminState.READY)
+    )
+    return (
+        f'<td class="act"><form method="post" action="{_e(buttons.action)}">'
+        f"{hidden}{pressable}</form></td>"
+    )
+
+
+def _server_row(backend: str, server: ServerStats, buttons: Buttons | None) -> str:
     state_class = _STATE_CLASSES.get(server.state, "mixed")
+    head = _cells((server.name, server.address, server.weight, server.state))
     cells = _cells(
         (
-            server.name,
-            server.address,
-            server.weight,
-            server.state,
             _n(server.current_sessions),
             _n(server.sessions),
             _n(server.bytes_in),
@@ -122,18 +166,21 @@ def _server_row(server: ServerStats) -> str:
             _n(server.connect_failures),
             _check(server),
             f"{_n(server.checks_ok)} / {_n(server.checks_failed)}",
-        )
+        ),
+        first="",
     )
-    return f'<tr class="{state_class}">{cells}</tr>'
+    act = "" if buttons is None else _buttons_cell(backend, server, buttons)
+    return f'<tr class="{state_class}">{head}{_admin_cell(server)}{cells}{act}</tr>'
 
 
-def _backend(backend: BackendStats) -> str:
+def _backend(backend: BackendStats, buttons: Buttons | None) -> str:
     head = _header(
         (
             "Server",
             "Address",
             "Weight",
             "State",
+            "Admin",
             "Cur",
             "Total",
             "Bytes in",
@@ -142,15 +189,17 @@ def _backend(backend: BackendStats) -> str:
             "Connect failures",
             "Last check",
             "Checks ok / failed",
+            *(() if buttons is None else ("Action",)),
         )
     )
-    rows = "".join(_server_row(server) for server in backend.servers)
+    rows = "".join(_server_row(backend.name, server, buttons) for server in backend.servers)
     total = _cells(
         (
             "BACKEND",
             f"balance {backend.balance}",
             "",
             f"{backend.servers_up}/{len(backend.servers)} UP",
+            "",
             _n(backend.current_sessions),
             _n(backend.sessions),
             _n(backend.bytes_in),
@@ -159,6 +208,7 @@ def _backend(backend: BackendStats) -> str:
             _n(backend.connect_failures),
             "",
             "",
+            *(() if buttons is None else ("",)),
         )
     )
     return (
@@ -167,8 +217,11 @@ def _backend(backend: BackendStats) -> str:
     )
 
 
-def render(snapshot: Snapshot, refresh_seconds: float) -> str:
-    """The whole page; it reloads itself every ``refresh_seconds`` (at least 1 s)."""
+def render(snapshot: Snapshot, refresh_seconds: float, buttons: Buttons | None = None) -> str:
+    """The whole page; it reloads itself every ``refresh_seconds`` (at least 1 s).
+
+    With ``buttons``, every server's row has its drain / maint / ready buttons.
+    """
     refresh = max(1, round(refresh_seconds))
     plural = "" if snapshot.workers == 1 else "es"
     parts = [
@@ -180,7 +233,7 @@ def render(snapshot: Snapshot, refresh_seconds: float) -> str:
         f" &middot; refresh every {refresh} s &middot; "
         '<a href="stats.json">JSON</a> &middot; <a href="metrics">metrics</a></p>\n',
         *(_frontend(frontend) for frontend in snapshot.frontends),
-        *(_backend(backend) for backend in snapshot.backends),
+        *(_backend(backend, buttons) for backend in snapshot.backends),
         "</body></html>\n",
     ]
     return "".join(parts)
