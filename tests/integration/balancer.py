@@ -20,6 +20,9 @@ STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 
+DEFAULT_HEALTH = '{ type = "ftp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }'
+
+
 def log_fields(line: str) -> dict[str, str]:
     """The key=value fields of one text log line of ftplb (values may be JSON-quoted)."""
     fields: dict[str, str] = {}
@@ -56,7 +59,7 @@ def simple_config(
     backend: str = "",
     defaults: str = "",
     frontend: str = "",
-    health: str = '{ type = "ftp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }',
+    health: str = DEFAULT_HEALTH,
     sections: str = "",
 ) -> str:
     """A one-frontend, one-backend config; ``sections`` adds whole tables (``[admin]``)."""
