@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,10 @@ def test_a_fatal_error_is_a_plain_line_under_text() -> None:
     stream = io.StringIO()
     EventLog("text", stream).error("cannot listen on 127.0.0.1:21: Permission denied")
     assert stream.getvalue() == "ftplb: cannot listen on 127.0.0.1:21: Permission denied\n"
+
+
+def test_every_warning_is_documented_with_its_message() -> None:
+    """docs/logs.md lists each warning id with its message: operators match on them."""
+    text = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
+    missing = [w.value for w in LogWarning if f"| `{w.value}` | {w.message} |" not in text]
+    assert missing == []
