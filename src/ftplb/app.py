@@ -219,6 +219,8 @@ class Balancer:
         ``hurry`` is set) to finish, then end what is left."""
         for server in self._servers:
             server.close()
+        for passthrough in self.passthroughs:
+            passthrough.stop_accepting()
         if grace > 0:
             await self._drain(grace, hurry or asyncio.Event())
         for checker in self.checkers.values():
@@ -265,7 +267,10 @@ class Balancer:
         self._spawn(watch_overrides(store, apply, unreadable))
 
     def _sessions_left(self) -> int:
-        return sum(len(ctx.sessions) for ctx in self.frontends)
+        """Sessions still open; in ``mode = "tcp"``, also data relays still running
+        (one may outlive its control connection)."""
+        ftp = sum(len(ctx.sessions) for ctx in self.frontends)
+        return ftp + sum(len(p.sessions) + p.transfers for p in self.passthroughs)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)
