@@ -26,10 +26,14 @@ from pathlib import Path
 
 import pytest
 
+from ftplb.balancing.pool import Pool
+from ftplb.balancing.state import Server
+from ftplb.config.fields import PortRange
 from ftplb.runtime import passthrough
+from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.listeners import listening_socket
 from ftplb.runtime.logs import EventLog
-from ftplb.runtime.passthrough import PassthroughFrontend
+from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.session import SessionLimit
 from tests.integration import clients, servers
@@ -338,3 +342,25 @@ async def test_a_new_generation_takes_over_the_ports_and_the_open_sessions(
     refused = [line for line in new_log.splitlines() if "warning=orphan_data_refused " in line]
     assert len(refused) == 1 and f" port={stranger} " in f"{refused[0]} ", refused
     assert "warning=orphan_data_refused " not in old_log
+
+
+def test_only_a_frontend_of_the_same_name_can_take_over() -> None:
+    def frontend(name: str) -> PassthroughFrontend:
+        settings = PassthroughSettings(
+            name=name,
+            binds=(("127.0.0.6", 2121),),
+            passive_ranges={"s1": PortRange(30000, 30009)},
+            connect_timeout=1.0,
+            idle_timeout=1.0,
+            failover=FailoverPolicy(0, False),
+            max_connections=0,
+            source_ip=None,
+        )
+        pool = Pool("pool", [Server(name="s1", host="127.0.0.57", port=21)])
+        log = EventLog("text", io.StringIO())
+        return PassthroughFrontend(
+            settings, pool, overall=SessionLimit(), log=log, budget=PipeBudget()
+        )
+
+    with pytest.raises(ValueError, match=r"^frontend 'tcp' cannot take over 'other'$"):
+        frontend("tcp").take_over(frontend("other"))

@@ -595,8 +595,6 @@ class PassthroughFrontend:
         """
         if old.name != self.name:
             raise ValueError(f"frontend {self.name!r} cannot take over {old.name!r}")
-        if self._controls or self._data_relays:
-            raise RuntimeError(f"frontend {self.name!r} has started: too late to take over")
         self._occupancy = old._occupancy
 
     def hand_over(self) -> None:
