@@ -189,14 +189,17 @@ class Balancer:
                     return ctx.ports
         return PortPool(first, last)
 
+    def _keep_listening(self, host: str, port: int, backlog: int) -> socket.socket:
+        """A listening socket that outlives this generation (ListenError if it cannot)."""
+        sock = self.listeners.open(host, port, backlog)
+        self.listening_addresses.append((host, port))
+        return sock
+
     def _open_listener(self, endpoint: Endpoint) -> socket.socket:
-        host = resolve_host(endpoint.host)
         try:
-            sock = self.listeners.open(host, endpoint.port, CONTROL_BACKLOG)
+            return self._keep_listening(resolve_host(endpoint.host), endpoint.port, CONTROL_BACKLOG)
         except ListenError as error:
             raise StartupError(str(error)) from error
-        self.listening_addresses.append((host, endpoint.port))
-        return sock
 
     # ----------------------------------------------------------------- run
     async def start(self) -> None:
@@ -246,7 +249,12 @@ class Balancer:
             overall=self._overall,
             log=self.log,
             budget=self._budget,
+            listen=self._keep_listening,
         )
+        if self._previous is not None:
+            for old in self._previous.passthroughs:
+                if old.name == passthrough.name:
+                    passthrough.take_over(old)
         self.passthroughs.append(passthrough)
         try:
             passthrough.open()
@@ -264,11 +272,22 @@ class Balancer:
 
         self._spawn(watch_overrides(store, apply, unreadable))
 
-    def stop_accepting(self) -> None:
+    def stop_accepting(self, successor: Balancer | None = None) -> None:
         """Take no new session from now on, and stop the health checks and the
-        record watch (a next generation has its own); running sessions go on."""
+        record watch (a next generation has its own); running sessions go on.
+
+        A tcp-mode frontend that ``successor`` took over leaves all its ports
+        to it; one without a successor keeps its passive ports for its own
+        sessions until they end.
+        """
         for server in self._servers:
             server.close()
+        successors = {p.name for p in successor.passthroughs} if successor else set()
+        for passthrough in self.passthroughs:
+            if passthrough.name in successors:
+                passthrough.hand_over()
+            else:
+                passthrough.stop_accepting()
         for checker in self.checkers.values():
             checker.stop()
         for task in list(self._tasks):
@@ -285,10 +304,10 @@ class Balancer:
             await self._drain(grace, hurry or asyncio.Event())
         await self._end_the_rest()
 
-    async def retire(self, grace: float, hurry: asyncio.Event) -> None:
-        """After a reload: let the sessions of this generation end on their own,
-        within ``grace`` seconds (or until ``hurry``), then end what is left."""
-        self.stop_accepting()
+    async def retire(self, grace: float, hurry: asyncio.Event, successor: Balancer) -> None:
+        """After a reload to ``successor``: let the sessions of this generation end
+        on their own, within ``grace`` seconds (or until ``hurry``), then end what is left."""
+        self.stop_accepting(successor)
         await self._wait_for_sessions(grace, hurry)
         await self._end_the_rest()
 
@@ -331,7 +350,10 @@ class Balancer:
                 await asyncio.wait_for(hurry.wait(), min(0.1, left))
 
     def sessions_left(self) -> int:
-        return sum(len(ctx.sessions) for ctx in self.frontends)
+        """Sessions still open; in ``mode = "tcp"``, also data relays still running
+        (one may outlive its control connection)."""
+        ftp = sum(len(ctx.sessions) for ctx in self.frontends)
+        return ftp + sum(len(p.sessions) + p.transfers for p in self.passthroughs)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -77,7 +77,7 @@ class Generations:
                 return False
             self.current = balancer
             self.listeners.keep_only(balancer.listening_addresses)
-            self._retire(old, config.defaults.timeout_shutdown)
+            self._retire(old, config.defaults.timeout_shutdown, balancer)
             self._watch(balancer)
             changes = server_changes(old.config, config)
             self.log.info(
@@ -113,8 +113,8 @@ class Generations:
         self._hurry.set()
 
     # ------------------------------------------------------------ internals
-    def _retire(self, balancer: Balancer, grace: float) -> None:
-        task = asyncio.ensure_future(balancer.retire(grace, self._hurry))
+    def _retire(self, balancer: Balancer, grace: float, successor: Balancer) -> None:
+        task = asyncio.ensure_future(balancer.retire(grace, self._hurry, successor))
         self._retiring[balancer] = task
 
         def retired(_: asyncio.Task[None]) -> None:

@@ -595,7 +595,10 @@ async def test_max_connections_closes_the_extra_client(farm: TcpFarm) -> None:
 
 def test_stop_ends_sessions_and_transfers_and_exits_0(farm: TcpFarm) -> None:
     host, port = "127.0.0.3", free_port("127.0.0.3")
-    text = tcp_config(farm.servers, farm.ranges, host=host, port=port)
+    # The client reads nothing while ftplb stops: the drain ends only by the timeout.
+    text = tcp_config(
+        farm.servers, farm.ranges, host=host, port=port, defaults='timeout_shutdown = "1s"'
+    )
     with balancer(text, host, port) as lb:
         session = ftplib_login(host, port, farm, next_source())
         try:

@@ -31,6 +31,19 @@ Two FTP rules still hold although no byte is read:
 A server that health checks mark DOWN takes no new control sessions, but its
 passive ports keep relaying: transfers of its existing sessions must finish.
 
+Stopping and handing over (see docs/operations.md):
+
+* ``stop_accepting()`` (a graceful stop) closes the control listeners at once;
+  the passive listeners serve the open sessions until the last control session
+  and data relay of this frontend have ended, then close too. ``stop()`` cuts
+  whatever is left.
+* ``take_over(old)`` makes a new generation of a frontend share the old one's
+  table of open sessions, so the data connections and idle timers of the old
+  sessions work across both; ``old.hand_over()`` then closes every listening
+  socket of the old one while its relays run to their end. Listening sockets
+  may be duplicates of another generation's: each frontend closes only its own
+  socket objects.
+
 It is over 500 lines because the control relay, the per-server passive relays
 and their port-theft check all read one frontend's table of open sessions.
 """
@@ -174,10 +187,6 @@ class _Occupancy:
     def transferring(self, server: str, client_ip: str) -> bool:
         return self._transfers[(server, client_ip)] > 0
 
-    @property
-    def transfers(self) -> int:
-        return self._transfers.total()
-
     def session_opened(self, server: str, client_ip: str) -> None:
         self._sessions[(server, client_ip)] += 1
 
@@ -202,7 +211,8 @@ class PassthroughFrontend:
     """One ``mode = "tcp"`` frontend: its listeners, relays and counts.
 
     ``open()`` binds every listener (and raises ``ListenError``), ``start()``
-    begins accepting, ``stop()`` closes the listeners and ends every relay.
+    begins accepting, ``stop_accepting()`` begins a graceful stop,
+    ``stop()`` closes the listeners and ends every relay.
     """
 
     def __init__(
@@ -213,6 +223,7 @@ class PassthroughFrontend:
         overall: SessionLimit,
         log: EventLog,
         budget: PipeBudget,
+        listen: Callable[[str, int, int], socket.socket] = listening_socket,
     ) -> None:
         for name in settings.passive_ranges:
             pool.server(name)  # KeyError for a range of a server the pool lacks
@@ -221,11 +232,18 @@ class PassthroughFrontend:
         self._overall = overall
         self._log = log
         self._budget = budget
-        self._listeners: list[_Listener] = []
+        # How a listening socket is opened: a reload hands in one that gives
+        # each generation a duplicate of one kept socket per address.
+        self._listen_socket = listen
+        self._control_listeners: list[_Listener] = []
+        self._passive_listeners: list[_Listener] = []
         self._controls: set[_Control] = set()
+        self._data_relays = 0
         # Strong references: the event loop keeps only weak ones to tasks.
         self._tasks: set[asyncio.Task[None]] = set()
+        # Shared with the other generation of this frontend after take_over().
         self._occupancy = _Occupancy()
+        self._draining = False
         self._stopping = False
 
     @property
@@ -239,8 +257,8 @@ class PassthroughFrontend:
 
     @property
     def transfers(self) -> int:
-        """Data relays running right now."""
-        return self._occupancy.transfers
+        """Data relays of this frontend running right now."""
+        return self._data_relays
 
     # ------------------------------------------------------------ listeners
     def listener_count(self) -> int:
@@ -259,23 +277,22 @@ class PassthroughFrontend:
             )
         try:
             for host, port in self.settings.binds:
-                self._listen(host, port, CONTROL_BACKLOG, self._on_control)
+                sock = self._listen_socket(host, port, CONTROL_BACKLOG)
+                self._control_listeners.append(_Listener(sock, self._on_control))
             for host, _ in self.settings.binds:
                 for server_name, ports in self.settings.passive_ranges.items():
                     server = self.pool.server(server_name)
                     for port in ports:
-                        self._listen(host, port, DATA_BACKLOG, self._data_handler(server, port))
+                        sock = self._listen_socket(host, port, DATA_BACKLOG)
+                        handler = self._data_handler(server, port)
+                        self._passive_listeners.append(_Listener(sock, handler))
         except BaseException:
             self._close_listeners()
             raise
 
-    def _listen(self, host: str, port: int, backlog: int, handler: ConnectionHandler) -> None:
-        sock = listening_socket(host, port, backlog)
-        self._listeners.append(_Listener(sock, handler))
-
     def start(self) -> None:
         """Accept connections on every listener opened by ``open()``."""
-        for listener in self._listeners:
+        for listener in (*self._control_listeners, *self._passive_listeners):
             self._watch(listener)
         for host, port in self.settings.binds:
             self._log.info(
@@ -330,10 +347,20 @@ class PassthroughFrontend:
                 raise
 
     def _close_listeners(self) -> None:
-        for listener in self._listeners:
+        self._close(self._control_listeners)
+        self._close(self._passive_listeners)
+
+    def _close(self, listeners: list[_Listener]) -> None:
+        """Close these listening sockets (idempotent).
+
+        Each one leaves the event loop before it closes: it may be a duplicate
+        of a socket that another generation still watches, and epoll keeps a
+        closed descriptor's registration while a duplicate holds the socket.
+        """
+        for listener in listeners:
             self._unwatch(listener)
             listener.sock.close()
-        self._listeners.clear()
+        listeners.clear()
 
     # ------------------------------------------------------- control relays
     def _on_control(self, conn: socket.socket, peer: Peer) -> None:
@@ -458,6 +485,7 @@ class PassthroughFrontend:
             end=control.end,
             detail=control.detail,
         )
+        self._close_passive_when_drained()
 
     # ---------------------------------------------------------- data relays
     def _data_handler(self, server: Server, port: int) -> ConnectionHandler:
@@ -480,6 +508,7 @@ class PassthroughFrontend:
                 )
             return
         self._occupancy.transfer_started(server.name, client_ip)
+        self._data_relays += 1
         self._spawn(self._serve_data(conn, client_ip, client_port, server, port))
 
     async def _serve_data(
@@ -514,6 +543,7 @@ class PassthroughFrontend:
             if upstream is not None:
                 upstream.close()
             self._occupancy.transfer_ended(server.name, client_ip)
+            self._data_relays -= 1
             self._log.data(
                 frontend=self.name,
                 mode="tcp",
@@ -526,6 +556,7 @@ class PassthroughFrontend:
                 end=end,
                 detail=detail,
             )
+            self._close_passive_when_drained()
 
     # ------------------------------------------------------------- lifecycle
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -543,6 +574,41 @@ class PassthroughFrontend:
                 frontend=self.name,
                 reason=f"{type(error).__name__}: {error}",
             )
+
+    def stop_accepting(self) -> None:
+        """Begin a graceful stop: take no new control connection from now on.
+
+        The passive listeners go on serving the open control sessions of this
+        frontend (their port-theft check and idle timers unchanged), and close
+        once its last control session and data relay have ended.
+        """
+        self._draining = True
+        self._close(self._control_listeners)
+        self._close_passive_when_drained()
+
+    def _close_passive_when_drained(self) -> None:
+        if self._draining and not self._controls and not self._data_relays:
+            self._close(self._passive_listeners)
+
+    def take_over(self, old: PassthroughFrontend) -> None:
+        """Become the next generation of ``old``: share its table of open sessions.
+
+        Call it before ``start()``. A data connection that reaches this
+        frontend for a session that ``old`` still relays then passes the
+        port-theft check, and holds that session's idle timer while it runs.
+        """
+        if old.name != self.name:
+            raise ValueError(f"frontend {self.name!r} cannot take over {old.name!r}")
+        self._occupancy = old._occupancy
+
+    def hand_over(self) -> None:
+        """Leave every port to the next generation; the running relays go on to their end.
+
+        Closes this frontend's own listening sockets, control and passive:
+        sockets shared with the next generation stay open in it.
+        """
+        self._draining = True
+        self._close_listeners()
 
     async def stop(self) -> None:
         """Close the listeners and end every relay (idempotent)."""
