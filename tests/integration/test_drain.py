@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ftplib
 import json
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -144,3 +145,21 @@ def test_weights_split_sessions_and_a_runtime_weight_moves_the_split() -> None:
             time.sleep(APPLIED_WITHIN)
             second = Counter(api.landed() for _ in range(100))
             assert 45 <= second["s1"] <= 55, second
+
+
+def test_an_action_survives_a_reload() -> None:
+    with api_farm() as api:
+        lb = api.farm.lb
+        status, _ = api.act("s1", {"state": "drain"})
+        assert status == 200
+        time.sleep(APPLIED_WITHIN)
+        assert {api.landed() for _ in range(4)} == {"s2"}
+        text = lb.config_path.read_text()
+        lb.config_path.write_text(
+            text.replace("timeout_data", 'timeout_client = "200s"\ntimeout_data')
+        )
+        lb.process.send_signal(signal.SIGHUP)
+        wait_until(lambda: "message=reloaded" in lb.log_text(), 10, "the reload")
+        # The new generation follows the record from its first session on.
+        assert [api.landed() for _ in range(10)] == ["s2"] * 10
+        assert api.server("s1")["admin_state"] == "DRAIN"
