@@ -28,6 +28,15 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> fl
         time.sleep(POLL_INTERVAL)
 
 
+def connect_refused(host: str, port: int) -> bool:
+    """True when a connect to (host, port) is refused right now (nothing listens)."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (the kernel picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

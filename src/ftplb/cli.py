@@ -12,6 +12,7 @@ from pathlib import Path
 from ftplb import __version__
 from ftplb.app import StartupError, run_event_loop, serve
 from ftplb.config.load import ConfigError, check_config, config_warnings, load_config
+from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.runtime.logs import EventLog
 from ftplb.supervisor import run_supervisor, run_worker
@@ -105,11 +106,8 @@ def _admin(args: argparse.Namespace) -> int:
 
     settings = None
     if args.config is not None:
-        try:
-            config = load_config(args.config)
-        except ConfigError as error:
-            for problem in error.problems:
-                print(problem, file=sys.stderr)
+        config = _load_or_report(args.config)
+        if config is None:
             return 1
         settings = config.admin
         if settings is None and args.url is None:
@@ -133,6 +131,16 @@ def _admin(args: argparse.Namespace) -> int:
         return 1
     print(json.dumps(result, indent=1))
     return 0
+
+
+def _load_or_report(path: str) -> Config | None:
+    """The configuration at ``path``, or None once its problems are printed."""
+    try:
+        return load_config(path)
+    except ConfigError as error:
+        for problem in error.problems:
+            print(problem, file=sys.stderr)
+        return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,11 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)
             return 2
         return run_worker(args.config, args.worker, args.status_fd)
-    try:
-        config = load_config(args.config)
-    except ConfigError as error:
-        for problem in error.problems:
-            print(problem, file=sys.stderr)
+    config = _load_or_report(args.config)
+    if config is None:
         return 1
     if config.defaults.workers > 1:
         try:

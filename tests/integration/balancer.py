@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.support import passive_range
+from tests.support import passive_range, wait_until
 
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
@@ -138,6 +138,17 @@ class RunningBalancer:
 
     def log_lines(self, kind: str) -> list[str]:
         return [line for line in self.log_text().splitlines() if f" {kind} " in line]
+
+    def stop_twice(self) -> float:
+        """SIGTERM, and a second one once the drain has begun; the seconds from the
+        second signal to the exit, whose status must be 0."""
+        self.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: "draining" in self.log_text(), 5, "the drain to start")
+        self.process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert self.process.wait(10) == 0
+        self.stopped = True
+        return time.monotonic() - started
 
     def stop(self) -> int:
         """SIGTERM, then wait; returns the exit status (kills after a grace period)."""

@@ -27,23 +27,10 @@ from ftplb.balancing.overrides import Override, OverrideError, ServerKey
 from ftplb.balancing.state import AdminState
 from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
+from tests.config_texts import TWO_SERVERS
 from tests.integration.balancer import log_fields
 
-CONFIG = """
-[[frontends]]
-name = "ftp"
-bind = ["127.0.0.1:2121"]
-backend = "pool"
-[[backends]]
-name = "pool"
-[[backends.servers]]
-name = "s1"
-address = "127.0.0.11:21"
-weight = 2
-[[backends.servers]]
-name = "s2"
-address = "127.0.0.12:21"
-"""
+CONFIG = TWO_SERVERS
 
 OPS = Caller("ops", Role.ADMIN)
 

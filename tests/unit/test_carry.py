@@ -28,10 +28,10 @@ def test_a_kept_server_stays_the_same_object_with_its_runtime_state_and_new_sett
     fresh = Server("s1", "127.0.0.21", 2121, weight=2, max_connections=9)
     added = Server("s3", "127.0.0.23", 21)
 
-    carried = carry_servers(previous, [fresh, added])
+    carried = carry_servers(previous, [added, fresh])
 
-    assert carried[0] is old
-    assert carried[1] is added
+    assert carried[0] is added
+    assert carried[1] is old
     assert (old.host, old.port, old.max_connections) == ("127.0.0.21", 2121, 9)
     assert (old.admin, old.healthy, old.active, old.total) == (AdminState.DRAIN, False, 3, 40)
     assert (old.weight, old.configured_weight) == (7, 2)
@@ -85,3 +85,10 @@ def test_no_previous_table_leaves_the_new_one() -> None:
     carry_stickiness(Pool("pool", [s1]), pool, 3600)
     carry_stickiness(None, pool, 3600)
     assert pool.stick is table
+
+
+def test_a_server_knows_its_configured_weight_apart_from_a_runtime_one() -> None:
+    assert Server("s1", "127.0.0.11", 21, weight=3).configured_weight == 3
+    assert Server("s1", "127.0.0.11", 21, weight=0).configured_weight == 0
+    # A runtime weight of 3 against a configured 0 (an operator let a spare server in).
+    assert Server("s1", "127.0.0.11", 21, weight=3, configured_weight=0).configured_weight == 0

@@ -32,6 +32,7 @@ from ftplb.balancing.overrides import Override
 from ftplb.balancing.state import AdminState
 from ftplb.config.load import load_config_text
 from ftplb.runtime.logs import EventLog
+from tests.config_texts import TWO_SERVERS
 
 # ------------------------------------------------------------------- parser
 
@@ -73,23 +74,7 @@ def test_a_malformed_body_is_refused(body: bytes) -> None:
 
 # ------------------------------------------------------------------ handler
 
-CONFIG = load_config_text(
-    """
-[[frontends]]
-name = "ftp"
-bind = ["127.0.0.1:2121"]
-backend = "pool"
-[[backends]]
-name = "pool"
-[[backends.servers]]
-name = "s1"
-address = "127.0.0.11:21"
-weight = 2
-[[backends.servers]]
-name = "s2"
-address = "127.0.0.12:21"
-"""
-)
+CONFIG = load_config_text(TWO_SERVERS)
 ADMIN = Caller("ops", Role.ADMIN)
 VIEWER = Caller("viewer", Role.READ_ONLY)
 HEADERS = {"X-Test": "1"}

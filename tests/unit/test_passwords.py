@@ -11,6 +11,7 @@ from ftplb.admin.passwords import hash_password, verify_password
 from ftplb.config.load import ConfigError, check_config, config_warnings, load_config_text
 from ftplb.config.password_hash import PasswordHash, PasswordHashError, parse_password_hash
 from ftplb.config.schema import PLAIN_PASSWORD_ADVICE
+from tests.config_texts import ONE_SERVER
 
 # Tests use a tiny cost (N = 16) so that each check takes microseconds.
 CHEAP = 4
@@ -93,17 +94,7 @@ def test_parse_refuses_what_is_not_a_usable_hash(text: str, message: str) -> Non
 
 # ------------------------------------------------------------------- config
 
-BASE = """
-[[frontends]]
-name = "ftp"
-bind = ["127.0.0.1:2121"]
-backend = "pool"
-[[backends]]
-name = "pool"
-[[backends.servers]]
-name = "s1"
-address = "127.0.0.11:21"
-"""
+BASE = ONE_SERVER
 HASH = hash_password("pw", log2_n=CHEAP, r=1)
 
 
