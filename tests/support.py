@@ -37,6 +37,25 @@ def connect_refused(host: str, port: int) -> bool:
         return True
 
 
+def neighbouring_free_ports(host: str = "127.0.0.1") -> int:
+    """The first of two neighbouring ports that are free on ``host`` right now.
+
+    Taken below the kernel's usual ephemeral range (32768 and up), so that no
+    outgoing connection of another test takes one of them meanwhile.
+    """
+    first_choice = 20000 + (os.getpid() * 7) % 12000
+    for offset in range(0, 12000, 2):
+        first = 20000 + (first_choice - 20000 + offset) % 12000
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind((host, first))
+                b.bind((host, first + 1))
+        except OSError:
+            continue
+        return first
+    raise AssertionError(f"no two free neighbouring ports on {host}")
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free on ``host`` right now (the kernel picks it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -8,27 +8,13 @@ import socket
 import pytest
 
 from ftplb.runtime.ports import PortPool
-from tests.support import passive_range
+from tests.support import neighbouring_free_ports
 
 pytestmark = pytest.mark.integration
 
 
-def two_free_ports() -> int:
-    """The first of two neighbouring ports that are free on 127.0.0.1 right now."""
-    for _ in range(50):
-        first = int(passive_range().split("-")[0])
-        try:
-            with socket.socket() as a, socket.socket() as b:
-                a.bind(("127.0.0.1", first))
-                b.bind(("127.0.0.1", first + 1))
-            return first
-        except OSError:
-            continue
-    raise AssertionError("no two free neighbouring ports")
-
-
 def test_a_held_port_is_not_handed_out_again_until_released() -> None:
-    first = two_free_ports()
+    first = neighbouring_free_ports()
     pool = PortPool(first, first + 1)
     one = pool.listen("127.0.0.1")
     # The listener closes once its client connected; the transfer still runs on the port.
@@ -48,7 +34,7 @@ def test_a_held_port_is_not_handed_out_again_until_released() -> None:
 
 
 def test_a_port_bound_elsewhere_is_skipped() -> None:
-    first = two_free_ports()
+    first = neighbouring_free_ports()
     pool = PortPool(first, first + 1)
     with socket.socket() as other:
         other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

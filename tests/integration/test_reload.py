@@ -34,7 +34,7 @@ from tests.integration.load import (
     whoami,
 )
 from tests.integration.servers import FtpServer
-from tests.support import free_port, passive_range, wait_until
+from tests.support import free_port, neighbouring_free_ports, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -205,7 +205,7 @@ def test_a_passive_port_held_by_an_old_transfer_waits_until_it_is_free(tmp_path:
     with started_servers("pyftpdlib", hosts, {"big.bin": big}) as servers:
         label_servers(servers, b"x")
         port = free_port()
-        first = int(passive_range().split("-")[0])
+        first = neighbouring_free_ports()
         text = re.sub(
             r'passive_ports = "[0-9-]+"',
             f'passive_ports = "{first}-{first + 1}"',
