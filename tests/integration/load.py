@@ -8,6 +8,7 @@ so that the workers of ``workers = N`` all serve some.
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import hashlib
 import io
@@ -52,6 +53,13 @@ def open_session(host: str, port: int, user: str, password: str, source: str) ->
     ftp.connect(host, port)
     ftp.login(user, password)
     return ftp
+
+
+def end_session(ftp: ftplib.FTP) -> None:
+    """QUIT if the session still answers; close its socket in any case."""
+    with contextlib.suppress(OSError, EOFError, ftplib.Error):
+        ftp.quit()
+    ftp.close()
 
 
 def whoami(ftp: ftplib.FTP) -> str:

@@ -29,7 +29,7 @@ from tests.integration.admin_api import (
 )
 from tests.integration.balancer import balancer, simple_config
 from tests.integration.farms import Farm, started_servers
-from tests.integration.load import open_session, sessions_opened, sha256, slow_download
+from tests.integration.load import end_session, open_session, sessions_opened, sha256, slow_download
 from tests.integration.servers import FtpServer
 from tests.integration.test_admin_live import free_port_for_admin
 from tests.integration.workers_farm import wait_ready
@@ -60,7 +60,7 @@ def session_on(api: Api, name: str) -> tuple[ftplib.FTP, str]:
         ftp.retrbinary("RETR whoami", buffer.append)
         if b"".join(buffer).decode() == name:
             return ftp, source
-        ftp.quit()
+        end_session(ftp)
     raise AssertionError(f"no session from {SOURCES[0]}.. reached {name} on {lb.port}")
 
 
@@ -78,6 +78,7 @@ def test_a_drained_server_takes_no_new_session_while_its_own_finishes(
         with ThreadPoolExecutor(5) as pool:
             down = tmp_path / "big.down"
             download = pool.submit(slow_download, ftp, "big.bin", down, 0.02)
+            download.add_done_callback(lambda _: end_session(ftp))
             wait_until(lambda: down.exists() and down.stat().st_size > 0, 20, "the download")
             status, answer = api.act("s1", {"state": "drain"})
             assert status == 200 and isinstance(answer, dict), answer
@@ -89,7 +90,6 @@ def test_a_drained_server_takes_no_new_session_while_its_own_finishes(
             assert landed == ["s2"] * 50
             assert not download.done(), "the download ended too soon to test"
             assert download.result(timeout=120) == sha256(big)
-            ftp.quit()
         # Every process's stats show the drain, not a mix of states.
         wait_until(lambda: stats_state(api, "s1") == "DRAIN", 3, "DRAIN on /stats.json")
         status, answer = api.act("s1", {"state": "ready"})

@@ -26,6 +26,7 @@ from tests.integration.load import (
     SOURCES,
     Load,
     check_uploads,
+    end_session,
     label_servers,
     open_session,
     sessions_opened,
@@ -90,7 +91,7 @@ def download_on(
         ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
         if whoami(ftp) == server_name:
             break
-        ftp.quit()
+        end_session(ftp)
     else:
         raise AssertionError(f"no session reached {server_name}")
     running = threading.Event()
@@ -100,7 +101,7 @@ def download_on(
         try:
             return slow_download(ftp, "big.bin", tmp_path / "big.down", pace=0.02)
         finally:
-            ftp.quit()
+            end_session(ftp)
 
     return pool.submit(download), running
 
@@ -179,6 +180,7 @@ def test_download_across_a_reload_completes(tmp_path: Path) -> None:
             with ThreadPoolExecutor(1) as pool:
                 ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", SOURCES[0])
                 done = pool.submit(slow_download, ftp, "big.bin", tmp_path / "big.down", 0.002)
+                done.add_done_callback(lambda _: end_session(ftp))
                 wait_until(
                     lambda: (
                         (tmp_path / "big.down").exists()
@@ -193,7 +195,6 @@ def test_download_across_a_reload_completes(tmp_path: Path) -> None:
                 reload_with(lb, changed, 2)
                 assert (tmp_path / "big.down").stat().st_size < len(big), "too fast to test"
                 assert done.result(timeout=120) == sha256(big)
-                ftp.quit()
             assert [(r["generation"], r["changed"]) for r in reloads(lb)] == [("2", "pool/s2")]
 
 
@@ -215,15 +216,17 @@ def test_a_passive_port_held_by_an_old_transfer_waits_until_it_is_free(tmp_path:
             ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", SOURCES[0])
             down = tmp_path / "big.down"
             done = pool.submit(slow_download, ftp, "big.bin", down, 0.02)
+            done.add_done_callback(lambda _: end_session(ftp))
             wait_until(lambda: down.exists() and down.stat().st_size > 0, 20, "the download")
             reload_with(lb, text.replace('name = "s2"', 'name = "s2"\nweight = 2'), 2)
             advertised = set()
             for source in SOURCES[1:7]:
                 session = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
-                advertised.add(session.makepasv()[1])
-                session.quit()
+                try:
+                    advertised.add(session.makepasv()[1])
+                finally:
+                    end_session(session)
             assert not done.done(), "the download ended too soon to test"
             assert len(advertised) == 1, advertised
             assert advertised <= {first, first + 1}
             assert done.result(timeout=120) == sha256(big)
-            ftp.quit()
