@@ -142,6 +142,12 @@ def test_weights_split_sessions_and_a_runtime_weight_moves_the_split() -> None:
             status, answer = api.act("s1", {"weight": 3})
             assert status == 200 and isinstance(answer, dict), answer
             assert (answer["weight"], answer["configured_weight"]) == (3, 1)
+            _, _, stats = api.call("GET", "/stats.json")
+            assert isinstance(stats, dict)
+            (s1,) = [s for s in stats["backends"][0]["servers"] if s["name"] == "s1"]
+            assert (s1["weight"], s1["configured_weight"]) == (3, 1)
+            _, _, page = api.call("GET", "/stats")
+            assert "<td>3 (file: 1)</td>" in str(page)
             time.sleep(APPLIED_WITHIN)
             second = Counter(api.landed() for _ in range(100))
             assert 45 <= second["s1"] <= 55, second

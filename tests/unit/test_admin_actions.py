@@ -287,6 +287,11 @@ def test_server_json_combines_the_numbers_and_the_record() -> None:
         },
     ]
     assert find_server(snapshot, overrides, "pool", "s2") == servers_json(snapshot, overrides)[1]
+    # A snapshot laid out with the record (as the listener does) shows the weight in force.
+    with_record = build_snapshot(load_config_text(CONFIG), [], overrides=overrides)
+    s1 = with_record.backends[0].servers[0]
+    assert (s1.weight, s1.configured_weight) == (9, 2)
+    assert servers_json(with_record, overrides) == servers_json(snapshot, overrides)
     assert find_server(snapshot, overrides, "pool", "s3") is None
     assert find_server(snapshot, overrides, "s1", "pool") is None
 

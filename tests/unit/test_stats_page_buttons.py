@@ -94,3 +94,12 @@ def test_the_form_fields_are_escaped() -> None:
     assert f'<input type="hidden" name="server" value="{escaped}">' in page
     assert f'<input type="hidden" name="csrf" value="{escaped}">' in page
     assert f'title="drain {escaped}/{escaped}"' in page
+
+
+def test_a_runtime_weight_shows_beside_the_configured_one() -> None:
+    page = render(snapshot(replace(SERVER, weight=5, configured_weight=2)), 5)
+    row = ROW_WITHOUT_BUTTONS.replace("<td>2</td>", "<td>5 (file: 2)</td>")
+    assert row in page
+    # The configured weight alone when no runtime weight differs from it.
+    page = render(snapshot(replace(SERVER, configured_weight=2)), 5)
+    assert ROW_WITHOUT_BUTTONS in page

@@ -19,7 +19,7 @@ __all__ = ["find_server", "server_json", "servers_json"]
 
 def server_json(backend: str, stats: ServerStats, override: Override | None) -> dict[str, Any]:
     """One server: who it is, what it is set to, what it does."""
-    configured = stats.weight
+    configured = stats.weight if stats.configured_weight is None else stats.configured_weight
     record = override or Override()
     return {
         "backend": backend,

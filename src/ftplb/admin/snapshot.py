@@ -43,6 +43,7 @@ class ServerStats:
     name: str
     address: str
     weight: int
+    """The weight in force: an operator's runtime weight while it holds, else the configured."""
     state: str
     """UP, DOWN, DRAIN or MAINT; "UP/DOWN" while processes disagree; "-" before any sample."""
     current_sessions: int
@@ -63,6 +64,8 @@ class ServerStats:
     """What operators asked: READY, DRAIN or MAINT (the shared record); "?" if unreadable."""
     admin_by: str = ""
     """Who made the last change to the server's record ("" when there is none)."""
+    configured_weight: int | None = None
+    """The configuration's weight; None when it is ``weight`` (no runtime weight known)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +207,9 @@ def _backend(
             ServerStats(
                 name=server.name,
                 address=str(server.address),
-                weight=server.weight,
+                weight=server.weight
+                if override is None
+                else override.effective_weight(server.weight),
                 state="/".join(seen) or "-",
                 current_sessions=int(current.get(key, 0)),
                 sessions=int(sessions.get(key, 0)),
@@ -218,6 +223,7 @@ def _backend(
                 checks_failed=checks_failed,
                 admin=UNKNOWN_ADMIN if override is None else override.admin.value,
                 admin_by="" if override is None else override.user,
+                configured_weight=server.weight,
             )
         )
     return BackendStats(

@@ -155,7 +155,10 @@ def _buttons_cell(backend: str, server: ServerStats, buttons: Buttons) -> str:
 
 def _server_row(backend: str, server: ServerStats, buttons: Buttons | None) -> str:
     state_class = _STATE_CLASSES.get(server.state, "mixed")
-    head = _cells((server.name, server.address, server.weight, server.state))
+    weight = str(server.weight)
+    if server.configured_weight is not None and server.configured_weight != server.weight:
+        weight += f" (file: {server.configured_weight})"  # a runtime weight is in force
+    head = _cells((server.name, server.address, weight, server.state))
     cells = _cells(
         (
             _n(server.current_sessions),
