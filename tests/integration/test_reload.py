@@ -230,3 +230,42 @@ def test_a_passive_port_held_by_an_old_transfer_waits_until_it_is_free(tmp_path:
             assert len(advertised) == 1, advertised
             assert advertised <= {first, first + 1}
             assert done.result(timeout=120) == sha256(big)
+
+
+def test_health_and_stickiness_carry_over_a_reload() -> None:
+    """A DOWN server stays DOWN across a reload (the new generation tries no session
+    on it), and a client stuck to a server stays with it."""
+    hosts = ["127.0.0.35", "127.0.0.36", "127.0.0.37"]
+    with started_servers("pyftpdlib", hosts) as servers:
+        label_servers(servers, b"x")
+        port = free_port()
+        # s3 is paused, not stopped: a connect to it succeeds and its banner never
+        # comes, so a check needs its whole timeout to see it dead again.
+        health = '{ type = "ftp", interval = "1s", rise = 1, fall = 1, timeout = "2s" }'
+        text = config_for(servers, ["s1", "s2", "s3"], port, 1).replace(HEALTH, health)
+        text = text.replace('name = "pool"', 'name = "pool"\nsticky = "source"')
+        with balancer(text, "127.0.0.1", port) as lb:
+
+            def reach(source: str) -> str:
+                ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
+                try:
+                    return whoami(ftp)
+                finally:
+                    end_session(ftp)
+
+            stuck = {source: reach(source) for source in SOURCES[:6]}
+            assert set(stuck.values()) == {"s1", "s2", "s3"}, stuck
+            os.kill(servers[2].pid, signal.SIGSTOP)
+            try:
+                wait_until(lambda: "state=DOWN" in lb.log_text(), 10, "s3 marked DOWN")
+                reload_with(lb, text.replace('name = "s1"', 'name = "s1"\nweight = 2'), 2)
+                failures_before = lb.log_text().count("warning=connect_failed")
+                for source, server in stuck.items():
+                    if server != "s3":
+                        assert reach(source) == server, source
+                # Clients stuck to the dead s3 go elsewhere, with no attempt on it.
+                moved = [reach(source) for source, server in stuck.items() if server == "s3"]
+                assert moved and "s3" not in moved
+                assert lb.log_text().count("warning=connect_failed") == failures_before
+            finally:
+                os.kill(servers[2].pid, signal.SIGCONT)
