@@ -18,6 +18,7 @@ import asyncio
 
 from ftplb.admin.overrides_store import OverridesStore
 from ftplb.balancer import Balancer, StartupError
+from ftplb.balancing.carry import restore, save_settings
 from ftplb.config.changes import server_changes
 from ftplb.config.schema import Config
 from ftplb.monitoring import Monitoring
@@ -69,10 +70,12 @@ class Generations:
             balancer = Balancer(
                 config, self.log, listeners=self.listeners, previous=old, generation=number
             )
+            saved = save_settings(old.pools.values())
             try:
                 await balancer.start()
             except StartupError as error:
                 await balancer.stop()
+                restore(saved)
                 self.log.warning(LogWarning.RELOAD_FAILED, generation=number, reason=str(error))
                 return False
             self.current = balancer

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -269,3 +270,32 @@ def test_health_and_stickiness_carry_over_a_reload() -> None:
                 assert lb.log_text().count("warning=connect_failed") == failures_before
             finally:
                 os.kill(servers[2].pid, signal.SIGCONT)
+
+
+def test_a_generation_that_cannot_start_leaves_the_running_one_as_it_was() -> None:
+    """The new file moves s1 to s2's address and adds a bind that is taken: the
+    reload fails, is logged, and sessions still reach s1 at its own address."""
+    hosts = ["127.0.0.38", "127.0.0.39"]
+    with started_servers("pyftpdlib", hosts) as servers, socket.socket() as squatter:
+        label_servers(servers, b"x")
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        taken = squatter.getsockname()[1]
+        port = free_port()
+        text = config_for(servers, ["s1"], port, 1)
+        with balancer(text, "127.0.0.1", port) as lb:
+            broken = text.replace(
+                f"{servers[0].host}:{servers[0].port}", f"{servers[1].host}:{servers[1].port}"
+            ).replace(
+                f'bind = ["127.0.0.1:{port}"', f'bind = ["127.0.0.1:{port}", "127.0.0.1:{taken}"'
+            )
+            lb.config_path.write_text(broken)
+            lb.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "warning=reload_failed" in lb.log_text(), 10, "the failure")
+            assert reloads(lb) == []
+            for source in SOURCES[:4]:
+                ftp = open_session(lb.host, lb.port, "ftptest", "ftptest", source)
+                try:
+                    assert whoami(ftp) == "s1"
+                finally:
+                    end_session(ftp)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ftplb.balancing.carry import carry_servers, carry_stickiness
+from ftplb.balancing.carry import carry_servers, carry_stickiness, restore, save_settings
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import AdminState, Server
 
@@ -92,3 +92,21 @@ def test_a_server_knows_its_configured_weight_apart_from_a_runtime_one() -> None
     assert Server("s1", "127.0.0.11", 21, weight=0).configured_weight == 0
     # A runtime weight of 3 against a configured 0 (an operator let a spare server in).
     assert Server("s1", "127.0.0.11", 21, weight=3, configured_weight=0).configured_weight == 0
+
+
+def test_settings_saved_before_a_carry_are_put_back() -> None:
+    old = Server("s1", "127.0.0.11", 21, weight=2, max_connections=5)
+    old.weight = 7
+    previous = Pool("pool", [old, Server("s2", "127.0.0.12", 21)])
+    saved = save_settings([previous])
+
+    carry_servers(previous, [Server("s1", "127.0.0.21", 2121, weight=4, max_connections=9)])
+    restore(saved)
+
+    assert (old.host, old.port, old.weight, old.configured_weight, old.max_connections) == (
+        "127.0.0.11",
+        21,
+        7,
+        2,
+        5,
+    )

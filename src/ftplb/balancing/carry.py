@@ -15,12 +15,15 @@ here the new generation simply takes over the objects, server by server name:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 
-__all__ = ["carry_servers", "carry_stickiness"]
+__all__ = ["SavedSettings", "carry_servers", "carry_stickiness", "restore", "save_settings"]
+
+SavedSettings = list[tuple[Server, tuple[str, int, int, int, int]]]
+"""Servers and their configured settings, to put back if a new generation fails to start."""
 
 
 def carry_servers(previous: Pool | None, configured: Sequence[Server]) -> list[Server]:
@@ -55,3 +58,19 @@ def carry_stickiness(previous: Pool | None, pool: Pool, timeout: float) -> None:
         if server.name not in kept:
             stick.forget_server(server.name)
     pool.stick = stick
+
+
+def save_settings(pools: Iterable[Pool]) -> SavedSettings:
+    """What :func:`carry_servers` may change on the servers of ``pools``."""
+    return [
+        (s, (s.host, s.port, s.weight, s.configured_weight, s.max_connections))
+        for pool in pools
+        for s in pool.servers
+    ]
+
+
+def restore(saved: SavedSettings) -> None:
+    """Undo a carry whose generation did not start: the running one keeps its settings."""
+    for server, (host, port, weight, configured_weight, max_connections) in saved:
+        server.host, server.port, server.weight = host, port, weight
+        server.configured_weight, server.max_connections = configured_weight, max_connections
