@@ -41,10 +41,6 @@ class Generations:
         self._hurry = asyncio.Event()
         self._lock = asyncio.Lock()
 
-    @property
-    def generation(self) -> int:
-        return self.current.generation if self.current is not None else 0
-
     async def start(self, config: Config) -> Balancer:
         """Start the first generation; StartupError if it cannot."""
         balancer = Balancer(config, self.log, listeners=self.listeners)
@@ -151,8 +147,3 @@ class Generations:
             checkers=current.checkers,
             frontends=frontends,
         )
-
-    def live(self) -> list[Balancer]:
-        """Every generation that still has sessions or listeners, the running one first."""
-        current = [self.current] if self.current is not None else []
-        return [*current, *self._retiring]

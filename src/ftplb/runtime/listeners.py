@@ -162,9 +162,6 @@ class KeptListeners:
             if address not in wanted:
                 self._sockets.pop(address).close()
 
-    def addresses(self) -> list[tuple[str, int]]:
-        return list(self._sockets)
-
     def close(self) -> None:
         """Close every kept socket: from now on, connects are refused once no
         generation listens on its duplicate either."""
