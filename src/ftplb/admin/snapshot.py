@@ -25,11 +25,14 @@ from ftplb.balancing.state import AdminState, ServerState
 from ftplb.config.schema import Config
 
 __all__ = [
+    "STATS_VERSION",
     "UNKNOWN_ADMIN",
     "BackendStats",
     "FrontendStats",
+    "ProcessStats",
     "ServerStats",
     "Snapshot",
+    "TransferInProgress",
     "build_snapshot",
     "collect",
     "snapshot_dict",
@@ -66,6 +69,32 @@ class ServerStats:
     """Who made the last change to the server's record ("" when there is none)."""
     configured_weight: int | None = None
     """The configuration's weight; None when it is ``weight`` (no runtime weight known)."""
+    session_rate: float = 0.0
+    """New sessions per second, over the last few seconds."""
+    session_rate_max: float = 0.0
+    """The highest ``session_rate`` seen since start."""
+    max_sessions: int = 0
+    """The most sessions open at once since start (peak)."""
+    session_limit: int = 0
+    """The server's ``max_connections``; 0 = unlimited."""
+    errors: int = 0
+    """Connects and server dialogues that failed (HAProxy's connection errors)."""
+    warnings: int = 0
+    """Warnings logged about this server."""
+    retries: int = 0
+    """Connects to this server retried after a failure."""
+    redispatches: int = 0
+    """Sessions sent on to another server after this one failed."""
+    logins: int = 0
+    """Logins this server accepted."""
+    failed_logins: int = 0
+    """Logins this server refused (530)."""
+    state_since: float | None = None
+    """Seconds the server has been in its current state; None before any sample."""
+    downtime: float = 0.0
+    """Seconds spent DOWN since start."""
+    last_check_reason: str = ""
+    """Why the last check ended as it did, e.g. "220 banner in 2 ms" or "connection refused"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +134,61 @@ class FrontendStats:
     passive_listeners: int
     passive_listener_failures: int
     data_connections_refused: int
+    session_rate: float = 0.0
+    """New sessions per second, over the last few seconds."""
+    session_rate_max: float = 0.0
+    session_rate_limit: int = 0
+    """0 = unlimited."""
+    max_sessions: int = 0
+    """The most sessions open at once since start (peak)."""
+    session_limit: int = 0
+    """The frontend's ``max_connections``; 0 = unlimited."""
+    errors: int = 0
+    """Client-side errors: sessions that ended on a protocol error or a reset."""
+    warnings: int = 0
+    logins: int = 0
+    failed_logins: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInProgress:
+    """A transfer running now, as its process last reported it (at least once a second)."""
+
+    session: str
+    """The session id, as in the log lines."""
+    frontend: str
+    backend: str
+    server: str
+    client: str
+    user: str
+    command: str
+    """RETR, STOR, LIST ..."""
+    path: str
+    bytes: int
+    """Data bytes moved so far, both directions."""
+    elapsed: float
+    """Seconds since the transfer started."""
+    rate: float
+    """Bytes per second, over the last report interval."""
+    worker: int | None = None
+    """The worker process serving it; None for a lone process."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    """The balancer as a whole: the header of the stats page."""
+
+    version: str
+    pid: int
+    """The pid to signal: the master's with workers, else the lone process's."""
+    started: str
+    """UTC start time, ISO 8601."""
+    uptime: float
+    """Seconds since start."""
+    workers: int
+    """Configured worker processes (1 for a lone process)."""
+    generation: int = 1
+    """Configuration generation: 1 at start, +1 per successful reload."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +201,13 @@ class Snapshot:
     """Live processes recording metrics."""
     frontends: tuple[FrontendStats, ...]
     backends: tuple[BackendStats, ...]
+    transfers: tuple[TransferInProgress, ...] = ()
+    """Every transfer running now, in every process, longest-running first."""
+    process: ProcessStats | None = None
+
+
+STATS_VERSION = 2
+"""The version of the ``/stats.json`` schema: raised on every incompatible change."""
 
 
 def collect(directory: str) -> list[Metric]:
@@ -282,5 +373,5 @@ def _nonzero(counts: dict[str, float]) -> dict[str, int]:
 
 
 def snapshot_dict(snapshot: Snapshot) -> dict[str, Any]:
-    """The snapshot as plain JSON-ready data."""
-    return asdict(snapshot)
+    """The snapshot as plain JSON-ready data, with the schema's ``version`` first."""
+    return {"version": STATS_VERSION, **asdict(snapshot)}

@@ -56,7 +56,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ftplb.balancing.pool import Pool
@@ -73,6 +73,7 @@ from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.relay import RelayEnd, RelayOutcome, relay
 from ftplb.runtime.session import SessionLimit
+from ftplb.runtime.session_ids import next_session_id
 
 __all__ = ["ListenError", "PassthroughFrontend", "PassthroughSettings"]
 
@@ -155,6 +156,7 @@ class _Control:
     # logged as such beside the relay_failed warning.
     end: EndReason = EndReason.INTERNAL_ERROR
     detail: str = ""
+    session_id: str = field(default_factory=next_session_id)
 
     def progress(self, to_server: int, to_client: int) -> None:
         self.to_server = to_server
@@ -369,6 +371,7 @@ class PassthroughFrontend:
         if self._stopping or (limit and len(self._controls) >= limit) or self._overall.full():
             conn.close()
             self._log.session(
+                session=next_session_id(),
                 frontend=self.name,
                 mode="tcp",
                 client=show_address(client_ip, client_port),
@@ -475,6 +478,7 @@ class PassthroughFrontend:
             self.pool.release(server)
             self._occupancy.session_closed(server.name, control.client_ip)
         self._log.session(
+            session=control.session_id,
             frontend=self.name,
             mode="tcp",
             client=show_address(control.client_ip, control.client_port),

@@ -37,6 +37,7 @@ from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, Tr
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.session_ids import next_session_id
 from ftplb.runtime.tls import BackendTls, session_of
 
 _MAX_BACKLOG = 64
@@ -215,11 +216,13 @@ class Session(asyncio.Protocol):
         "client",
         "core",
         "local_ip",
+        "session_id",
         "transport",
     )
 
     def __init__(self, ctx: FrontendContext) -> None:
         self._ctx = ctx
+        self.session_id = next_session_id()
         # Cached: asyncio.get_running_loop() costs a getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self._closed = False
@@ -260,6 +263,7 @@ class Session(asyncio.Protocol):
             self.transport.close()
             self._closed = True
             ctx.log.session(
+                session=self.session_id,
                 frontend=ctx.name,
                 client=f"{self.client.host}:{self.client.port}",
                 server="-",
@@ -348,7 +352,11 @@ class Session(asyncio.Protocol):
             self._log_transfer(action)
         elif isinstance(action, act.CommandSeen):
             self._ctx.log.write(
-                "command", frontend=self._ctx.name, client=self.client.host, command=action.text
+                "command",
+                session=self.session_id,
+                frontend=self._ctx.name,
+                client=self.client.host,
+                command=action.text,
             )
         elif isinstance(action, act.Close):
             self._close(action.reason, action.detail)
@@ -498,6 +506,7 @@ class Session(asyncio.Protocol):
     def _log_transfer(self, done: act.TransferDone) -> None:
         to_client, to_server = self._transfer_bytes
         self._ctx.log.transfer(
+            session=self.session_id,
             frontend=self._ctx.name,
             client=self.client.host,
             server=self._server.name if self._server is not None else "-",
@@ -558,6 +567,7 @@ class Session(asyncio.Protocol):
         if self._server is not None:
             ctx.pool.release(self._server)
         ctx.log.session(
+            session=self.session_id,
             frontend=ctx.name,
             client=f"{self.client.host}:{self.client.port}",
             server=self._server.name if self._server is not None else "-",
