@@ -27,8 +27,12 @@ def _parser() -> argparse.ArgumentParser:
     # Set by the master of a `workers = N` run for each worker process it starts.
     run.add_argument("--worker", type=WorkerSlot.parse, help=argparse.SUPPRESS)
     run.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
-    check = commands.add_parser("check", help="validate a configuration file")
-    check.add_argument("-c", "--config", required=True, help="the TOML configuration file")
+    check = commands.add_parser(
+        "check", help="validate a configuration file: list every problem, then warnings"
+    )
+    check_file = check.add_mutually_exclusive_group(required=True)
+    check_file.add_argument("-c", "--config", metavar="FILE", help="the TOML configuration file")
+    check_file.add_argument("file", nargs="?", metavar="FILE", help="the same, without -c")
     demo = commands.add_parser("demo", help="run a demo with two built-in FTP servers")
     demo.add_argument("--port", type=int, default=2121, help="the balancer's port (2121)")
     demo.add_argument(
@@ -143,17 +147,21 @@ def _load_or_report(path: str) -> Config | None:
         return None
 
 
+def _check(path: str) -> int:
+    problems = check_config(path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        for warning in config_warnings(path):
+            print(warning, file=sys.stderr)
+        print(f"{path}: configuration is valid")
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        problems = check_config(args.config)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if not problems:
-            for warning in config_warnings(args.config):
-                print(warning, file=sys.stderr)
-            print(f"{args.config}: configuration is valid")
-        return 1 if problems else 0
+        return _check(args.config if args.config is not None else args.file)
     if args.command == "demo":
         from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
 

@@ -60,6 +60,35 @@ def test_check_accepts_the_example_config() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_example_headers_check_command_works_as_written() -> None:
+    root = Path(__file__).resolve().parents[2]
+    header = (root / "examples" / "ftplb.toml").read_text().split("\n\n", 1)[0]
+    commands = re.findall(r"`ftplb (check [^`]*)`", header)
+    assert commands, header
+    for command in commands:
+        result = subprocess.run(
+            [*FTPLB, *command.split()],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout == "examples/ftplb.toml: configuration is valid\n"
+
+
+def test_check_takes_the_file_with_or_without_c(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    assert ftplb("check", str(path)).stdout == f"{path}: configuration is valid\n"
+    both = ftplb("check", "-c", str(path), str(path))
+    neither = ftplb("check")
+    assert both.returncode == neither.returncode == 2
+    assert "not allowed with argument -c/--config" in both.stderr
+    assert "one of the arguments -c/--config FILE is required" in neither.stderr
+
+
 @pytest.mark.parametrize(
     ("broken", "line", "key", "words"),
     [
@@ -100,6 +129,73 @@ def test_check_reports_overlapping_ranges_and_every_problem(tmp_path: Path) -> N
     result = ftplb("check", "-c", str(path))
     assert result.returncode == 1
     assert "passive_ports" in result.stderr and "overlap" in result.stderr
+
+
+# An unknown key, a wrong type, an unknown backend and overlapping ranges: problems
+# that validation and the cross-checks find, reported in one run, in file order.
+SEVERAL_PROBLEMS = """\
+[defaults]
+retrys = 1
+
+[[frontends]]
+name = "ftp"
+bind = ["127.0.0.1:2121"]
+backend = "pool"
+passive_ports = "40000-40999"
+
+[[frontends]]
+name = "ftp2"
+bind = ["127.0.0.1:2122"]
+backend = "pol"
+passive_ports = "40500-41500"
+
+[[backends]]
+name = "pool"
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+weight = "heavy"
+"""
+
+
+def several_problems_expected(path: Path) -> str:
+    return (
+        f'{path}:2: defaults.retrys: unknown key "retrys"; did you mean "retries"?\n'
+        f'{path}:13: frontends[1].backend: unknown backend "pol" (backends: "pool")\n'
+        f"{path}:14: frontends[1].passive_ports: range 40500-41500 overlaps 40000-40999 of "
+        "frontends[0].passive_ports\n"
+        f"{path}:22: backends[0].servers[0].weight: Input should be a valid integer\n"
+    )
+
+
+@pytest.mark.parametrize("form", ["-c", "positional"])
+def test_check_lists_every_problem_in_one_run(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "several.toml"
+    path.write_text(SEVERAL_PROBLEMS)
+    result = ftplb("check", *(["-c"] if form == "-c" else []), str(path))
+    assert result.returncode == 1
+    assert result.stderr == several_problems_expected(path)
+    assert result.stdout == ""
+
+
+def test_run_lists_every_problem_as_check_does(tmp_path: Path) -> None:
+    path = tmp_path / "several.toml"
+    path.write_text(SEVERAL_PROBLEMS)
+    result = ftplb("run", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stderr == several_problems_expected(path)
+
+
+def test_check_offers_the_key_a_typo_meant(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[defaults]\ntimout_connect = 5\n\n" + GOOD)
+    result = ftplb("check", str(path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f'{path}:2: defaults.timout_connect: unknown key "timout_connect"; '
+        'did you mean "timeout_connect"?\n'
+    )
 
 
 def test_check_reports_a_syntax_error_with_its_line(tmp_path: Path) -> None:
