@@ -34,9 +34,12 @@ def _parser() -> argparse.ArgumentParser:
     check_file.add_argument("-c", "--config", metavar="FILE", help="the TOML configuration file")
     check_file.add_argument("file", nargs="?", metavar="FILE", help="the same, without -c")
     demo = commands.add_parser("demo", help="run a demo with two built-in FTP servers")
-    demo.add_argument("--port", type=int, default=2121, help="the balancer's port (2121)")
+    demo.add_argument("--port", type=_port, default=2121, help="the balancer's port (2121)")
     demo.add_argument(
-        "--stats-port", type=int, default=8404, help="the stats page's port (8404; 0: none)"
+        "--stats-port",
+        type=lambda text: _port(text, allow_zero=True),
+        default=8404,
+        help="the stats page's port (8404; 0: none)",
     )
     commands.add_parser(
         "hash-password",
@@ -44,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _admin_parser(commands)
     return parser
+
+
+def _port(text: str, *, allow_zero: bool = False) -> int:
+    lowest = 0 if allow_zero else 1
+    if text.isascii() and text.isdigit() and lowest <= int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected {lowest} to 65535")
 
 
 def _target(text: str) -> tuple[str, str]:
