@@ -27,12 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     # Set by the master of a `workers = N` run for each worker process it starts.
     run.add_argument("--worker", type=WorkerSlot.parse, help=argparse.SUPPRESS)
     run.add_argument("--status-fd", type=int, help=argparse.SUPPRESS)
-    check = commands.add_parser("check", help="validate a configuration file")
-    check.add_argument("-c", "--config", required=True, help="the TOML configuration file")
+    check = commands.add_parser(
+        "check", help="validate a configuration file: list every problem, then warnings"
+    )
+    check_file = check.add_mutually_exclusive_group(required=True)
+    check_file.add_argument("-c", "--config", metavar="FILE", help="the TOML configuration file")
+    check_file.add_argument("file", nargs="?", metavar="FILE", help="the same, without -c")
     demo = commands.add_parser("demo", help="run a demo with two built-in FTP servers")
-    demo.add_argument("--port", type=int, default=2121, help="the balancer's port (2121)")
+    demo.add_argument("--port", type=_port, default=2121, help="the balancer's port (2121)")
     demo.add_argument(
-        "--stats-port", type=int, default=8404, help="the stats page's port (8404; 0: none)"
+        "--stats-port",
+        type=lambda text: _port(text, allow_zero=True),
+        default=8404,
+        help="the stats page's port (8404; 0: none)",
     )
     commands.add_parser(
         "hash-password",
@@ -40,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _admin_parser(commands)
     return parser
+
+
+def _port(text: str, *, allow_zero: bool = False) -> int:
+    lowest = 0 if allow_zero else 1
+    if text.isascii() and text.isdigit() and lowest <= int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected {lowest} to 65535")
 
 
 def _target(text: str) -> tuple[str, str]:
@@ -143,17 +157,21 @@ def _load_or_report(path: str) -> Config | None:
         return None
 
 
+def _check(path: str) -> int:
+    problems = check_config(path)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if not problems:
+        for warning in config_warnings(path):
+            print(warning, file=sys.stderr)
+        print(f"{path}: configuration is valid")
+    return 1 if problems else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
-        problems = check_config(args.config)
-        for problem in problems:
-            print(problem, file=sys.stderr)
-        if not problems:
-            for warning in config_warnings(args.config):
-                print(warning, file=sys.stderr)
-            print(f"{args.config}: configuration is valid")
-        return 1 if problems else 0
+        return _check(args.config if args.config is not None else args.file)
     if args.command == "demo":
         from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ftplib
 import json
 import re
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,6 +62,35 @@ def test_check_accepts_the_example_config() -> None:
     assert result.returncode == 0, result.stderr
 
 
+def test_the_example_headers_check_command_works_as_written() -> None:
+    root = Path(__file__).resolve().parents[2]
+    header = (root / "examples" / "ftplb.toml").read_text().split("\n\n", 1)[0]
+    commands = re.findall(r"`ftplb (check [^`]*)`", header)
+    assert commands, header
+    for command in commands:
+        result = subprocess.run(
+            [*FTPLB, *command.split()],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert result.returncode == 0, (command, result.stderr)
+        assert result.stdout == "examples/ftplb.toml: configuration is valid\n"
+
+
+def test_check_takes_the_file_with_or_without_c(tmp_path: Path) -> None:
+    path = tmp_path / "ok.toml"
+    path.write_text(GOOD)
+    assert ftplb("check", str(path)).stdout == f"{path}: configuration is valid\n"
+    both = ftplb("check", "-c", str(path), str(path))
+    neither = ftplb("check")
+    assert both.returncode == neither.returncode == 2
+    assert "not allowed with argument -c/--config" in both.stderr
+    assert "one of the arguments -c/--config FILE is required" in neither.stderr
+
+
 @pytest.mark.parametrize(
     ("broken", "line", "key", "words"),
     [
@@ -100,6 +131,73 @@ def test_check_reports_overlapping_ranges_and_every_problem(tmp_path: Path) -> N
     result = ftplb("check", "-c", str(path))
     assert result.returncode == 1
     assert "passive_ports" in result.stderr and "overlap" in result.stderr
+
+
+# An unknown key, a wrong type, an unknown backend and overlapping ranges: problems
+# that validation and the cross-checks find, reported in one run, in file order.
+SEVERAL_PROBLEMS = """\
+[defaults]
+retrys = 1
+
+[[frontends]]
+name = "ftp"
+bind = ["127.0.0.1:2121"]
+backend = "pool"
+passive_ports = "40000-40999"
+
+[[frontends]]
+name = "ftp2"
+bind = ["127.0.0.1:2122"]
+backend = "pol"
+passive_ports = "40500-41500"
+
+[[backends]]
+name = "pool"
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+weight = "heavy"
+"""
+
+
+def several_problems_expected(path: Path) -> str:
+    return (
+        f'{path}:2: defaults.retrys: unknown key "retrys"; did you mean "retries"?\n'
+        f'{path}:13: frontends[1].backend: unknown backend "pol" (backends: "pool")\n'
+        f"{path}:14: frontends[1].passive_ports: range 40500-41500 overlaps 40000-40999 of "
+        "frontends[0].passive_ports\n"
+        f"{path}:22: backends[0].servers[0].weight: Input should be a valid integer\n"
+    )
+
+
+@pytest.mark.parametrize("form", ["-c", "positional"])
+def test_check_lists_every_problem_in_one_run(tmp_path: Path, form: str) -> None:
+    path = tmp_path / "several.toml"
+    path.write_text(SEVERAL_PROBLEMS)
+    result = ftplb("check", *(["-c"] if form == "-c" else []), str(path))
+    assert result.returncode == 1
+    assert result.stderr == several_problems_expected(path)
+    assert result.stdout == ""
+
+
+def test_run_lists_every_problem_as_check_does(tmp_path: Path) -> None:
+    path = tmp_path / "several.toml"
+    path.write_text(SEVERAL_PROBLEMS)
+    result = ftplb("run", "-c", str(path))
+    assert result.returncode == 1
+    assert result.stderr == several_problems_expected(path)
+
+
+def test_check_offers_the_key_a_typo_meant(tmp_path: Path) -> None:
+    path = tmp_path / "typo.toml"
+    path.write_text("[defaults]\ntimout_connect = 5\n\n" + GOOD)
+    result = ftplb("check", str(path))
+    assert result.returncode == 1
+    assert result.stderr == (
+        f'{path}:2: defaults.timout_connect: unknown key "timout_connect"; '
+        'did you mean "timeout_connect"?\n'
+    )
 
 
 def test_check_reports_a_syntax_error_with_its_line(tmp_path: Path) -> None:
@@ -197,9 +295,9 @@ def test_json_logs_and_masked_password() -> None:
     assert session["user"] == group.user and session["end"] == "quit"
 
 
-def test_demo_serves_the_printed_curl_command() -> None:
-    port = free_port()
-    stats_port = free_port()
+@contextlib.contextmanager
+def running_demo(port: int, stats_port: int) -> Iterator[str]:
+    """A running ``ftplb demo`` and what it printed, up to its stats URL."""
     with subprocess.Popen(
         [*FTPLB, "demo", "--port", str(port), "--stats-port", str(stats_port)],
         stdout=subprocess.PIPE,
@@ -211,35 +309,91 @@ def test_demo_serves_the_printed_curl_command() -> None:
             assert process.stdout is not None
             lines: list[str] = []
             deadline = time.monotonic() + 20
-            command = None
             stats_url = f"http://127.0.0.1:{stats_port}/stats"
-            while time.monotonic() < deadline and not (command and stats_url in "".join(lines)):
+            while time.monotonic() < deadline:
                 line = process.stdout.readline()
                 lines.append(line)
-                match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", line)
-                if match:
-                    command = match.group(1)
-            assert command is not None, "".join(lines)
-            assert stats_url in "".join(lines), "".join(lines)
-            # Wait until the balancer listens, then run the command exactly as printed.
-            for _ in range(100):
-                with socket.socket() as probe:
-                    if probe.connect_ex(("127.0.0.1", port)) == 0:
-                        break
-                time.sleep(0.1)
-            outputs = {
-                subprocess.run(
-                    command.split(), capture_output=True, text=True, timeout=20, check=True
-                ).stdout
-                for _ in range(4)
-            }
-            assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
-            with urllib.request.urlopen(stats_url, timeout=10) as page:
-                assert b"s1" in page.read()
+                if not line or stats_url in line:
+                    break
+            output = "".join(lines)
+            assert stats_url in output, output
+            yield output
         finally:
             process.send_signal(signal.SIGINT)
             status = process.wait(15)
     assert status == 0
+
+
+def test_demo_serves_the_printed_curl_command() -> None:
+    port = free_port()
+    stats_port = free_port()
+    with running_demo(port, stats_port) as output:
+        match = re.search(r"(curl -u \S+ ftp://\S+/hello\.txt)", output)
+        assert match is not None, output
+        command = match.group(1)
+        # The hints are printed once the balancer listens: run the command exactly as printed.
+        outputs = {
+            subprocess.run(
+                command.split(), capture_output=True, text=True, timeout=20, check=True
+            ).stdout
+            for _ in range(4)
+        }
+        assert outputs == {"Hello from demo server s1.\n", "Hello from demo server s2.\n"}
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats", timeout=10) as page:
+            assert b"s1" in page.read()
+
+
+def test_demo_keeps_its_servers_and_the_kernels_ports_out_of_its_passive_range() -> None:
+    port = free_port()
+    with running_demo(port, free_port()) as output:
+        servers = re.search(
+            r"Servers: s1 at 127\.0\.0\.1:(\d+), s2 at 127\.0\.0\.1:(\d+);.*"
+            r"passive ports (\d+)-(\d+)\.",
+            output,
+        )
+        assert servers is not None, output
+        s1, s2, first, last = (int(group) for group in servers.groups())
+        passive = range(first, last + 1)
+        assert s1 not in passive and s2 not in passive
+        ephemeral = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        low, high = int(ephemeral[0]), int(ephemeral[1])
+        assert last < low or first > high, (passive, low, high)
+        # The printed range is the one the balancer hands out.
+        ftp = ftplib.FTP()
+        try:
+            ftp.connect("127.0.0.1", port, timeout=10)
+            ftp.login("demo", "demo")
+            for _ in range(3):
+                assert ftp.makepasv()[1] in passive
+            assert ftp.sendcmd("EPSV").startswith("229")
+        finally:
+            ftp.close()
+
+
+def test_demo_says_an_upload_lands_on_one_server() -> None:
+    with running_demo(free_port(), free_port()) as output:
+        assert "curl -u demo:demo -T README.md ftp://" in output
+        assert (
+            "Note: s1 and s2 have separate disks. An upload lands on one server only: a later\n"
+            "      session finds the file only if it reaches the same server.\n"
+            '      To keep a client on one server, set sticky = "source" in [[backends]]\n'
+            '      (the demo has sticky = "none").\n'
+        ) in output
+
+
+@pytest.mark.parametrize("option", ["--port", "--stats-port"])
+def test_demo_reports_a_taken_port_before_anything_else(option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        ports = {"--port": free_port(), "--stats-port": free_port(), option: busy}
+        result = ftplb("demo", *(f"{name}={number}" for name, number in ports.items()))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"ftplb: cannot listen on 127.0.0.1:{busy} ({option}): Address already in use\n"
+    )
 
 
 @pytest.mark.parametrize("section", ["defaults", "frontend"])

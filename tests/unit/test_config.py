@@ -305,13 +305,15 @@ def test_format_key() -> None:
 def test_unknown_key_at_top_level(tmp_path: Path) -> None:
     # Keys before the first header are top-level keys.
     name, found = problems(tmp_path, "frontend = 1\n\n" + MINIMAL)
-    assert found == [f'{name}:1: frontend: unknown key "frontend"']
+    assert found == [f'{name}:1: frontend: unknown key "frontend"; did you mean "frontends"?']
 
 
 def test_unknown_key_in_a_nested_table(tmp_path: Path) -> None:
     text = MINIMAL + "wieght = 2\n"
     name, found = problems(tmp_path, text)
-    assert found == [f'{name}:12: backends[0].servers[0].wieght: unknown key "wieght"']
+    assert found == [
+        f'{name}:12: backends[0].servers[0].wieght: unknown key "wieght"; did you mean "weight"?'
+    ]
 
 
 def test_unknown_key_inside_an_inline_table(tmp_path: Path) -> None:
@@ -319,7 +321,9 @@ def test_unknown_key_inside_an_inline_table(tmp_path: Path) -> None:
         'name = "pool"', 'name = "pool"\nhealth = { type = "tcp", intervall = "1s" }'
     )
     name, found = problems(tmp_path, text)
-    assert found == [f'{name}:8: backends[0].health.intervall: unknown key "intervall"']
+    assert found == [
+        f'{name}:8: backends[0].health.intervall: unknown key "intervall"; did you mean "interval"?'
+    ]
 
 
 def test_wrong_type(tmp_path: Path) -> None:
@@ -336,7 +340,7 @@ def test_table_where_a_value_belongs_and_the_reverse(tmp_path: Path) -> None:
     name, found = problems(tmp_path, text)
     assert found == [
         f'{name}:8: backends[0].health: expected a table, got "ftp"',
-        f'{name}:9: backends[0].servers_x: unknown key "servers_x"',
+        f'{name}:9: backends[0].servers_x: unknown key "servers_x"; did you mean "servers"?',
     ]
 
 

@@ -3,7 +3,10 @@
 Every problem is reported the way a compiler would, so an editor can jump to
 it: ``FILE:LINE: KEY: MESSAGE``, for example
 ``ftplb.toml:14: backends[0].servers[0].weight: Input should be less than or equal to 256``.
-All problems in a file are reported together, not just the first.
+All problems in a file are reported together, not just the first: when some
+sections fail validation, the cross-checks and the checks of TLS files still
+run on the sections that passed, so one run lists the key and type errors
+and the inconsistencies between sections alike, in file order.
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from pydantic import ValidationError
 
 from ftplb.config.locate import index_lines, nearest_line
 from ftplb.config.problems import KeyPath, Problem, format_key, problems_from_error
-from ftplb.config.schema import Config, advisories
+from ftplb.config.schema import Config, advisories, cross_check
+from ftplb.config.sections import Sections, present, validated_sections
 
 __all__ = ["ConfigError", "check_config", "config_warnings", "load_config", "load_config_text"]
 
@@ -68,9 +72,14 @@ def load_config_text(
     try:
         config = Config.model_validate(data)
     except ValidationError as error:
-        problems = problems_from_error(error)
+        # The cross-checks run on whatever validated, whether or not the whole
+        # file got as far as running them.
+        problems = problems_from_error(error, Config, cross_checks=False)
+        sections = validated_sections(data)
+        problems += cross_check(sections)
+        problems += _tls_file_problems(sections)
     else:
-        problems = list(_tls_file_problems(config))
+        problems = list(_tls_file_problems(config.sections()))
         if not problems:
             return config
     raise ConfigError(_format_problems(problems, text, source))
@@ -136,13 +145,13 @@ def _read_pem(path: str) -> tuple[bytes | None, str]:
         return None, f"cannot read {path}: {error.strerror or error}"
 
 
-def _tls_file_problems(config: Config) -> Iterator[Problem]:
+def _tls_file_problems(config: Sections) -> Iterator[Problem]:
     """Files named for TLS that are missing, unreadable, or hold no PEM of the right kind.
 
     Only the PEM markers are looked at here; whether OpenSSL accepts the
     contents (a key that matches its certificate, say) is checked at start-up.
     """
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         cert_pem = b""
         if frontend.tls_certificate is not None:
             where: KeyPath = ("frontends", f, "tls_certificate")
@@ -165,7 +174,7 @@ def _tls_file_problems(config: Config) -> Iterator[Problem]:
                 ("frontends", f, "tls_certificate"),
                 f"{frontend.tls_certificate} holds no private key, and tls_key is not set",
             )
-    for b, backend in enumerate(config.backends):
+    for b, backend in present(config.backends):
         if backend.tls_ca is not None:
             pem, problem = _read_pem(backend.tls_ca)
             if pem is None:

@@ -3,8 +3,10 @@
 A :class:`Problem` pairs a message with the key path of the value it is about,
 so that the loader can point at a file line. :func:`problems_from_error` turns
 a pydantic ``ValidationError`` into one :class:`Problem` per finding, the
-cross-check findings of :class:`~ftplb.config.schema.Config` included, and
-:func:`format_key` spells a key path the way messages show it.
+cross-check findings of :class:`~ftplb.config.schema.Config` included (or
+left out, for a loader that runs the cross-checks itself), and offers the
+closest valid key or value for a misspelt one; :func:`format_key` spells a
+key path the way messages show it.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+from ftplb.config.suggest import allowed_values, did_you_mean, keys_of_table
 
 __all__ = [
     "CROSS_CHECK_ERROR",
@@ -71,17 +75,33 @@ _TABLE_ERRORS = {"model_type", "model_attributes_type", "dict_type", "dataclass_
 _ARRAY_ERRORS = {"list_type", "tuple_type"}
 
 
-def problems_from_error(error: ValidationError) -> list[Problem]:
-    """One :class:`Problem` per finding in ``error``, with messages for humans."""
+def problems_from_error(
+    error: ValidationError,
+    model: type[BaseModel] | None = None,
+    *,
+    cross_checks: bool = True,
+) -> list[Problem]:
+    """One :class:`Problem` per finding in ``error``, with messages for humans.
+
+    ``model`` is the model that raised ``error``: given it, a misspelt key or
+    fixed-choice value is offered its closest valid spelling. With
+    ``cross_checks=False`` the cross-check findings are left out.
+    """
     problems: list[Problem] = []
     for item in error.errors(include_url=False):
         kind = item["type"]
         if kind == CROSS_CHECK_ERROR:
-            problems.extend(item["ctx"]["problems"])
+            if cross_checks:
+                problems.extend(item["ctx"]["problems"])
             continue
         path: KeyPath = tuple(item["loc"])
         if kind == "extra_forbidden":
             message = f"unknown key {as_written(path[-1])}"
+            if model is not None:
+                message += did_you_mean(str(path[-1]), keys_of_table(model, path[:-1]))
+        elif kind == "literal_error" and model is not None and isinstance(item["input"], str):
+            choices = allowed_values(model, path)
+            message = _strip_prefix(item["msg"]) + did_you_mean(item["input"], choices)
         elif kind == "missing":
             message = "missing required key"
         elif kind in _TABLE_ERRORS:

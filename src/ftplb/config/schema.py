@@ -18,11 +18,15 @@ Checks happen in two layers:
 ``Config.model_validate`` runs both, so no inconsistent ``Config`` can exist.
 :func:`ftplb.config.problems.problems_from_error` turns the resulting
 ``ValidationError`` into one problem per finding, cross-check findings included.
+
+The cross-checks read :class:`~ftplb.config.sections.Sections` rather than a
+``Config``, so that the loader can also run them on the sections of a file
+that did validate when others did not, and report both kinds of problem at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Annotated
 
 from pydantic import Field, model_validator
@@ -33,6 +37,7 @@ from ftplb.config.fields import Endpoint, PortRange, Section
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Admin, Defaults
 from ftplb.config.problems import CROSS_CHECK_ERROR, KeyPath, Problem, format_key
+from ftplb.config.sections import Sections, present
 
 __all__ = ["PLAIN_PASSWORD_ADVICE", "Config", "advisories", "cross_check"]
 
@@ -47,10 +52,20 @@ class Config(Section):
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``; KeyError if there is none."""
-        index = _backend_index(self, name)
+        index = _backend_index([b.name for b in self.backends], name)
         if index is None:
             raise KeyError(name)
         return self.backends[index]
+
+    def sections(self) -> Sections:
+        """Every section of this configuration, for the cross-checks."""
+        return Sections(
+            defaults=self.defaults,
+            frontends=self.frontends,
+            backends=self.backends,
+            backend_names=[b.name for b in self.backends],
+            admin=self.admin,
+        )
 
     @model_validator(mode="after")
     def _consistent(self) -> Config:
@@ -87,8 +102,13 @@ def advisories(config: Config) -> list[Problem]:
 # --------------------------------------------------------------------------
 
 
-def cross_check(config: Config) -> list[Problem]:
-    """Every inconsistency between sections, each at the path of the value to fix."""
+def cross_check(whole: Config | Sections) -> list[Problem]:
+    """Every inconsistency between sections, each at the path of the value to fix.
+
+    Given :class:`Sections` with some left out (None), only the sections that
+    are there are checked.
+    """
+    config = whole.sections() if isinstance(whole, Config) else whole
     return [
         *_duplicate_names(config),
         *_unknown_backends(config),
@@ -103,16 +123,18 @@ def cross_check(config: Config) -> list[Problem]:
     ]
 
 
-def _duplicate_names(config: Config) -> Iterator[Problem]:
-    groups: list[tuple[str, KeyPath, list[str]]] = [
-        ("frontend", ("frontends",), [f.name for f in config.frontends]),
-        ("backend", ("backends",), [b.name for b in config.backends]),
+def _duplicate_names(config: Sections) -> Iterator[Problem]:
+    groups: list[tuple[str, KeyPath, list[str | None]]] = [
+        ("frontend", ("frontends",), [f.name if f is not None else None for f in config.frontends]),
+        ("backend", ("backends",), list(config.backend_names)),
     ]
-    for b, backend in enumerate(config.backends):
+    for b, backend in present(config.backends):
         groups.append(("server", ("backends", b, "servers"), [s.name for s in backend.servers]))
     for kind, prefix, names in groups:
         first_seen: dict[str, int] = {}
         for index, name in enumerate(names):
+            if name is None:
+                continue
             if name in first_seen:
                 where = format_key((*prefix, first_seen[name]))
                 yield Problem(
@@ -122,9 +144,10 @@ def _duplicate_names(config: Config) -> Iterator[Problem]:
                 first_seen[name] = index
 
 
-def _unknown_backends(config: Config) -> Iterator[Problem]:
-    known = [b.name for b in config.backends]
-    for f, frontend in enumerate(config.frontends):
+def _unknown_backends(config: Sections) -> Iterator[Problem]:
+    # A backend that failed validation still exists, if its name can be read.
+    known = [name for name in config.backend_names if name is not None]
+    for f, frontend in present(config.frontends):
         if frontend.backend not in known:
             listed = ", ".join(f'"{name}"' for name in known)
             yield Problem(
@@ -143,9 +166,9 @@ def _binds_clash(a: Endpoint, b: Endpoint) -> bool:
     return same_family and (a.is_wildcard or b.is_wildcard)
 
 
-def _bind_conflicts(config: Config) -> Iterator[Problem]:
+def _bind_conflicts(config: Sections) -> Iterator[Problem]:
     seen: list[tuple[Endpoint, KeyPath]] = []
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         for i, endpoint in enumerate(frontend.bind):
             path: KeyPath = ("frontends", f, "bind", i)
             for other, other_path in seen:
@@ -157,7 +180,7 @@ def _bind_conflicts(config: Config) -> Iterator[Problem]:
             seen.append((endpoint, path))
 
 
-def _passive_range_conflicts(config: Config) -> Iterator[Problem]:
+def _passive_range_conflicts(config: Sections) -> Iterator[Problem]:
     """Ranges that two listeners would both claim.
 
     Frontend ranges are always listened on. In mode = "tcp" each server's own
@@ -172,12 +195,12 @@ def _passive_range_conflicts(config: Config) -> Iterator[Problem]:
                 break
         claimed.append((ports, path))
 
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         if frontend.passive_ports is not None:
             yield from claim(frontend.passive_ports, ("frontends", f, "passive_ports"))
 
-    for f, frontend, b in _tcp_backends(config):
-        for s, server in enumerate(config.backends[b].servers):
+    for f, frontend, b, backend in _tcp_backends(config):
+        for s, server in enumerate(backend.servers):
             path: KeyPath = ("backends", b, "servers", s, "passive_ports")
             if server.passive_ports is None:
                 yield Problem(
@@ -189,8 +212,8 @@ def _passive_range_conflicts(config: Config) -> Iterator[Problem]:
                 yield from claim(server.passive_ports, path)
 
 
-def _unknown_mapped_servers(config: Config) -> Iterator[Problem]:
-    for b, backend in enumerate(config.backends):
+def _unknown_mapped_servers(config: Sections) -> Iterator[Problem]:
+    for b, backend in present(config.backends):
         servers = {s.name for s in backend.servers}
         for user, server in backend.user_map.items():
             if server not in servers:
@@ -200,14 +223,13 @@ def _unknown_mapped_servers(config: Config) -> Iterator[Problem]:
                 )
 
 
-def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
+def _user_routing_in_tcp_mode(config: Sections) -> Iterator[Problem]:
     """Routing on the USER name where no USER is ever read.
 
     A frontend in mode = "tcp" relays the control connection unread (it may be
     TLS from the first byte), so its server is chosen before any command.
     """
-    for f, frontend, b in _tcp_backends(config):
-        backend = config.backends[b]
+    for f, frontend, b, backend in _tcp_backends(config):
         reason = (
             f'{format_key(("frontends", f))} ("{frontend.name}") relays this backend in '
             'mode = "tcp" and never reads USER'
@@ -226,10 +248,12 @@ def _user_routing_in_tcp_mode(config: Config) -> Iterator[Problem]:
             yield Problem(("backends", b, "user_map"), f"cannot work: {reason}")
 
 
-def _passive_ranges_for_workers(config: Config) -> Iterator[Problem]:
+def _passive_ranges_for_workers(config: Sections) -> Iterator[Problem]:
     """Frontend passive ranges too small to give every worker a slice of its own."""
+    if config.defaults is None:
+        return
     workers = config.defaults.workers
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         ports = frontend.passive_ports
         if ports is not None and ports.count < workers:
             yield Problem(
@@ -239,30 +263,33 @@ def _passive_ranges_for_workers(config: Config) -> Iterator[Problem]:
             )
 
 
-def _tcp_backends(config: Config) -> Iterator[tuple[int, Frontend, int]]:
-    """(frontend index, frontend, backend index) for each backend relayed in tcp
-    mode, once per backend (through its first tcp frontend)."""
+def _tcp_backends(config: Sections) -> Iterator[tuple[int, Frontend, int, Backend]]:
+    """(frontend index, frontend, backend index, backend) for each backend relayed
+    in tcp mode, once per backend (through its first tcp frontend)."""
     checked: set[int] = set()
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         if frontend.mode != "tcp":
             continue
-        b = _backend_index(config, frontend.backend)
+        b = _backend_index(config.backend_names, frontend.backend)
         if b is None or b in checked:
             continue
+        backend = config.backends[b]
+        if backend is None:
+            continue
         checked.add(b)
-        yield f, frontend, b
+        yield f, frontend, b, backend
 
 
-def _backend_index(config: Config, name: str) -> int | None:
-    for index, backend in enumerate(config.backends):
-        if backend.name == name:
+def _backend_index(names: Sequence[str | None], name: str) -> int | None:
+    for index, candidate in enumerate(names):
+        if candidate == name:
             return index
     return None
 
 
-def _frontend_tls_settings(config: Config) -> Iterator[Problem]:
+def _frontend_tls_settings(config: Sections) -> Iterator[Problem]:
     """TLS keys that contradict each other on a frontend."""
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         here: KeyPath = ("frontends", f)
         if frontend.tls != "none" and frontend.mode == "tcp":
             yield Problem(
@@ -286,16 +313,16 @@ def _frontend_tls_settings(config: Config) -> Iterator[Problem]:
                 yield Problem((*here, key), 'has no effect without tls = "explicit" or "implicit"')
 
 
-def _backend_tls_settings(config: Config) -> Iterator[Problem]:
+def _backend_tls_settings(config: Sections) -> Iterator[Problem]:
     """TLS keys of a backend that only make sense with TLS towards its servers."""
-    for f, frontend, b in _tcp_backends(config):
-        if config.backends[b].tls != "none":
+    for f, frontend, b, backend in _tcp_backends(config):
+        if backend.tls != "none":
             yield Problem(
                 ("backends", b, "tls"),
                 f'cannot work: {format_key(("frontends", f))} ("{frontend.name}") relays this '
                 'backend in mode = "tcp", where the client\'s own TLS goes to the servers unread',
             )
-    for b, backend in enumerate(config.backends):
+    for b, backend in present(config.backends):
         if backend.tls != "none":
             continue
         changed = {
@@ -309,7 +336,7 @@ def _backend_tls_settings(config: Config) -> Iterator[Problem]:
             )
 
 
-def _admin_settings(config: Config) -> Iterator[Problem]:
+def _admin_settings(config: Sections) -> Iterator[Problem]:
     """Admin credentials given by halves, and an admin bind that a frontend also needs."""
     admin = config.admin
     if admin is None:
@@ -320,7 +347,7 @@ def _admin_settings(config: Config) -> Iterator[Problem]:
             ("admin", missing), f"missing: {given} is set, and basic auth needs both or neither"
         )
     yield from _duplicate_admin_users(admin)
-    for f, frontend in enumerate(config.frontends):
+    for f, frontend in present(config.frontends):
         for i, endpoint in enumerate(frontend.bind):
             if _binds_clash(admin.bind, endpoint):
                 where = format_key(("frontends", f, "bind", i))
