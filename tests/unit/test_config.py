@@ -371,6 +371,13 @@ def test_bad_duration(tmp_path: Path) -> None:
     ]
 
 
+def test_a_zero_sticky_timeout_is_refused(tmp_path: Path) -> None:
+    # A stick table cannot keep entries for no time: refused here, not by a crash at start.
+    text = MINIMAL.replace('name = "pool"', 'name = "pool"\nsticky = "source"\nsticky_timeout = 0')
+    name, found = problems(tmp_path, text)
+    assert found == [f"{name}:9: backends[0].sticky_timeout: Input should be greater than 0"]
+
+
 def test_bad_address(tmp_path: Path) -> None:
     text = MINIMAL.replace(
         '["127.0.0.1:2121"]', '[\n  "127.0.0.1:2121",\n  "ftp.example.com:21",\n]'

@@ -9,7 +9,6 @@ from pydantic_core import PydanticCustomError
 
 from ftplb.config.fields import (
     Count,
-    Duration,
     FilePath,
     IpLiteral,
     Name,
@@ -60,7 +59,7 @@ class Backend(Section):
     name: Name
     balance: Literal["roundrobin", "leastconn", "source", "random", "user"] = "roundrobin"
     sticky: Literal["none", "source", "user"] = "none"
-    sticky_timeout: Duration = 3600.0
+    sticky_timeout: PositiveDuration = 3600.0
     data_mode: Literal["passive", "active", "client"] = "passive"
     source: IpLiteral | None = None
     health: Health = Health()
