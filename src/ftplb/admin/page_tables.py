@@ -81,6 +81,10 @@ class Table:
     """Lines under the table (plain text)."""
     empty: str = ""
     """What to say instead of a table without rows."""
+    optional: frozenset[tuple[str, str]] = frozenset()
+    """Columns (group, column) a terminal leaves out first when the table is too wide."""
+    essential: frozenset[tuple[str, str]] = frozenset()
+    """The columns a terminal keeps when the table is still too wide; empty: all."""
 
 
 def _limit(value: int) -> Cell:
@@ -149,6 +153,18 @@ def frontend_table(frontend: FrontendStats) -> Table:
             f"Session ends: {_counts(frontend.end_reasons)}",
             f"Transfers: {_counts(frontend.transfer_results)}",
         ),
+        optional=frozenset({("", "Bind"), ("FTP", "Passive"), ("FTP", "Pasv failed")}),
+        essential=frozenset(
+            {
+                ("", "Frontend"),
+                ("Sessions", "Cur"),
+                ("Sessions", "Total"),
+                ("Bytes", "In"),
+                ("Bytes", "Out"),
+                ("Denied", "Refused"),
+                ("FTP", "Transfers"),
+            }
+        ),
     )
 
 
@@ -183,7 +199,9 @@ def _admin(server: ServerStats) -> Cell:
 
 _SERVER_GROUPS = (
     Group("", ("Server", "Address")),
-    *_SESSION_GROUPS,
+    # A server has no session rate limit of its own.
+    Group("Session rate", ("Cur", "Max"), "Rate"),
+    *_SESSION_GROUPS[1:],
     Group("Errors", ("Conn", "Total"), "Err"),
     Group("Warnings", ("Warn", "Retr", "Redis"), "Warn"),
     Group("FTP", ("Transfers", "Logins", "Failed")),
@@ -197,7 +215,6 @@ def _server_row(server: ServerStats) -> Row:
         Cell(server.address, css="text"),
         _rate(server.session_rate),
         _rate(server.session_rate_max),
-        Cell("-"),
         Cell(count(server.current_sessions)),
         Cell(count(server.max_sessions)),
         _limit(server.session_limit),
@@ -230,7 +247,6 @@ def _total_row(backend: BackendStats) -> Row:
         Cell(f"balance {backend.balance}", css="text"),
         _rate(sum(s.session_rate for s in servers)),
         blank,
-        blank,
         Cell(count(backend.current_sessions)),
         blank,
         blank,
@@ -257,7 +273,27 @@ def _total_row(backend: BackendStats) -> Row:
 
 def backend_table(backend: BackendStats) -> Table:
     rows = (*(_server_row(server) for server in backend.servers), _total_row(backend))
-    return Table("backend", backend.name, f"Backend {backend.name}", _SERVER_GROUPS, rows)
+    return Table(
+        kind="backend",
+        name=backend.name,
+        title=f"Backend {backend.name}",
+        groups=_SERVER_GROUPS,
+        rows=rows,
+        optional=frozenset({("", "Address")}),
+        essential=frozenset(
+            {
+                ("", "Server"),
+                ("Sessions", "Cur"),
+                ("Sessions", "Total"),
+                ("Bytes", "In"),
+                ("Bytes", "Out"),
+                ("FTP", "Transfers"),
+                ("Server", "Status"),
+                ("Server", "Last check"),
+                ("Server", "Admin"),
+            }
+        ),
+    )
 
 
 _TRANSFER_GROUPS = (
@@ -293,6 +329,7 @@ def transfers_table(transfers: tuple[TransferInProgress, ...]) -> Table:
         groups=_TRANSFER_GROUPS,
         rows=tuple(_transfer_row(transfer) for transfer in transfers),
         empty="No transfer in progress.",
+        optional=frozenset({("", "Client")}),
     )
 
 

@@ -35,5 +35,6 @@ def run_status(config_path: str | None, url: str | None, user: str | None) -> in
     except (AdminClientError, StatsFormatError) as error:
         print(f"ftplb status: {error}", file=sys.stderr)
         return 1
-    Console().print(snapshot_view(snapshot))
+    console = Console()
+    console.print(snapshot_view(snapshot, width=console.width))
     return 0

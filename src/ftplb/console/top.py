@@ -89,7 +89,10 @@ def run_top(config_path: str | None, url: str | None, user: str | None, interval
         ):
             problem = ""
             while True:
-                live.update(_screen(snapshot, problem, _footer(source, interval)), refresh=True)
+                live.update(
+                    _screen(snapshot, problem, _footer(source, interval), console.width),
+                    refresh=True,
+                )
                 if _wait_for_quit(fd, interval):
                     return 0
                 try:
@@ -101,5 +104,5 @@ def run_top(config_path: str | None, url: str | None, user: str | None, interval
         return 0
 
 
-def _screen(snapshot: Snapshot, problem: str, footer: str) -> RenderableType:
-    return Group(snapshot_view(snapshot, problem), Text(footer, style="dim"))
+def _screen(snapshot: Snapshot, problem: str, footer: str, width: int) -> RenderableType:
+    return Group(snapshot_view(snapshot, problem, width), Text(footer, style="dim"))

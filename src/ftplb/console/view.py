@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from rich import box
+from rich.console import Console, RenderableType
 from rich.console import Group as RenderGroup
-from rich.console import RenderableType
 from rich.table import Table as RichTable
 from rich.text import Text
 
@@ -25,16 +25,41 @@ _STYLES = {
 
 
 _LEFT = {"name", "text", "state", "check"}
+_FOLDED = {"Last check", "Path"}
+"""Long free text: folded onto more lines rather than cut."""
 
 
 def _style(cell: Cell) -> str:
     return " ".join(_STYLES[css] for css in cell.css.split() if css in _STYLES)
 
 
-def table_view(table: Table) -> RenderableType:
-    """One table; its groups head their first column, as "Sessions / Cur"."""
+def table_view(table: Table, width: int | None = None) -> RenderableType:
+    """One table; its groups head their first column, as "Sess / Cur".
+
+    When it is wider than ``width``, its optional columns are left out, and
+    if it is still too wide, all but its essential ones.
+    """
     if not table.rows and table.empty:
         return Text.assemble((table.title, "bold"), "\n", (table.empty, "italic dim"), "\n")
+    columns = [(group.name, column) for group in table.groups for column in group.columns]
+    view = _rich_table(table, set(columns))
+    if width is None:
+        return view
+    for keep in (
+        set(columns) - table.optional,
+        table.essential or set(columns),
+    ):
+        if _width(view) <= width:
+            break
+        view = _rich_table(table, keep)
+    return view
+
+
+def _width(view: RichTable) -> int:
+    return Console(width=10_000).measure(view).maximum
+
+
+def _rich_table(table: Table, keep: set[tuple[str, str]] | frozenset[tuple[str, str]]) -> RichTable:
     view = RichTable(
         title=table.title,
         title_justify="left",
@@ -48,26 +73,37 @@ def table_view(table: Table) -> RenderableType:
     # Text columns (names, addresses, states) to the left, numbers to the right.
     first = table.rows[0].cells if table.rows else ()
     left = {i for i, cell in enumerate(first) if _LEFT & set(cell.css.split())}
+    kept: list[int] = []
+    index = 0
     for group in table.groups:
-        for index, column in enumerate(group.columns):
-            label = group.short or group.name
-            heading = f"{label}\n{column}" if index == 0 and label else f"\n{column}"
-            view.add_column(
-                heading,
-                justify="left" if len(view.columns) in left else "right",
-                no_wrap=column not in {"Last check", "Path"},
-                overflow="fold",
-            )
+        label = group.short or group.name  # heads the group's first column shown
+        for column in group.columns:
+            if (group.name, column) in keep:
+                heading, label = f"{label}\n{column}", ""
+                view.add_column(
+                    heading,
+                    justify="left" if index in left else "right",
+                    no_wrap=column not in _FOLDED,
+                    min_width=12 if column in _FOLDED else None,
+                    overflow="fold",
+                )
+                kept.append(index)
+            index += 1
     for row in table.rows:
         view.add_row(
-            *(Text(cell.text, style=_style(cell)) for cell in row.cells),
+            *(Text(row.cells[i].text, style=_style(row.cells[i])) for i in kept),
             style="bold" if row.css == "total" else None,
         )
     return view
 
 
-def snapshot_view(snapshot: Snapshot, problem: str = "") -> RenderableType:
-    """The process header, every table, and a ``problem`` of the last reading if any."""
+def snapshot_view(
+    snapshot: Snapshot, problem: str = "", width: int | None = None
+) -> RenderableType:
+    """The process header, every table, and a ``problem`` of the last reading if any.
+
+    ``width``: the terminal's, to leave out optional columns that would not fit.
+    """
     header = Text("ftplb  ", style="bold")
     for label, value in process_facts(snapshot):
         header.append(f"{label} ", style="dim")
@@ -75,5 +111,5 @@ def snapshot_view(snapshot: Snapshot, problem: str = "") -> RenderableType:
     parts: list[RenderableType] = [header]
     if problem:
         parts.append(Text(problem, style="bold red"))
-    parts += [table_view(table) for table in tables(snapshot)]
+    parts += [table_view(table, width) for table in tables(snapshot)]
     return RenderGroup(*parts)
