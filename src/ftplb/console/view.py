@@ -41,17 +41,14 @@ def table_view(table: Table, width: int | None = None) -> RenderableType:
     """
     if not table.rows and table.empty:
         return Text.assemble((table.title, "bold"), "\n", (table.empty, "italic dim"), "\n")
-    columns = [(group.name, column) for group in table.groups for column in group.columns]
-    view = _rich_table(table, set(columns))
-    if width is None:
-        return view
-    for keep in (
-        set(columns) - table.optional,
-        table.essential or set(columns),
-    ):
-        if _width(view) <= width:
-            break
+    columns = {(group.name, column) for group in table.groups for column in group.columns}
+    choices = [columns, columns - table.optional]
+    if table.essential:
+        choices.append(set(table.essential))
+    for keep in choices:
         view = _rich_table(table, keep)
+        if width is None or _width(view) <= width:
+            break
     return view
 
 
