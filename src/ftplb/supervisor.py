@@ -279,7 +279,7 @@ class Supervisor:
         )
         self.config, self.config_text = config, text
         if self._monitoring is not None and self._monitoring.admin is not None:
-            self._monitoring.admin.update_config(config)
+            self._monitoring.admin.update_config(config, self.generation)
         self.log.info(
             "reloaded",
             generation=self.generation,

@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ftplb.balancing.overrides import Override, ServerKey
 from ftplb.balancing.state import AdminState, ServerState
 from ftplb.config.schema import Config
+from ftplb.runtime.process_report import ProcessReport
 
 __all__ = [
     "STATS_VERSION",
@@ -257,18 +258,55 @@ def build_snapshot(
     families: Iterable[Metric],
     now: float | None = None,
     overrides: Mapping[ServerKey, Override] | None = _NO_OVERRIDES,
+    *,
+    reports: Iterable[ProcessReport] = (),
+    process: ProcessStats | None = None,
 ) -> Snapshot:
     """Lay out the collected ``families`` along the frontends and backends of ``config``.
 
     ``overrides`` is the shared record (:meth:`OverridesStore.load`); None
     when it cannot be read, and every admin state shows as unknown.
+    ``reports`` are the processes' reports (their running transfers), and
+    ``process`` the header of the whole balancer.
     """
     s = _Samples(families)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
     backends = tuple(_backend(config, index, s, overrides) for index in range(len(config.backends)))
     frontends = tuple(_frontend(config, index, s) for index in range(len(config.frontends)))
     workers = int(sum(s.by("ftplb_worker_processes").values()))
-    return Snapshot(stamp, workers, frontends, backends)
+    transfers = _transfers(reports, now)
+    return Snapshot(stamp, workers, frontends, backends, transfers, process)
+
+
+def _transfers(reports: Iterable[ProcessReport], now: float) -> tuple[TransferInProgress, ...]:
+    """Every reported transfer, longest-running first; a malformed entry is left out."""
+    found: list[TransferInProgress] = []
+    for report in reports:
+        for entry in report.transfers:
+            try:
+                started = float(entry["started"])
+                worker = entry.get("worker")
+                found.append(
+                    TransferInProgress(
+                        session=str(entry["session"]),
+                        frontend=str(entry["frontend"]),
+                        backend=str(entry["backend"]),
+                        server=str(entry["server"]),
+                        client=str(entry["client"]),
+                        user=str(entry["user"]),
+                        command=str(entry["command"]),
+                        path=str(entry["path"]),
+                        bytes=int(entry["bytes"]),
+                        elapsed=round(max(now - started, 0.0), 3),
+                        rate=float(entry["rate"]),
+                        worker=None if worker is None else int(worker),
+                    )
+                )
+            except (KeyError, ValueError, TypeError):
+                continue
+    found.sort(key=lambda transfer: -transfer.elapsed)
+    return tuple(found)
 
 
 def _backend(

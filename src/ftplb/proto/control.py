@@ -246,6 +246,14 @@ class ControlSession:
         return transfer is not None and transfer.phase not in ABORTING
 
     @property
+    def transfer_command(self) -> tuple[str, bytes] | None:
+        """The running transfer's verb and argument (its path); None outside a transfer."""
+        transfer = self._transfer
+        if transfer is None:
+            return None
+        return transfer.command.verb.decode("ascii"), transfer.command.arg
+
+    @property
     def awaiting_server(self) -> bool:
         """A reply is due from the server (and no data transfer excuses its silence)."""
         if self._phase in (Phase.COMMAND, Phase.SERVER_SETUP):

@@ -43,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ from ftplb.proto.outcomes import EndReason
 from ftplb.proto.rules import rule_for
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import ProbeResult
+from ftplb.runtime.process_report import ProcessReport, remove_report, write_report
+from ftplb.runtime.progress import RunningTransfer, data_key
 
 __all__ = [
     "ENV_VAR",
@@ -84,6 +87,7 @@ class _Mode:
     directory: str | None = None
     generation: int = 0  # bumped by each enable() that changes the storage
     instruments: _Instruments | None = None
+    process_id: Callable[[], int] = os.getpid
 
 
 _mode = _Mode()
@@ -108,6 +112,7 @@ def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> No
     os.environ[ENV_VAR] = path
     # prometheus_client leaves these two functions unannotated.
     values.ValueClass = values.MultiProcessValue(process_id or os.getpid)  # type: ignore[no-untyped-call]
+    _mode.process_id = process_id or os.getpid
     _mode.directory = path
     _mode.generation += 1
     _mode.instruments = None
@@ -120,14 +125,17 @@ def enabled_directory() -> str | None:
 
 def clear_directory(directory: str) -> None:
     """Remove the files of an earlier run; the supervisor calls it once, before any worker."""
-    for path in Path(directory).glob("*.db"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    for pattern in ("*.db", "process_*.json"):
+        for path in Path(directory).glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def mark_process_dead(pid: int, directory: str) -> None:
-    """Forget the gauges of an exited process ``pid``; its counters keep counting in sums."""
+    """Forget the gauges and the report of an exited process ``pid``; its counters keep
+    counting in sums."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    remove_report(directory, pid)
 
 
 # --------------------------------------------------------------------------
@@ -287,6 +295,8 @@ def _command_label(verb: str) -> str:
 def _result_class(code: object) -> str:
     if isinstance(code, int) and 100 <= code <= 599:
         return f"{code // 100}xx"
+    if code == "-":
+        return "cut"  # the session ended before the transfer's final reply
     return "other"
 
 
@@ -300,13 +310,19 @@ def _number(value: object) -> float:
 
 
 class SessionCounted(Protocol):
-    """A frontend whose current sessions can be counted (a FrontendContext)."""
+    """A frontend whose sessions and running transfers can be counted (a FrontendContext)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def sessions(self) -> Sized: ...
+
+    def running_transfers(self) -> Iterable[RunningTransfer]: ...
+
+    def control_counts(self) -> Iterable[tuple[str, str, int, int]]:
+        """(session id, server, bytes in, bytes out) of each session on a server."""
+        ...
 
 
 class CheckResults(Protocol):
@@ -317,15 +333,25 @@ class CheckResults(Protocol):
 
 _Pending = dict[tuple[Counter, tuple[str, ...]], float]
 
+_Counted = dict[tuple[str, str], tuple[int, int]]
+"""Bytes (in, out) already counted of what still runs, by ("control"|"data", key)."""
+
 
 class Metrics:
     """Derives this process's metrics from its EventLog and its pools."""
 
-    def __init__(self, sample_interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, sample_interval: float = SAMPLE_INTERVAL, worker: int | None = None) -> None:
         self._instruments = _instruments()
         self._generation = _mode.generation
         self._interval = sample_interval
+        self._worker = worker
+        self._pid = _mode.process_id()
+        self._process_started = time.time()
         self._pending: _Pending = {}
+        self._counted: _Counted = {}
+        self._opened: set[str] = set()
+        self._last_live = time.monotonic()
+        self._reported = False
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._log: EventLog | None = None
         self._pools: Mapping[str, Pool] = {}
@@ -340,6 +366,7 @@ class Metrics:
         self._running = False
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session": self._on_session,
+            "session_open": self._on_session_open,
             "transfer": self._on_transfer,
             "data": self._on_data,
             "warning": self._on_warning,
@@ -390,6 +417,10 @@ class Metrics:
             self._log = None
         self._pools, self._checkers, self._frontends = {}, {}, []
         self.sample()  # with nothing attached: every gauge of this process goes to 0
+        directory = _mode.directory
+        if self._reported and directory is not None:
+            remove_report(directory, self._pid)
+            self._reported = False
 
     def _tick(self) -> None:
         self._timer = None
@@ -452,6 +483,7 @@ class Metrics:
         for name in self._sampled_frontends - names:
             self._child(ins.frontend_sessions, (name,)).set(0)
         self._sampled_frontends = names
+        self._count_live()
         self.flush()  # last: sampling counts health checks
 
     def _sample_server(
@@ -484,6 +516,88 @@ class Metrics:
             self._child(ins.check_ok, labels).set(1)
             self._child(ins.check_duration, labels).set(0)
 
+    # ------------------------------------------------------- live counts
+    def _count_live(self) -> None:
+        """Add the bytes moved since the last sample by what still runs; report transfers."""
+        ins = self._instruments
+        now = time.monotonic()
+        elapsed = max(now - self._last_live, 1e-3)
+        self._last_live = now
+        running: list[dict[str, Any]] = []
+        wall = time.time()
+        for frontend in self._frontends:
+            name = frontend.name
+            backend = self._backend_of.get(name, "-")
+            for key, server, bytes_in, bytes_out in frontend.control_counts():
+                self._advance(
+                    ins.control_bytes,
+                    ("control", key),
+                    (name, backend, server),
+                    bytes_in,
+                    bytes_out,
+                )
+            for transfer in frontend.running_transfers():
+                labels = (name, backend, transfer.server)
+                to_server, to_client = transfer.to_server, transfer.to_client
+                moved = self._advance(
+                    ins.transfer_bytes, ("data", transfer.key), labels, to_server, to_client
+                )
+                running.append(
+                    {
+                        "session": transfer.key,
+                        "frontend": name,
+                        "backend": backend,
+                        "server": transfer.server,
+                        "client": transfer.client,
+                        "user": transfer.user,
+                        "command": transfer.command,
+                        "path": transfer.path,
+                        "bytes": to_server + to_client,
+                        "started": transfer.started,
+                        "elapsed": round(max(wall - transfer.started, 0.0), 3),
+                        "rate": round(moved / elapsed, 1),
+                        "worker": self._worker,
+                    }
+                )
+        self._report(running)
+
+    def _advance(
+        self,
+        counter: Counter,
+        key: tuple[str, str],
+        labels: tuple[str, str, str],
+        bytes_in: int,
+        bytes_out: int,
+    ) -> int:
+        """Count what ``key`` moved since it was last counted; the bytes moved."""
+        before_in, before_out = self._counted.get(key, (0, 0))
+        more_in, more_out = bytes_in - before_in, bytes_out - before_out
+        if more_in > 0:
+            self._add(counter, (*labels, "in"), more_in)
+        if more_out > 0:
+            self._add(counter, (*labels, "out"), more_out)
+        if more_in or more_out:
+            self._counted[key] = (max(bytes_in, before_in), max(bytes_out, before_out))
+        return max(more_in, 0) + max(more_out, 0)
+
+    def _settle(
+        self, key: tuple[str, str], bytes_in: float, bytes_out: float
+    ) -> tuple[float, float]:
+        """What of an ended (in, out) is left to count: the bytes not counted while it ran."""
+        before_in, before_out = self._counted.pop(key, (0, 0))
+        return max(bytes_in - before_in, 0.0), max(bytes_out - before_out, 0.0)
+
+    def _report(self, transfers: list[dict[str, Any]]) -> None:
+        directory = _mode.directory
+        if directory is None or self._log is None:
+            return
+        report = ProcessReport(self._pid, self._worker, self._process_started, tuple(transfers))
+        try:
+            write_report(directory, report)
+        except OSError:
+            return  # a full disk: the next sample tries again
+        self._reported = True
+
     # ------------------------------------------------------------ events
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
         handler = self._handlers.get(kind)
@@ -494,15 +608,31 @@ class Metrics:
         frontend = str(fields.get("frontend", "-"))
         return frontend, self._backend_of.get(frontend, "-"), str(fields.get("server", "-"))
 
+    def _on_session_open(self, fields: dict[str, Any]) -> None:
+        # A session is counted when a server takes it, with that server's
+        # label; one that never reaches a server is counted when it ends.
+        session = str(fields.get("session", ""))
+        if session:
+            self._opened.add(session)
+        self._add(self._instruments.sessions, self._labels(fields))
+
     def _on_session(self, fields: dict[str, Any]) -> None:
         ins = self._instruments
         labels = self._labels(fields)
         end = _end(fields.get("end"))
         reason = end.value if end is not None else "other"
-        self._add(ins.sessions, labels)
+        session = str(fields.get("session", ""))
+        if session in self._opened:
+            self._opened.discard(session)
+        else:
+            self._add(ins.sessions, labels)
         self._add(ins.session_ends, (*labels, reason))
-        self._add(ins.control_bytes, (*labels, "in"), _number(fields.get("bytes_in")))
-        self._add(ins.control_bytes, (*labels, "out"), _number(fields.get("bytes_out")))
+        bytes_in, bytes_out = self._settle(
+            ("control", session), _number(fields.get("bytes_in")), _number(fields.get("bytes_out"))
+        )
+        self._add(ins.control_bytes, (*labels, "in"), bytes_in)
+        self._add(ins.control_bytes, (*labels, "out"), bytes_out)
+        self._counted.pop(("data", session), None)  # its transfer's line came first
         if end is not None and end.refused:
             self._add(ins.refusals, (labels[0], labels[1], reason))
 
@@ -511,8 +641,7 @@ class Metrics:
         labels = self._labels(fields)
         command = _command_label(str(fields.get("command", "")))
         self._add(ins.transfers, (*labels, command, _result_class(fields.get("result"))))
-        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
-        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+        self._transfer_bytes(labels, ("data", str(fields.get("session", ""))), fields)
 
     def _on_data(self, fields: dict[str, Any]) -> None:
         # mode = "tcp": a relayed data connection; its command is unknown.
@@ -520,8 +649,18 @@ class Metrics:
         labels = self._labels(fields)
         result = "relayed" if _end(fields.get("end")) is EndReason.CLOSED else "failed"
         self._add(ins.transfers, (*labels, "-", result))
-        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
-        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+        key = data_key(labels[0], str(fields.get("client", "")))
+        self._transfer_bytes(labels, ("data", key), fields)
+
+    def _transfer_bytes(
+        self, labels: tuple[str, str, str], key: tuple[str, str], fields: dict[str, Any]
+    ) -> None:
+        ins = self._instruments
+        to_server, to_client = self._settle(
+            key, _number(fields.get("bytes_to_server")), _number(fields.get("bytes_to_client"))
+        )
+        self._add(ins.transfer_bytes, (*labels, "in"), to_server)
+        self._add(ins.transfer_bytes, (*labels, "out"), to_client)
 
     def _on_warning(self, fields: dict[str, Any]) -> None:
         warning = fields.get("warning")

@@ -1,0 +1,302 @@
+"""Counting what still runs: transfer and control bytes each sample, the rest at the end.
+
+No sockets and no event loop: a frontend here is a plain object holding
+running transfers whose meters the test moves by hand, as a relay would.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from ftplb.admin.snapshot import build_snapshot, collect
+from ftplb.config.load import load_config_text
+from ftplb.config.schema import Config
+from ftplb.proto.outcomes import EndReason
+from ftplb.runtime import metrics as m
+from ftplb.runtime.logs import EventLog
+from ftplb.runtime.process_report import (
+    ProcessReport,
+    read_reports,
+    remove_report,
+    report_path,
+    write_report,
+)
+from ftplb.runtime.progress import RunningTransfer, cut_short_error, data_key
+from ftplb.runtime.relay import RelayMeter
+from tests.unit.test_metrics import CONFIG, pools, value
+
+
+class HandMeter(RelayMeter):
+    """A meter moved by the test instead of a relay."""
+
+    __slots__ = ("moved_in", "moved_out")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moved_in = 0
+        self.moved_out = 0
+
+    @property
+    def a_to_b(self) -> int:
+        return self.moved_in
+
+    @property
+    def b_to_a(self) -> int:
+        return self.moved_out
+
+
+@dataclass
+class Frontend:
+    name: str = "ftp"
+    sessions: set[str] = field(default_factory=set)
+    running: dict[str, RunningTransfer] = field(default_factory=dict)
+    controls: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+
+    def running_transfers(self) -> Iterator[RunningTransfer]:
+        return iter(list(self.running.values()))
+
+    def control_counts(self) -> Iterator[tuple[str, str, int, int]]:
+        for key, (server, bytes_in, bytes_out) in self.controls.items():
+            yield key, server, bytes_in, bytes_out
+
+    def start(self, key: str, command: str = "RETR") -> HandMeter:
+        meter = HandMeter()
+        self.running[key] = RunningTransfer(
+            key, self.name, "127.0.0.100", "s1", "alice", command, "/big", meter=meter
+        )
+        return meter
+
+
+@pytest.fixture
+def config() -> Config:
+    return load_config_text(CONFIG)
+
+
+@pytest.fixture
+def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    path = str(tmp_path / "metrics")
+    monkeypatch.setenv(m.ENV_VAR, path)
+    m.enable(path, process_id=lambda: 2001)
+    yield path
+
+
+def recorder(config: Config, frontend: Frontend, worker: int | None = None) -> m.Metrics:
+    metrics = m.Metrics(worker=worker)
+    metrics.attach(EventLog("text", io.StringIO()), pools(), config, frontends=[frontend])
+    return metrics
+
+
+def log_of(metrics: m.Metrics) -> EventLog:
+    log = metrics._log
+    assert log is not None
+    return log
+
+
+def transfer_line(log: EventLog, session: str, to_client: int, result: int | str = 226) -> None:
+    log.transfer(
+        session=session,
+        frontend="ftp",
+        client="127.0.0.100",
+        server="s1",
+        user="alice",
+        command="RETR",
+        path="/big",
+        bytes_to_client=to_client,
+        bytes_to_server=0,
+        duration=1.0,
+        client_mode="EPSV",
+        server_mode="PASV",
+        result=result,
+        error="-",
+    )
+
+
+def out_bytes(directory: str) -> float:
+    return value(collect(directory), "ftplb_transfer_bytes_total", direction="out")
+
+
+def test_a_running_transfer_counts_at_each_sample_and_once_in_all(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    metrics = recorder(config, frontend)
+    meter = frontend.start("S1")
+    meter.moved_out = 1000
+    metrics.sample()
+    assert out_bytes(directory) == 1000
+    meter.moved_out = 5000
+    metrics.sample()
+    assert out_bytes(directory) == 5000
+    assert value(collect(directory), "ftplb_transfer_bytes_total", server="s1") == 5000
+    # It ends: the session takes it out of the running set, then logs its line.
+    meter.moved_out = 7000
+    del frontend.running["S1"]
+    transfer_line(log_of(metrics), "S1", 7000)
+    metrics.sample()
+    assert out_bytes(directory) == 7000
+    # The next transfer of the same session starts from nothing.
+    meter = frontend.start("S1")
+    meter.moved_out = 300
+    metrics.sample()
+    assert out_bytes(directory) == 7300
+
+
+def test_a_line_written_between_samples_counts_only_the_remainder(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    metrics = recorder(config, frontend)
+    frontend.start("S2").moved_out = 400
+    metrics.sample()
+    del frontend.running["S2"]
+    transfer_line(log_of(metrics), "S2", 400)  # nothing moved since the sample
+    metrics.flush()
+    assert out_bytes(directory) == 400
+
+
+def test_a_transfer_with_no_running_record_counts_at_its_line(
+    directory: str, config: Config
+) -> None:
+    metrics = recorder(config, Frontend())
+    transfer_line(log_of(metrics), "S3", 900)
+    metrics.flush()
+    assert out_bytes(directory) == 900
+
+
+def test_control_bytes_count_while_the_session_runs(directory: str, config: Config) -> None:
+    frontend = Frontend()
+    metrics = recorder(config, frontend)
+    frontend.controls["S4"] = ("s1", 40, 600)
+    metrics.sample()
+    got = collect(directory)
+    assert value(got, "ftplb_control_bytes_total", direction="in") == 40
+    assert value(got, "ftplb_control_bytes_total", direction="out") == 600
+    del frontend.controls["S4"]
+    log_of(metrics).session(
+        session="S4",
+        frontend="ftp",
+        server="s1",
+        bytes_in=45,
+        bytes_out=700,
+        end=EndReason.QUIT,
+    )
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_control_bytes_total", direction="in") == 45
+    assert value(got, "ftplb_control_bytes_total", direction="out") == 700
+
+
+def test_a_tcp_data_connection_is_keyed_by_frontend_and_client(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    metrics = recorder(config, frontend)
+    key = data_key("ftp", "127.0.0.100:40000")
+    frontend.start(key, command="-").moved_out = 2500
+    metrics.sample()
+    del frontend.running[key]
+    log_of(metrics).data(
+        frontend="ftp",
+        client="127.0.0.100:40000",
+        server="s1",
+        bytes_to_server=0,
+        bytes_to_client=3000,
+        end=EndReason.CLOSED,
+    )
+    metrics.flush()
+    assert out_bytes(directory) == 3000
+
+
+def test_a_session_counts_when_a_server_takes_it_and_not_again_at_its_end(
+    directory: str, config: Config
+) -> None:
+    metrics = recorder(config, Frontend())
+    log = log_of(metrics)
+    log.notify("session_open", session="S5", frontend="ftp", server="s2")
+    metrics.flush()
+    assert value(collect(directory), "ftplb_sessions_total", server="s2") == 1
+    log.session(session="S5", frontend="ftp", server="s2", end=EndReason.QUIT)
+    # One that never reached a server counts when it ends.
+    log.session(session="S6", frontend="ftp", server="-", end=EndReason.NO_SERVER)
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_sessions_total", server="s2") == 1
+    assert value(got, "ftplb_sessions_total") == 2
+    assert value(got, "ftplb_session_ends_total", reason="quit") == 1
+
+
+def test_a_transfer_cut_short_counts_under_its_own_result(directory: str, config: Config) -> None:
+    metrics = recorder(config, Frontend())
+    transfer_line(log_of(metrics), "S7", 123, result="-")
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_transfers_total", command="RETR", result="cut") == 1
+    assert out_bytes(directory) == 123
+    assert cut_short_error("client_closed") == "session ended (client_closed)"
+    assert cut_short_error("quit", "reset by a") == "session ended (quit): reset by a"
+
+
+def test_the_process_report_lists_running_transfers_for_the_snapshot(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    metrics = recorder(config, frontend, worker=1)
+    frontend.start("S8").moved_out = 4096
+    metrics.sample()
+    (report,) = read_reports(directory)
+    assert (report.pid, report.worker) == (2001, 1)
+    (entry,) = report.transfers
+    assert (entry["session"], entry["bytes"], entry["backend"]) == ("S8", 4096, "pool")
+    snapshot = build_snapshot(config, collect(directory), reports=[report])
+    (running,) = snapshot.transfers
+    assert (running.session, running.command, running.path) == ("S8", "RETR", "/big")
+    assert (running.bytes, running.worker, running.server) == (4096, 1, "s1")
+    assert running.rate > 0
+    metrics.stop()
+    assert read_reports(directory) == []
+
+
+def test_the_snapshot_lists_the_longest_running_first_and_skips_bad_entries(
+    config: Config,
+) -> None:
+    def entry(session: str, started: float) -> dict[str, object]:
+        return {
+            "session": session,
+            "frontend": "ftp",
+            "backend": "pool",
+            "server": "s1",
+            "client": "c",
+            "user": "u",
+            "command": "RETR",
+            "path": "/f",
+            "bytes": 1,
+            "started": started,
+            "rate": 0.0,
+            "worker": None,
+        }
+
+    reports = [
+        ProcessReport(1, 0, 0.0, (entry("young", 990.0), {"session": "broken"})),
+        ProcessReport(2, 1, 0.0, (entry("old", 900.0),)),
+    ]
+    snapshot = build_snapshot(config, [], now=1000.0, reports=reports)
+    assert [t.session for t in snapshot.transfers] == ["old", "young"]
+    assert [t.elapsed for t in snapshot.transfers] == [100.0, 10.0]
+
+
+def test_reports_are_replaced_whole_and_removed_for_a_dead_process(directory: str) -> None:
+    write_report(directory, ProcessReport(3001, 0, 1.0))
+    write_report(directory, ProcessReport(3002, 1, 2.0))
+    report_path(directory, 3003).write_text("{not json")
+    assert [r.pid for r in read_reports(directory)] == [3001, 3002]
+    m.mark_process_dead(3001, directory)
+    assert [r.pid for r in read_reports(directory)] == [3002]
+    remove_report(directory, 3002)
+    remove_report(directory, 3002)  # twice is fine
+    m.clear_directory(directory)
+    assert not list(Path(directory).glob("process_*"))
