@@ -41,9 +41,9 @@ from tests.support import skip_or_fail, wait_until
 pytestmark = pytest.mark.integration
 
 FTPLB = [sys.executable, "-m", "ftplb"]
-SIZE = 3 * 1024 * 1024
-RATE = "300K"
-"""curl's --limit-rate: about 10 s for SIZE, time enough to watch it."""
+SIZE = 24 * 1024 * 1024
+RATE = "1M"
+"""curl's --limit-rate: about 24 s for SIZE, less what the socket buffers hold."""
 WAIT = 20.0
 WIDTH, HEIGHT = 200, 50
 
@@ -61,16 +61,30 @@ class Terminal:
             text=True,
             timeout=10,
             check=True,
+            # The window's size is the terminal's: not a COLUMNS or LINES of the test run.
+            env={k: v for k, v in os.environ.items() if k not in {"COLUMNS", "LINES"}},
         )
         return done.stdout
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> None:
-        """Run ``argv`` in a new window; when it ends, the screen shows ``EXIT=<status>``."""
-        command = f"{shlex.join(argv)}; echo EXIT=$?; sleep 600"
+        """Run ``argv`` in a new window; when it ends, the screen shows ``EXIT=<status>``.
+
+        bash runs it: on Ctrl-C, bash waits for the command and carries on
+        when the command handled the signal, so the status line is written.
+        """
         sets = [part for key, value in (env or {}).items() for part in ("-e", f"{key}={value}")]
+        command = f"{shlex.join(argv)}; echo EXIT=$?; sleep 600"
         self.tmux(
-            "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), *sets, "sh", "-c", command
-        )
+            "-f", "/dev/null", "new-session", "-d", "-x", str(WIDTH), "-y", str(HEIGHT), *sets,
+            "bash", "-c", command,
+        )  # fmt: skip
+
+    def wait_for_exit(self, what: str) -> int:
+        """The command's exit status, once it has ended."""
+        screen = self.wait_for("EXIT=", what)
+        match = re.search(r"^EXIT=(\d+)$", screen, re.MULTILINE)
+        assert match is not None, screen
+        return int(match.group(1))
 
     def screen(self) -> str:
         return self.tmux("capture-pane", "-p")
@@ -80,8 +94,21 @@ class Terminal:
 
     def wait_for(self, text: str, what: str) -> str:
         """The screen once it shows ``text``."""
-        wait_until(lambda: text in self.screen(), WAIT, what)
-        return self.screen()
+        return self.wait_for_all((text,), what)
+
+    def wait_for_all(self, texts: tuple[str, ...], what: str) -> str:
+        """The first screen that shows every one of ``texts``."""
+        shown = [""]
+
+        def showing() -> bool:
+            shown[0] = self.screen()
+            return all(text in shown[0] for text in texts)
+
+        try:
+            wait_until(showing, WAIT, what)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; the screen:\n{shown[0]}") from None
+        return shown[0]
 
 
 @contextlib.contextmanager
@@ -149,8 +176,7 @@ def test_top_shows_the_servers_and_a_transfer_whose_bytes_rise(tmp_path: Path) -
             [*FTPLB, "top", "--admin", url, "--user", VIEWER, "--interval", "0.5"],
             {"FTPLB_ADMIN_PASSWORD": VIEWER_PASSWORD},
         )
-        term.wait_for("slow.bin", "the transfer on top's screen")
-        first = term.wait_for("2/2 UP", "both servers UP on top's screen")
+        first = term.wait_for_all(("slow.bin", "2/2 UP"), "the transfer and both servers UP")
         for shown in ("Frontend ftp", "Backend pool", "s1", "s2", "Transfers in progress", "RETR"):
             assert shown in first, shown
         assert group.user in first
@@ -165,8 +191,8 @@ def test_top_shows_the_servers_and_a_transfer_whose_bytes_rise(tmp_path: Path) -
         )
         term.wait_for("No transfer in progress.", "the finished transfer to leave the table")
         term.keys("q")
-        screen = term.wait_for("EXIT=", "top to end on q")
-        assert "EXIT=0" in screen and "Traceback" not in screen
+        assert term.wait_for_exit("top to end on q") == 0
+        assert "Traceback" not in term.screen()
 
 
 def test_top_ends_on_ctrl_c_without_a_traceback() -> None:
@@ -178,13 +204,14 @@ def test_top_ends_on_ctrl_c_without_a_traceback() -> None:
             )
             term.wait_for("Backend pool", "top's first screen")
             term.keys("C-c")
-            screen = term.wait_for("EXIT=", "top to end on Ctrl-C")
-            assert "EXIT=0" in screen and "Traceback" not in screen
+            assert term.wait_for_exit("top to end on Ctrl-C") == 0
+            assert "Traceback" not in term.screen()
         with terminal() as term:
             # No user: the listener refuses, and top says so in one line.
             term.start([*FTPLB, "top", "--admin", url])
-            screen = term.wait_for("EXIT=", "top without a user to end")
-            assert "ftplb top: authentication failed" in screen and "EXIT=1" in screen
+            assert term.wait_for_exit("top without a user to end") == 1
+            screen = term.screen()
+            assert "ftplb top: authentication failed" in screen
             assert "Traceback" not in screen
 
 
@@ -200,8 +227,8 @@ def test_status_prints_the_tables_once(tmp_path: Path) -> None:
             [*FTPLB, "status", "--admin", url, "--user", OPS],
             {"FTPLB_ADMIN_PASSWORD": OPS_PASSWORD},
         )
-        screen = term.wait_for("EXIT=", "status to end")
-        assert "EXIT=0" in screen, screen
+        assert term.wait_for_exit("status to end") == 0
+        screen = term.screen()
         for shown in ("Frontend ftp", "Backend pool", "s1", "s2", "UP", "2/2 UP", "slow.bin"):
             assert shown in screen, shown
         assert transfer_bytes(screen) > 0
