@@ -95,6 +95,11 @@ def _bytes(value: int, css: str = "") -> Cell:
     return Cell(human_bytes(value), f"{count(value)} bytes", css)
 
 
+def _peak(peak: int, current: int) -> Cell:
+    # A peak is never below what is open now, even before the peak is first sampled.
+    return Cell(count(max(peak, current)))
+
+
 def _rate(value: float) -> Cell:
     return Cell(sessions_rate(value), f"{value:.2f} new sessions per second")
 
@@ -128,7 +133,7 @@ def frontend_table(frontend: FrontendStats) -> Table:
         _rate(frontend.session_rate_max),
         _limit(frontend.session_rate_limit),
         Cell(count(frontend.current_sessions)),
-        Cell(count(frontend.max_sessions)),
+        _peak(frontend.max_sessions, frontend.current_sessions),
         _limit(frontend.session_limit),
         Cell(count(frontend.sessions)),
         _bytes(frontend.bytes_in),
@@ -216,7 +221,7 @@ def _server_row(server: ServerStats) -> Row:
         _rate(server.session_rate),
         _rate(server.session_rate_max),
         Cell(count(server.current_sessions)),
-        Cell(count(server.max_sessions)),
+        _peak(server.max_sessions, server.current_sessions),
         _limit(server.session_limit),
         Cell(count(server.sessions)),
         _bytes(server.bytes_in),

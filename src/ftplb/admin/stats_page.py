@@ -56,7 +56,8 @@ def _join(*classes: str) -> str:
     return " ".join(css for css in classes if css)
 
 
-def _head(groups: tuple[Group, ...]) -> str:
+def _head(groups: tuple[Group, ...], left: set[int]) -> str:
+    """The two header rows; the columns in ``left`` hold text, and their names go left too."""
     starts = _group_starts(groups)
     top, index = [], 0
     for group in groups:
@@ -65,10 +66,14 @@ def _head(groups: tuple[Group, ...]) -> str:
         index += len(group.columns)
     names = [column for group in groups for column in group.columns]
     bottom = "".join(
-        f"<th{_attrs(_join('name' if i == 0 else '', 'gs' if i in starts else ''))}>{_e(n)}</th>"
+        f"<th{_attrs(_join(_left(i, left), 'gs' if i in starts else ''))}>{_e(n)}</th>"
         for i, n in enumerate(names)
     )
     return f'<tr class="groups">{"".join(top)}</tr><tr>{bottom}</tr>'
+
+
+def _left(index: int, left: set[int]) -> str:
+    return "name" if index == 0 else "text" if index in left else ""
 
 
 def _cell(cell: Cell, group_start: bool) -> str:
@@ -114,7 +119,12 @@ def _table(table: Table, buttons: Buttons | None) -> str:
         body = f'<p class="empty">{_e(table.empty)}</p>\n'
     else:
         rows = "".join(_row(table, row, starts, with_buttons) for row in table.rows)
-        body = f'<div class="scroll"><table>{_head(groups)}{rows}</table></div>\n'
+        left = {
+            i
+            for i, cell in enumerate(table.rows[0].cells)
+            if {"text", "check"} & set(cell.css.split())
+        }
+        body = f'<div class="scroll"><table>{_head(groups, left)}{rows}</table></div>\n'
     return f'<section class="{table.kind}"><h2>{_e(table.title)}</h2>\n{body}{notes}</section>\n'
 
 
