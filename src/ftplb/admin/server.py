@@ -47,6 +47,7 @@ from ftplb.admin.api import find_server, servers_json
 from ftplb.admin.auth import CHALLENGE, Authenticator
 from ftplb.admin.overrides_store import OverridesStore
 from ftplb.admin.page_actions import ACTION_PATH, PageActions
+from ftplb.admin.process_metrics import BuildInfo, Processes
 from ftplb.admin.snapshot import (
     ProcessStats,
     Snapshot,
@@ -364,6 +365,8 @@ def _json_error(status: int, message: str) -> web.Response:
 def _exposition(directory: str) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(BuildInfo(_VERSION))
+    registry.register(Processes(directory))
     return generate_latest(registry)
 
 
