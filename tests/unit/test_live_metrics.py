@@ -7,6 +7,9 @@ running transfers whose meters the test moves by hand, as a relay would.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,3 +303,36 @@ def test_reports_are_replaced_whole_and_removed_for_a_dead_process(directory: st
     remove_report(directory, 3002)  # twice is fine
     m.clear_directory(directory)
     assert not list(Path(directory).glob("process_*"))
+
+
+def test_a_worker_set_up_from_the_environment_keeps_prometheus_clients_own_values(
+    tmp_path: Path,
+) -> None:
+    """The supervisor's way: PROMETHEUS_MULTIPROC_DIR set before the import, no class swapped."""
+    directory = tmp_path / "from-env"
+    directory.mkdir()
+    program = """
+import os, sys
+from prometheus_client import values
+chosen = values.ValueClass
+from ftplb.runtime import metrics
+metrics.enable(sys.argv[1])
+assert values.ValueClass is chosen, "enable() replaced the value class"
+recorder = metrics.Metrics()
+recorder._add(recorder._instruments.sessions, ("ftp", "pool", "s1"))
+recorder.flush()
+print(os.getpid())
+"""
+    env = {**os.environ, m.ENV_VAR: str(directory)}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(directory)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    assert (directory / f"counter_{pid}.db").exists()
+    assert value(collect(str(directory)), "ftplb_sessions_total", server="s1") == 1

@@ -9,11 +9,13 @@ combines gauges by their ``multiprocess_mode``.
 prometheus_client picks the class that stores every value *when
 prometheus_client.values is imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
 environment variable, and each metric child takes that class when it is
-created. So :func:`enable` sets the variable and replaces the class itself
-(the module looks it up again for every new child), and every instrument here
-is created lazily, after :func:`enable`. A value object also reads the
-variable when it opens its file, and reopens its files under the new pid after
-a ``fork()``: workers forked after :func:`enable` write files of their own.
+created. Worker processes get the variable from the supervisor before they
+start, which is prometheus_client's documented way, and :func:`enable` then
+only checks it. A lone process creates its directory after prometheus_client
+was imported (the command line imports everything up front), so there
+:func:`enable` sets the variable and installs the multiprocess value class
+itself, as tests do to act as several processes; every instrument here is
+created lazily, after :func:`enable`, for that reason.
 
 Recording costs a dictionary update per event: the runtime reports sessions,
 transfers and warnings to its :class:`EventLog`, :class:`Metrics` observes
@@ -103,6 +105,9 @@ class _Mode:
 
 _mode = _Mode()
 
+# Whether prometheus_client chose its multiprocess values at import, and for which directory.
+_IMPORTED_FOR = os.environ.get(ENV_VAR) if values.ValueClass is not values.MutexValue else None
+
 
 def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> None:
     """Record every metric of this process into ``directory`` (created if missing).
@@ -115,6 +120,16 @@ def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> No
     path = str(Path(directory).resolve())
     Path(path).mkdir(parents=True, exist_ok=True)
     if _mode.directory == path and process_id is None:
+        return
+    if (
+        _mode.directory is None
+        and process_id is None
+        and _IMPORTED_FOR is not None
+        and Path(_IMPORTED_FOR).resolve() == Path(path)
+    ):
+        # Set up from the environment before the import (a worker): nothing to replace.
+        _mode.directory = path
+        _mode.generation += 1
         return
     if _mode.directory is not None:
         close_files = getattr(values.ValueClass, "close_all_files", None)
