@@ -11,12 +11,23 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ftplb.admin.snapshot import build_snapshot, collect
+from ftplb.admin.snapshot import (
+    STATS_VERSION,
+    BackendStats,
+    FrontendStats,
+    ProcessStats,
+    ServerStats,
+    Snapshot,
+    TransferInProgress,
+    build_snapshot,
+    collect,
+)
 from ftplb.config.load import load_config_text
 from ftplb.config.schema import Config
 from ftplb.proto.outcomes import EndReason
@@ -336,3 +347,14 @@ print(os.getpid())
     pid = int(done.stdout)
     assert (directory / f"counter_{pid}.db").exists()
     assert value(collect(str(directory)), "ftplb_sessions_total", server="s1") == 1
+
+
+def test_admin_md_documents_every_stats_json_field_and_the_metrics_content_type() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "admin.md").read_text()
+    section = text[text.index("### `/stats.json`") : text.index("### `/metrics`")]
+    kinds = (Snapshot, FrontendStats, BackendStats, ServerStats, TransferInProgress, ProcessStats)
+    for kind in kinds:
+        for item in fields(kind):
+            assert f"`{item.name}`" in section, (kind.__name__, item.name)
+    assert f"`version` (now **{STATS_VERSION}**)" in section
+    assert f"`Content-Type: {CONTENT_TYPE_LATEST}`" in text

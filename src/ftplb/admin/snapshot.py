@@ -52,11 +52,11 @@ class ServerStats:
     """UP, DOWN, DRAIN or MAINT; "UP/DOWN" while processes disagree; "-" before any sample."""
     current_sessions: int
     sessions: int
-    """Sessions ended."""
+    """Sessions since start: counted when a server takes them, open ones included."""
     bytes_in: int
-    """From clients: control and data bytes."""
+    """From clients: control and data bytes, those still running included (each second)."""
     bytes_out: int
-    """To clients: control and data bytes."""
+    """To clients: control and data bytes, those still running included."""
     transfers: int
     connect_failures: int
     last_check: str
