@@ -18,8 +18,16 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration import clients
 from tests.integration.admin_api import SOURCES, Api, api_farm
-from tests.integration.test_admin_live import eventually
+from tests.integration.farms import farm
+from tests.integration.test_admin_live import (
+    admin_section,
+    eventually,
+    free_port_for_admin,
+    get,
+    metric_sum,
+)
 from tests.integration.workers_farm import records, wait_ready
 
 pytestmark = pytest.mark.integration
@@ -125,3 +133,34 @@ def test_build_processes_histograms_logins_and_admin_states_with_two_workers() -
         servers = {s["name"]: s for s in stats(api)["backends"][0]["servers"]}
         assert (servers["s1"]["state"], servers["s2"]["state"]) == ("DRAIN", "MAINT")
         assert json.dumps(stats(api))  # the whole document is plain JSON
+
+
+def test_a_dead_server_counts_its_retries_redispatches_errors_and_warnings() -> None:
+    admin_port = free_port_for_admin()
+    # No health checks: the dead server stays in rotation, so every session
+    # that picks it is retried on the other one (the defaults redispatch).
+    with farm(
+        sections=admin_section(admin_port),
+        health='{ type = "none" }',
+    ) as group:
+        lb = group.lb
+        group.servers[0].stop()
+        for _ in range(4):
+            with clients.ftplib_session(lb.host, lb.port, group.user, group.password, "epsv"):
+                pass
+        failed = len([w for w in records(lb, "warning") if w["warning"] == "connect_failed"])
+        assert failed >= 1
+
+        def dead() -> dict[str, Any]:
+            document = json.loads(get(admin_port, "/stats.json")[2])
+            servers = {s["name"]: s for s in document["backends"][0]["servers"]}
+            return dict(servers["s1"])
+
+        assert eventually(lambda: dead()["retries"] == failed), dead()
+        s1 = dead()
+        assert (s1["redispatches"], s1["errors"], s1["warnings"]) == (failed, failed, failed)
+        assert metric_sum(admin_port, "ftplb_server_redispatches_total", server="s1") == failed
+        assert (
+            metric_sum(admin_port, "ftplb_warnings_total", server="s1", warning="connect_failed")
+            == failed
+        )
