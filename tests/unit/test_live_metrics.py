@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from ftplb.admin.process_metrics import labelled_pids, start_time
 from ftplb.admin.snapshot import (
     STATS_VERSION,
     BackendStats,
@@ -358,3 +360,11 @@ def test_admin_md_documents_every_stats_json_field_and_the_metrics_content_type(
             assert f"`{item.name}`" in section, (kind.__name__, item.name)
     assert f"`version` (now **{STATS_VERSION}**)" in section
     assert f"`Content-Type: {CONTENT_TYPE_LATEST}`" in text
+
+
+def test_process_labels_name_the_workers_and_the_serving_process_main() -> None:
+    reports = [ProcessReport(10, 0, 1.0), ProcessReport(11, 1, 1.0), ProcessReport(12, None, 1.0)]
+    assert labelled_pids(reports, 12) == {12: "main", 10: "0", 11: "1"}
+    assert labelled_pids([], 99) == {99: "main"}
+    started = start_time(os.getpid())
+    assert started is not None and 0 < started <= time.time()

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from ftplb.runtime.process_report import ProcessReport, read_reports
 
-__all__ = ["MAIN", "BuildInfo", "Processes", "labelled_pids"]
+__all__ = ["MAIN", "BuildInfo", "Processes", "labelled_pids", "start_time"]
 
 MAIN = "main"
 """The ``worker`` label of the process that serves the admin listener."""
@@ -48,6 +48,14 @@ def labelled_pids(reports: Iterable[ProcessReport], own_pid: int) -> dict[int, s
         if report.pid != own_pid:
             pids[report.pid] = MAIN if report.worker is None else str(report.worker)
     return pids
+
+
+def start_time(pid: int) -> float | None:
+    """When process ``pid`` started (Unix time), from ``/proc``; None if unknown."""
+    for family in ProcessCollector(pid=_constant(pid), registry=None).collect():
+        if family.name == "process_start_time_seconds" and family.samples:
+            return float(family.samples[0].value)
+    return None
 
 
 def _constant(pid: int) -> Callable[[], int]:
