@@ -35,6 +35,7 @@ from ftplb.config.schema import Config
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime import metrics as m
 from ftplb.runtime.logs import EventLog
+from ftplb.runtime.probes import ProbeResult
 from ftplb.runtime.process_report import (
     ProcessReport,
     read_reports,
@@ -44,7 +45,7 @@ from ftplb.runtime.process_report import (
 )
 from ftplb.runtime.progress import RunningTransfer, cut_short_error, data_key
 from ftplb.runtime.relay import RelayMeter
-from tests.unit.test_metrics import CONFIG, pools, value
+from tests.unit.test_metrics import CONFIG, FakeChecks, pools, value
 
 
 class HandMeter(RelayMeter):
@@ -368,3 +369,41 @@ def test_process_labels_name_the_workers_and_the_serving_process_main() -> None:
     assert labelled_pids([], 99) == {99: "main"}
     started = start_time(os.getpid())
     assert started is not None and 0 < started <= time.time()
+
+
+def test_rates_peaks_logins_and_state_durations_reach_the_snapshot(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    the_pools = pools()
+    s2 = the_pools["pool"].servers[1]
+    checks = FakeChecks({"s2": ProbeResult(False, "L4", "connect refused", 0.002)})
+    metrics = m.Metrics()
+    log = EventLog("text", io.StringIO())
+    metrics.attach(log, the_pools, config, checkers={"pool": checks}, frontends=[frontend])
+    for number in range(3):
+        log.notify("session_open", session=f"R{number}", frontend="ftp", server="s1")
+    log.notify("login", frontend="ftp", server="s1", result="ok")
+    log.notify("login", frontend="ftp", server="s1", result="failed")
+    log.notify("retry", frontend="ftp", server="s2", redispatch=True)
+    log.notify("retry", frontend="ftp", server="s2", redispatch=False)
+    frontend.sessions = {"a", "b"}
+    the_pools["pool"].servers[0].active = 2
+    s2.healthy = False
+    metrics.sample()  # attach() sampled once: 3 sessions over two intervals
+    snapshot = build_snapshot(config, collect(directory), reports=read_reports(directory))
+    ftp = snapshot.frontends[0]
+    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.5, 1.5, 2)
+    assert (ftp.logins, ftp.failed_logins) == (1, 1)
+    one, two = snapshot.backends[0].servers
+    assert (one.session_rate, one.max_sessions, one.logins) == (1.5, 2, 1)
+    assert (two.retries, two.redispatches) == (2, 1)
+    assert two.state == "DOWN" and two.state_since is not None and two.state_since < 5
+    assert two.last_check_reason == "L4 connect refused"
+    frontend.sessions = set()
+    the_pools["pool"].servers[0].active = 0
+    metrics.sample()  # the window now holds 3 sessions over three intervals; peaks stay
+    snapshot = build_snapshot(config, collect(directory))
+    ftp = snapshot.frontends[0]
+    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.0, 1.5, 2)
+    assert snapshot.backends[0].servers[1].downtime > 0
