@@ -581,6 +581,8 @@ class Metrics:
             self._children.clear()
             self._pending.clear()
             self._last_checks.clear()
+            self._rated.clear()
+            self._highest.clear()
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (metric, labels)
