@@ -14,12 +14,13 @@ import hashlib
 import json
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration import clients
-from tests.integration.balancer import RunningBalancer
+from tests.integration.balancer import RunningBalancer, balancer
 from tests.integration.farms import farm
 from tests.integration.test_admin_live import (
     admin_section,
@@ -28,7 +29,9 @@ from tests.integration.test_admin_live import (
     get,
     metric_sum,
 )
+from tests.integration.test_tcp_mode import LB_HOST, server_pair, tcp_config
 from tests.integration.workers_farm import records, wait_ready
+from tests.support import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -115,3 +118,28 @@ def test_bytes_and_the_transfer_show_while_it_runs(workers: int) -> None:
         process = stats(admin_port)["process"]
         assert process["workers"] == workers and process["generation"] == 1
         assert process["pid"] > 0 and process["uptime"] > 0 and process["version"]
+
+
+def test_a_tcp_mode_data_relay_counts_while_it_runs(tmp_path: Path) -> None:
+    admin_port = free_port_for_admin()
+    seed = tmp_path / "big.bin"
+    seed.write_bytes(BIG)
+    with server_pair("vsftpd", ("127.0.0.77", "127.0.0.78"), seed) as (group, ranges):
+        port = free_port(LB_HOST)
+        text = tcp_config(group, ranges, host=LB_HOST, port=port) + admin_section(admin_port)
+        with balancer(text, LB_HOST, port) as lb:
+            user, password = group[0].user, group[0].password
+            digest = hashlib.sha256()
+            with clients.ftplib_session(LB_HOST, port, user, password, "epsv") as client:
+                client.ftp.voidcmd("TYPE I")
+                with client.ftp.transfercmd("RETR big.bin") as conn:
+                    read_exactly(conn, 4 * 1024 * 1024, digest)
+                    assert eventually(lambda: out_bytes(admin_port) >= 4 * 1024 * 1024)
+                    (running,) = stats(admin_port)["transfers"]
+                    assert running["frontend"] == "tcp" and running["bytes"] >= 4 * 1024 * 1024
+                    assert not records(lb, "data"), "the relay should still be running"
+                    read_exactly(conn, SIZE - 4 * 1024 * 1024, digest)
+                client.ftp.voidresp()
+            assert digest.hexdigest() == hashlib.sha256(BIG).hexdigest()
+            assert eventually(lambda: len(records(lb, "data")) == 1)
+            assert eventually(lambda: out_bytes(admin_port) == SIZE), out_bytes(admin_port)

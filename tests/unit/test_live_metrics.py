@@ -7,18 +7,35 @@ running transfers whose meters the test moves by hand, as a relay would.
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import pytest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from ftplb.admin.snapshot import build_snapshot, collect
+from ftplb.admin.process_metrics import labelled_pids, start_time
+from ftplb.admin.snapshot import (
+    STATS_VERSION,
+    BackendStats,
+    FrontendStats,
+    ProcessStats,
+    ServerStats,
+    Snapshot,
+    TransferInProgress,
+    build_snapshot,
+    collect,
+)
 from ftplb.config.load import load_config_text
 from ftplb.config.schema import Config
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime import metrics as m
 from ftplb.runtime.logs import EventLog
+from ftplb.runtime.probes import ProbeResult
 from ftplb.runtime.process_report import (
     ProcessReport,
     read_reports,
@@ -28,7 +45,7 @@ from ftplb.runtime.process_report import (
 )
 from ftplb.runtime.progress import RunningTransfer, cut_short_error, data_key
 from ftplb.runtime.relay import RelayMeter
-from tests.unit.test_metrics import CONFIG, pools, value
+from tests.unit.test_metrics import CONFIG, FakeChecks, pools, value
 
 
 class HandMeter(RelayMeter):
@@ -300,3 +317,93 @@ def test_reports_are_replaced_whole_and_removed_for_a_dead_process(directory: st
     remove_report(directory, 3002)  # twice is fine
     m.clear_directory(directory)
     assert not list(Path(directory).glob("process_*"))
+
+
+def test_a_worker_set_up_from_the_environment_keeps_prometheus_clients_own_values(
+    tmp_path: Path,
+) -> None:
+    """The supervisor's way: PROMETHEUS_MULTIPROC_DIR set before the import, no class swapped."""
+    directory = tmp_path / "from-env"
+    directory.mkdir()
+    program = """
+import os, sys
+from prometheus_client import values
+chosen = values.ValueClass
+from ftplb.runtime import metrics
+metrics.enable(sys.argv[1])
+assert values.ValueClass is chosen, "enable() replaced the value class"
+recorder = metrics.Metrics()
+recorder._add(recorder._instruments.sessions, ("ftp", "pool", "s1"))
+recorder.flush()
+print(os.getpid())
+"""
+    env = {**os.environ, m.ENV_VAR: str(directory)}
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(directory)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    pid = int(done.stdout)
+    assert (directory / f"counter_{pid}.db").exists()
+    assert value(collect(str(directory)), "ftplb_sessions_total", server="s1") == 1
+
+
+def test_admin_md_documents_every_stats_json_field_and_the_metrics_content_type() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "admin.md").read_text()
+    section = text[text.index("### `/stats.json`") : text.index("### `/metrics`")]
+    kinds = (Snapshot, FrontendStats, BackendStats, ServerStats, TransferInProgress, ProcessStats)
+    for kind in kinds:
+        for item in fields(kind):
+            assert f"`{item.name}`" in section, (kind.__name__, item.name)
+    assert f"`version` (now **{STATS_VERSION}**)" in section
+    assert f"`Content-Type: {CONTENT_TYPE_LATEST}`" in text
+
+
+def test_process_labels_name_the_workers_and_the_serving_process_main() -> None:
+    reports = [ProcessReport(10, 0, 1.0), ProcessReport(11, 1, 1.0), ProcessReport(12, None, 1.0)]
+    assert labelled_pids(reports, 12) == {12: "main", 10: "0", 11: "1"}
+    assert labelled_pids([], 99) == {99: "main"}
+    started = start_time(os.getpid())
+    assert started is not None and 0 < started <= time.time()
+
+
+def test_rates_peaks_logins_and_state_durations_reach_the_snapshot(
+    directory: str, config: Config
+) -> None:
+    frontend = Frontend()
+    the_pools = pools()
+    s2 = the_pools["pool"].servers[1]
+    checks = FakeChecks({"s2": ProbeResult(False, "L4", "connect refused", 0.002)})
+    metrics = m.Metrics()
+    log = EventLog("text", io.StringIO())
+    metrics.attach(log, the_pools, config, checkers={"pool": checks}, frontends=[frontend])
+    for number in range(3):
+        log.notify("session_open", session=f"R{number}", frontend="ftp", server="s1")
+    log.notify("login", frontend="ftp", server="s1", result="ok")
+    log.notify("login", frontend="ftp", server="s1", result="failed")
+    log.notify("retry", frontend="ftp", server="s2", redispatch=True)
+    log.notify("retry", frontend="ftp", server="s2", redispatch=False)
+    frontend.sessions = {"a", "b"}
+    the_pools["pool"].servers[0].active = 2
+    s2.healthy = False
+    metrics.sample()  # attach() sampled once: 3 sessions over two intervals
+    snapshot = build_snapshot(config, collect(directory), reports=read_reports(directory))
+    ftp = snapshot.frontends[0]
+    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.5, 1.5, 2)
+    assert (ftp.logins, ftp.failed_logins) == (1, 1)
+    one, two = snapshot.backends[0].servers
+    assert (one.session_rate, one.max_sessions, one.logins) == (1.5, 2, 1)
+    assert (two.retries, two.redispatches) == (2, 1)
+    assert two.state == "DOWN" and two.state_since is not None and two.state_since < 5
+    assert two.last_check_reason == "L4 connect refused"
+    frontend.sessions = set()
+    the_pools["pool"].servers[0].active = 0
+    metrics.sample()  # the window now holds 3 sessions over three intervals; peaks stay
+    snapshot = build_snapshot(config, collect(directory))
+    ftp = snapshot.frontends[0]
+    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.0, 1.5, 2)
+    assert snapshot.backends[0].servers[1].downtime > 0

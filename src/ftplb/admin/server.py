@@ -47,6 +47,7 @@ from ftplb.admin.api import find_server, servers_json
 from ftplb.admin.auth import CHALLENGE, Authenticator
 from ftplb.admin.overrides_store import OverridesStore
 from ftplb.admin.page_actions import ACTION_PATH, PageActions
+from ftplb.admin.process_metrics import BuildInfo, Processes, start_time
 from ftplb.admin.snapshot import (
     ProcessStats,
     Snapshot,
@@ -115,7 +116,7 @@ class AdminServer:
         self.store = OverridesStore(directory)
         self.actions = ServerActions(self.store, config, self.log)
         self.page_actions = PageActions(self.actions)
-        self.started = time.time()
+        self.started = start_time(os.getpid()) or time.time()
         self.generation = 1
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] = (settings.bind.host, settings.bind.port)
@@ -364,6 +365,8 @@ def _json_error(status: int, message: str) -> web.Response:
 def _exposition(directory: str) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(BuildInfo(_VERSION))
+    registry.register(Processes(directory))
     return generate_latest(registry)
 
 

@@ -9,11 +9,13 @@ combines gauges by their ``multiprocess_mode``.
 prometheus_client picks the class that stores every value *when
 prometheus_client.values is imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
 environment variable, and each metric child takes that class when it is
-created. So :func:`enable` sets the variable and replaces the class itself
-(the module looks it up again for every new child), and every instrument here
-is created lazily, after :func:`enable`. A value object also reads the
-variable when it opens its file, and reopens its files under the new pid after
-a ``fork()``: workers forked after :func:`enable` write files of their own.
+created. Worker processes get the variable from the supervisor before they
+start, which is prometheus_client's documented way, and :func:`enable` then
+only checks it. A lone process creates its directory after prometheus_client
+was imported (the command line imports everything up front), so there
+:func:`enable` sets the variable and installs the multiprocess value class
+itself, as tests do to act as several processes; every instrument here is
+created lazily, after :func:`enable`, for that reason.
 
 Recording costs a dictionary update per event: the runtime reports sessions,
 transfers and warnings to its :class:`EventLog`, :class:`Metrics` observes
@@ -44,12 +46,13 @@ import asyncio
 import contextlib
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge, multiprocess, values
+from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
@@ -77,6 +80,16 @@ ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 SAMPLE_INTERVAL = 1.0
 """Seconds between two samples of the pools (and writes of pending counts)."""
 
+RATE_SAMPLES = 5
+"""Samples over which session rates are averaged (about 5 s)."""
+
+SESSION_SECONDS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+TRANSFER_SECONDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+TRANSFER_BYTES = tuple(
+    float(2**power) for power in (10, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34)
+)
+"""1 KiB to 16 GiB, by factors of 4."""
+
 # --------------------------------------------------------------------------
 # Enabling multiprocess mode
 # --------------------------------------------------------------------------
@@ -92,6 +105,9 @@ class _Mode:
 
 _mode = _Mode()
 
+# Whether prometheus_client chose its multiprocess values at import, and for which directory.
+_IMPORTED_FOR = os.environ.get(ENV_VAR) if values.ValueClass is not values.MutexValue else None
+
 
 def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> None:
     """Record every metric of this process into ``directory`` (created if missing).
@@ -104,6 +120,16 @@ def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> No
     path = str(Path(directory).resolve())
     Path(path).mkdir(parents=True, exist_ok=True)
     if _mode.directory == path and process_id is None:
+        return
+    if (
+        _mode.directory is None
+        and process_id is None
+        and _IMPORTED_FOR is not None
+        and Path(_IMPORTED_FOR).resolve() == Path(path)
+    ):
+        # Set up from the environment before the import (a worker): nothing to replace.
+        _mode.directory = path
+        _mode.generation += 1
         return
     if _mode.directory is not None:
         close_files = getattr(values.ValueClass, "close_all_files", None)
@@ -144,6 +170,7 @@ def mark_process_dead(pid: int, directory: str) -> None:
 
 _FBS = ("frontend", "backend", "server")
 _BS = ("backend", "server")
+_FB = ("frontend", "backend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +192,21 @@ class _Instruments:
     check_duration: Gauge
     frontend_sessions: Gauge
     workers: Gauge
+    logins: Counter
+    warnings: Counter
+    retries: Counter
+    redispatches: Counter
+    session_duration: Histogram
+    transfer_duration: Histogram
+    transfer_size: Histogram
+    server_rate: Gauge
+    frontend_rate: Gauge
+    server_rate_max: Gauge
+    frontend_rate_max: Gauge
+    server_peak: Gauge
+    frontend_peak: Gauge
+    state_changed: Gauge
+    downtime: Gauge
 
 
 def _instruments() -> _Instruments:
@@ -180,6 +222,9 @@ def _instruments() -> _Instruments:
             return Gauge(
                 name, text, labelnames=tuple(labels), registry=None, multiprocess_mode=mode
             )
+
+        def histogram(name: str, text: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, text, labelnames=_FB, registry=None, buckets=buckets)
 
         _mode.instruments = _Instruments(
             sessions=counter("ftplb_sessions", "Client sessions ended.", _FBS),
@@ -259,6 +304,85 @@ def _instruments() -> _Instruments:
             workers=gauge(
                 "ftplb_worker_processes", "Live processes recording metrics.", (), "livesum"
             ),
+            logins=counter(
+                "ftplb_logins",
+                "Logins the servers answered (result: ok, failed).",
+                (*_FBS, "result"),
+            ),
+            warnings=counter(
+                "ftplb_warnings",
+                "Warnings logged, by warning id.",
+                (*_FBS, "warning"),
+            ),
+            retries=counter(
+                "ftplb_server_retries", "Connects retried after this server failed.", _FBS
+            ),
+            redispatches=counter(
+                "ftplb_server_redispatches",
+                "Sessions sent on to another server after this one failed.",
+                _FBS,
+            ),
+            session_duration=histogram(
+                "ftplb_session_duration_seconds", "Durations of ended sessions.", SESSION_SECONDS
+            ),
+            transfer_duration=histogram(
+                "ftplb_transfer_duration_seconds",
+                "Durations of ended transfers.",
+                TRANSFER_SECONDS,
+            ),
+            transfer_size=histogram(
+                "ftplb_transfer_size_bytes",
+                "Bytes of ended transfers, both directions.",
+                TRANSFER_BYTES,
+            ),
+            server_rate=gauge(
+                "ftplb_server_session_rate",
+                "New sessions per second on a server, over the last ~5 s.",
+                _BS,
+                "livesum",
+            ),
+            frontend_rate=gauge(
+                "ftplb_frontend_session_rate",
+                "New sessions per second on a frontend, over the last ~5 s.",
+                ("frontend",),
+                "livesum",
+            ),
+            server_rate_max=gauge(
+                "ftplb_server_session_rate_max",
+                "The highest session rate one process saw on a server.",
+                _BS,
+                "max",
+            ),
+            frontend_rate_max=gauge(
+                "ftplb_frontend_session_rate_max",
+                "The highest session rate one process saw on a frontend.",
+                ("frontend",),
+                "max",
+            ),
+            server_peak=gauge(
+                "ftplb_server_max_sessions",
+                "The most sessions one process had on a server at once.",
+                _BS,
+                "max",
+            ),
+            frontend_peak=gauge(
+                "ftplb_frontend_max_sessions",
+                "The most sessions one process had on a frontend at once.",
+                ("frontend",),
+                "max",
+            ),
+            state_changed=gauge(
+                "ftplb_server_state_change_timestamp_seconds",
+                "When the server's state last changed (Unix time; process start if never).",
+                _BS,
+                "livemax",
+            ),
+            downtime=gauge(
+                "ftplb_server_downtime_seconds",
+                "Seconds the server has been DOWN since the process started.",
+                _BS,
+                "livemax",
+            ),
         )
     return _mode.instruments
 
@@ -337,6 +461,15 @@ _Counted = dict[tuple[str, str], tuple[int, int]]
 """Bytes (in, out) already counted of what still runs, by ("control"|"data", key)."""
 
 
+@dataclass(slots=True)
+class _StateTrack:
+    """A server's effective state as this process sampled it, since when, and its downtime."""
+
+    state: ServerState
+    since: float  # wall clock
+    down: float = 0.0  # seconds DOWN before ``since``
+
+
 class Metrics:
     """Derives this process's metrics from its EventLog and its pools."""
 
@@ -352,6 +485,12 @@ class Metrics:
         self._opened: set[str] = set()
         self._last_live = time.monotonic()
         self._reported = False
+        self._new_sessions: dict[tuple[str, str, str], int] = {}
+        self._rate_window: deque[dict[tuple[str, str, str], int]] = deque(maxlen=RATE_SAMPLES)
+        self._rated: set[tuple[Gauge, tuple[str, ...]]] = set()
+        self._highest: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        self._states: dict[tuple[str, str], _StateTrack] = {}
+        self._check_reports: list[dict[str, Any]] = []
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._log: EventLog | None = None
         self._pools: Mapping[str, Pool] = {}
@@ -372,6 +511,8 @@ class Metrics:
             "warning": self._on_warning,
             "health": self._on_health,
             "passive": self._on_passive,
+            "login": self._on_login,
+            "retry": self._on_retry,
         }
 
     # ---------------------------------------------------------- lifecycle
@@ -440,6 +581,8 @@ class Metrics:
             self._children.clear()
             self._pending.clear()
             self._last_checks.clear()
+            self._rated.clear()
+            self._highest.clear()
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (metric, labels)
@@ -466,6 +609,7 @@ class Metrics:
         self._follow_enable()
         ins = self._instruments
         self._child(ins.workers, ()).set(1 if self._log is not None else 0)
+        self._check_reports = []
         seen: set[tuple[str, str]] = set()
         for backend, pool in self._pools.items():
             checker = self._checkers.get(backend)
@@ -477,12 +621,17 @@ class Metrics:
             self._zero_server(labels)
         self._sampled_servers = seen
         names: set[str] = set()
+        current: dict[str, int] = {}
         for frontend in self._frontends:
             names.add(frontend.name)
-            self._child(ins.frontend_sessions, (frontend.name,)).set(len(frontend.sessions))
+            current[frontend.name] = current.get(frontend.name, 0) + len(frontend.sessions)
+        for name, count in current.items():
+            self._child(ins.frontend_sessions, (name,)).set(count)
+            self._raise(ins.frontend_peak, (name,), count)
         for name in self._sampled_frontends - names:
             self._child(ins.frontend_sessions, (name,)).set(0)
         self._sampled_frontends = names
+        self._sample_rates()
         self._count_live()
         self.flush()  # last: sampling counts health checks
 
@@ -491,12 +640,24 @@ class Metrics:
     ) -> None:
         ins = self._instruments
         self._child(ins.server_sessions, labels).set(server.active)
+        self._raise(ins.server_peak, labels, server.active)
         state = server.state
         for candidate in ServerState:
             self._child(ins.server_state, (*labels, candidate.value)).set(
                 1 if candidate is state else 0
             )
+        self._track_state(labels, state)
         result = checker.result(server.name) if checker is not None else None
+        if result is not None:
+            self._check_reports.append(
+                {
+                    "backend": labels[0],
+                    "server": labels[1],
+                    "ok": result.ok,
+                    "layer": result.layer,
+                    "detail": result.detail,
+                }
+            )
         if result is None or self._last_checks.get(labels) is result:
             return
         # Checks are counted when sampled: one faster than the sampling
@@ -505,6 +666,51 @@ class Metrics:
         self._add(ins.health_checks, (*labels, "ok" if result.ok else "fail", result.layer))
         self._child(ins.check_ok, labels).set(1 if result.ok else 0)
         self._child(ins.check_duration, labels).set(result.duration)
+
+    def _track_state(self, labels: tuple[str, str], state: ServerState) -> None:
+        ins = self._instruments
+        now = time.time()
+        track = self._states.get(labels)
+        if track is None:
+            track = self._states[labels] = _StateTrack(state, self._process_started)
+        elif track.state is not state:
+            if track.state is ServerState.DOWN:
+                track.down += now - track.since
+            track.state, track.since = state, now
+        down = track.down + (now - track.since if state is ServerState.DOWN else 0.0)
+        self._child(ins.state_changed, labels).set(track.since)
+        self._child(ins.downtime, labels).set(round(down, 3))
+
+    def _raise(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set a peak gauge (mode max) when ``value`` beats this process's highest."""
+        key = (gauge, labels)
+        if value > self._highest.get(key, 0.0):
+            self._highest[key] = value
+            self._child(gauge, labels).set(value)
+
+    def _sample_rates(self) -> None:
+        """New sessions per second over the last samples, per server and per frontend."""
+        ins = self._instruments
+        self._rate_window.append(self._new_sessions)
+        self._new_sessions = {}
+        seconds = len(self._rate_window) * self._interval
+        sums: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        for counts in self._rate_window:
+            for (frontend, backend, server), count in counts.items():
+                keys: tuple[tuple[Gauge, tuple[str, ...]], ...] = (
+                    (ins.frontend_rate, (frontend,)),
+                    (ins.server_rate, (backend, server)),
+                )
+                for key in keys:
+                    sums[key] = sums.get(key, 0.0) + count
+        for key in self._rated - sums.keys():
+            self._child(*key).set(0)
+        for (gauge, labels), total in sums.items():
+            rate = round(total / seconds, 3)
+            self._child(gauge, labels).set(rate)
+            peak = ins.frontend_rate_max if gauge is ins.frontend_rate else ins.server_rate_max
+            self._raise(peak, labels, rate)
+        self._rated = set(sums)
 
     def _zero_server(self, labels: tuple[str, str]) -> None:
         ins = self._instruments
@@ -591,7 +797,13 @@ class Metrics:
         directory = _mode.directory
         if directory is None or self._log is None:
             return
-        report = ProcessReport(self._pid, self._worker, self._process_started, tuple(transfers))
+        report = ProcessReport(
+            self._pid,
+            self._worker,
+            self._process_started,
+            tuple(transfers),
+            tuple(self._check_reports),
+        )
         try:
             write_report(directory, report)
         except OSError:
@@ -614,7 +826,11 @@ class Metrics:
         session = str(fields.get("session", ""))
         if session:
             self._opened.add(session)
-        self._add(self._instruments.sessions, self._labels(fields))
+        self._count_session(self._labels(fields))
+
+    def _count_session(self, labels: tuple[str, str, str]) -> None:
+        self._add(self._instruments.sessions, labels)
+        self._new_sessions[labels] = self._new_sessions.get(labels, 0) + 1
 
     def _on_session(self, fields: dict[str, Any]) -> None:
         ins = self._instruments
@@ -625,8 +841,9 @@ class Metrics:
         if session in self._opened:
             self._opened.discard(session)
         else:
-            self._add(ins.sessions, labels)
+            self._count_session(labels)
         self._add(ins.session_ends, (*labels, reason))
+        self._child(ins.session_duration, labels[:2]).observe(_number(fields.get("duration")))
         bytes_in, bytes_out = self._settle(
             ("control", session), _number(fields.get("bytes_in")), _number(fields.get("bytes_out"))
         )
@@ -656,6 +873,9 @@ class Metrics:
         self, labels: tuple[str, str, str], key: tuple[str, str], fields: dict[str, Any]
     ) -> None:
         ins = self._instruments
+        size = _number(fields.get("bytes_to_server")) + _number(fields.get("bytes_to_client"))
+        self._child(ins.transfer_duration, labels[:2]).observe(_number(fields.get("duration")))
+        self._child(ins.transfer_size, labels[:2]).observe(size)
         to_server, to_client = self._settle(
             key, _number(fields.get("bytes_to_server")), _number(fields.get("bytes_to_client"))
         )
@@ -667,12 +887,23 @@ class Metrics:
         if not isinstance(warning, LogWarning):
             return  # only the balancer's own warnings count, by member, never by text
         ins = self._instruments
+        self._add(ins.warnings, (*self._labels(fields), warning.value))
         if warning is LogWarning.CONNECT_FAILED:
             self._add(ins.connect_failures, self._labels(fields))
         elif warning is LogWarning.PASSIVE_LISTENER_FAILED:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
         elif warning in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
+
+    def _on_login(self, fields: dict[str, Any]) -> None:
+        result = "ok" if fields.get("result") == "ok" else "failed"
+        self._add(self._instruments.logins, (*self._labels(fields), result))
+
+    def _on_retry(self, fields: dict[str, Any]) -> None:
+        labels = self._labels(fields)
+        self._add(self._instruments.retries, labels)
+        if fields.get("redispatch") is True:
+            self._add(self._instruments.redispatches, labels)
 
     def _on_passive(self, fields: dict[str, Any]) -> None:
         frontend = str(fields.get("frontend", "-"))

@@ -32,6 +32,8 @@ class ProcessReport:
     """Wall-clock start of the process (seconds since the epoch)."""
     transfers: tuple[dict[str, Any], ...] = ()
     """Running transfers, as the fields of ``ftplb.admin.snapshot.TransferInProgress``."""
+    checks: tuple[dict[str, Any], ...] = ()
+    """The last health check of each server: backend, server, ok, layer, detail."""
 
 
 def report_path(directory: str, pid: int) -> Path:
@@ -47,6 +49,7 @@ def write_report(directory: str, report: ProcessReport) -> None:
         "worker": report.worker,
         "started": report.started,
         "transfers": list(report.transfers),
+        "checks": list(report.checks),
     }
     temporary.write_text(json.dumps(document), encoding="utf-8")
     os.replace(temporary, path)
@@ -70,6 +73,7 @@ def read_reports(directory: str) -> list[ProcessReport]:
                     worker=None if worker is None else int(worker),
                     started=float(document["started"]),
                     transfers=tuple(t for t in document["transfers"] if isinstance(t, dict)),
+                    checks=tuple(c for c in document.get("checks", ()) if isinstance(c, dict)),
                 )
             )
         except (OSError, ValueError, KeyError, TypeError):
