@@ -20,7 +20,7 @@ div.scroll { max-width: 100%; overflow-x: auto; -webkit-overflow-scrolling: touc
 table { border-collapse: collapse; }
 th, td { border: 1px solid #bbb; padding: 2px 6px; text-align: right; white-space: nowrap; }
 th { background: #dde; font-weight: 600; } tr.groups th { background: #ccd; }
-td.name, th.name, td.text, th.text, td.check { text-align: left; }
+td.name, th.name, td.text, th.text, td.check, td.state { text-align: left; }
 th.gs, td.gs { border-left: 2px solid #778; }
 td.path, td.check { max-width: 22em; overflow: hidden; text-overflow: ellipsis; }
 tr.total td { background: #eef; font-weight: bold; }

@@ -122,7 +122,7 @@ def _table(table: Table, buttons: Buttons | None) -> str:
         left = {
             i
             for i, cell in enumerate(table.rows[0].cells)
-            if {"text", "check"} & set(cell.css.split())
+            if {"text", "check", "state"} & set(cell.css.split())
         }
         body = f'<div class="scroll"><table>{_head(groups, left)}{rows}</table></div>\n'
     return f'<section class="{table.kind}"><h2>{_e(table.title)}</h2>\n{body}{notes}</section>\n'
