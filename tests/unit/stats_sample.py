@@ -17,7 +17,7 @@ S1 = ServerStats(
     last_check="ok", last_check_duration=0.004, checks_ok=900, checks_failed=1,
     session_rate=1.5, session_rate_max=12.0, max_sessions=9, session_limit=50, errors=2,
     warnings=4, retries=1, redispatches=5, logins=1200, failed_logins=3, state_since=7380.0,
-    downtime=12.0, last_check_reason="220 banner in 2 ms",
+    downtime=12.0, last_check_reason="L7 220 banner",
 )  # fmt: skip
 S2 = ServerStats(
     name="s2", address="127.0.0.12:21", weight=1, state="DOWN", current_sessions=0,

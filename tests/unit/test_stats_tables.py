@@ -85,10 +85,10 @@ def test_a_server_row_has_the_haproxy_groups_and_the_ftp_columns() -> None:
     assert [s1[("Warnings", c)] for c in ("Warn", "Retr", "Redis")] == ["4", "1", "5"]
     assert [s1[("FTP", c)] for c in ("Transfers", "Logins", "Failed")] == ["33", "1,200", "3"]
     assert s1[("Server", "Status")] == "UP 2h3m"
-    assert s1[("Server", "Last check")] == "ok: 220 banner in 2 ms"
+    assert s1[("Server", "Last check")] == "ok: L7 220 banner, 4 ms"
     assert (s1[("Server", "Checks")], s1[("Server", "Downtime")]) == ("900/1", "12s")
     assert s2[("Server", "Status")] == "DOWN 1m5s"
-    assert s2[("Server", "Last check")] == "failed: connection refused"
+    assert s2[("Server", "Last check")] == "failed: connection refused, 1 ms"
     assert s2[("Sessions", "Limit")] == "-"  # unlimited
     assert total[("Server", "Status")] == "1/2 UP"
     assert total[("Warnings", "Redis")] == "5" and total[("FTP", "Logins")] == "1,200"
@@ -191,14 +191,14 @@ def test_the_terminal_shows_the_same_tables() -> None:
         "cannot reach x",
         "UP 2h3m",
         "DOWN 1m5s",
-        "failed: connection refused",
+        "failed: connection refused, 1 ms",
         "/pub/<big>/linux.iso",
         "50.0 MiB",
         "1.2 MiB/s",
         "Session ends: quit: 1,200, client_reset: 3",
     ):
         assert shown in text, shown
-    assert "ok: 220 banner in 2 ms" in text  # not folded: the address made room for it
+    assert "ok: L7 220 banner, 4 ms" in text  # not folded: the address made room for it
     assert "127.0.0.11:21" not in text
     assert max(len(line) for line in text.splitlines()) <= 200
     # Where there is room, the optional columns stay.

@@ -184,6 +184,8 @@ def _status(server: ServerStats) -> Cell:
 def _check(server: ServerStats) -> Cell:
     if server.last_check_reason:
         text = f"{server.last_check}: {server.last_check_reason}"
+        if server.last_check_duration is not None:
+            text += f", {server.last_check_duration * 1000:.0f} ms"
         return Cell(text, text, "check")
     if server.last_check_duration is None:
         return Cell(server.last_check, css="check")
