@@ -98,6 +98,10 @@ class AdminClient:
         """Every server, or the one ``target``, as the API shows them."""
         return self._request("GET", _server_path(target))
 
+    def stats(self) -> Any:
+        """The whole ``/stats.json``: what ``ftplb status`` and ``ftplb top`` show."""
+        return self._request("GET", "/stats.json")
+
     def act(self, target: tuple[str, str], action: dict[str, object]) -> Any:
         """Send ``action`` (``{"state": "drain"}``, ``{"weight": 3}``); the server after it."""
         return self._request("POST", _server_path(target), action)

@@ -120,7 +120,10 @@ async def _run(
     try:
         if monitoring is not None:
             frontends: list[SessionCounted] = [*balancer.frontends, *balancer.passthroughs]
-            monitoring.record(balancer.log, balancer.pools, config, balancer.checkers, frontends)
+            worker = process.worker.index if process.worker is not None else None
+            monitoring.record(
+                balancer.log, balancer.pools, config, balancer.checkers, frontends, worker=worker
+            )
             if process.metrics_dir is None:  # a lone process hosts its own admin listener
                 await monitoring.serve_admin(config, process.log)
         if on_ready is not None:

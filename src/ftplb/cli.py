@@ -1,4 +1,4 @@
-"""Command line: ``ftplb run|check|demo|hash-password|admin``."""
+"""Command line: ``ftplb run|check|demo|hash-password|admin|status|top``."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
         help="print a password_hash for [[admin.users]] (the password from stdin or a prompt)",
     )
     _admin_parser(commands)
+    _watch_parsers(commands)
     return parser
 
 
@@ -54,6 +55,31 @@ def _port(text: str, *, allow_zero: bool = False) -> int:
     if text.isascii() and text.isdigit() and lowest <= int(text) <= 65535:
         return int(text)
     raise argparse.ArgumentTypeError(f"invalid port {text!r}: expected {lowest} to 65535")
+
+
+def _watch_parsers(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    for name, words in (
+        ("status", "print a running ftplb's stats tables once"),
+        ("top", "show a running ftplb's stats tables live, until q or Ctrl-C"),
+    ):
+        watch = commands.add_parser(
+            name,
+            help=words,
+            description=(
+                f"{words[0].upper()}{words[1:]}, read from /stats.json of the admin listener. "
+                "The password comes from FTPLB_ADMIN_PASSWORD, the file's plain password, "
+                "or a prompt."
+            ),
+        )
+        watch.add_argument("-c", "--config", help="the TOML configuration: its [admin] listener")
+        watch.add_argument(
+            "--admin", metavar="URL", help="the admin listener, e.g. http://127.0.0.1:8404"
+        )
+        watch.add_argument("--user", help="the admin user (default: the file's only user)")
+        if name == "top":
+            watch.add_argument(
+                "--interval", type=float, default=1.0, help="seconds between readings (1)"
+            )
 
 
 def _target(text: str) -> tuple[str, str]:
@@ -180,6 +206,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _hash_password()
     if args.command == "admin":
         return _admin(args)
+    if args.command == "status":
+        from ftplb.console.status import run_status  # noqa: PLC0415 - rich only when asked
+
+        return run_status(args.config, args.admin, args.user)
+    if args.command == "top":
+        from ftplb.console.top import run_top  # noqa: PLC0415 - rich only when asked
+
+        return run_top(args.config, args.admin, args.user, args.interval)
     if args.worker is not None:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)

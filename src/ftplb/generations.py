@@ -129,7 +129,7 @@ class Generations:
             return
         balancer.follow_overrides(OverridesStore(monitoring.directory))
         if monitoring.admin is not None:
-            monitoring.admin.update_config(balancer.config)
+            monitoring.admin.update_config(balancer.config, balancer.generation)
         self._observe()
 
     def _observe(self) -> None:

@@ -45,11 +45,16 @@ class Monitoring:
         config: Config,
         checkers: Mapping[str, CheckResults],
         frontends: Iterable[SessionCounted],
+        *,
+        worker: int | None = None,
     ) -> None:
-        """Start counting a started balancer's events (its ``log``) and state."""
+        """Start counting a started balancer's events (its ``log``) and state.
+
+        ``worker`` is this process's worker index (None for a lone process).
+        """
         self._log = log
         metrics.enable(self.directory)
-        recorder = Metrics()
+        recorder = Metrics(worker=worker)
         recorder.attach(log, pools, config, checkers=checkers, frontends=frontends)
         recorder.start()
         self.recorder = recorder

@@ -59,6 +59,7 @@ from ftplb.config.load import ConfigError, load_config, load_config_text
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
+from ftplb.runtime import metrics
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
 
@@ -279,7 +280,7 @@ class Supervisor:
         )
         self.config, self.config_text = config, text
         if self._monitoring is not None and self._monitoring.admin is not None:
-            self._monitoring.admin.update_config(config)
+            self._monitoring.admin.update_config(config, self.generation)
         self.log.info(
             "reloaded",
             generation=self.generation,
@@ -305,6 +306,9 @@ class Supervisor:
             env[RELOAD_FILE_ENV] = os.path.join(self.run_dir, RELOAD_FILE)
         if self.metrics_dir is not None:
             env[METRICS_DIR_ENV] = self.metrics_dir
+            # prometheus_client's documented multiprocess mode: set before the
+            # worker imports it, so it stores every value in that directory.
+            env[metrics.ENV_VAR] = self.metrics_dir
         try:
             process = await asyncio.create_subprocess_exec(
                 *self.command,

@@ -432,6 +432,8 @@ def test_login_tracks_230_on_any_login_verb() -> None:
         << act.SendToClient(b"230 ok\r\n")
     )
     assert state(playbook) == IDLE
+    # Two logins accepted (the metrics' logins), none refused.
+    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (2, 0)
 
 
 def test_a_230_to_another_command_does_not_log_in() -> None:
@@ -442,8 +444,13 @@ def test_a_230_to_another_command_does_not_log_in() -> None:
         << act.SendToServer(b"SITE x\r\n")
         >> ServerSends(b"230 odd\r\n")
         << act.SendToClient(b"230 odd\r\n")
+        >> ClientSends(b"SITE y\r\n")
+        << act.SendToServer(b"SITE y\r\n")
+        >> ServerSends(b"530 odd too\r\n")
+        << act.SendToClient(b"530 odd too\r\n")
     )
     assert state(playbook) == replace(IDLE, logged_in=False)
+    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (0, 0)
 
 
 def test_a_failed_login_stays_logged_out() -> None:
@@ -460,6 +467,7 @@ def test_a_failed_login_stays_logged_out() -> None:
         >> ClientSends(b"CWD /\r\n")
         << act.SendToClient(PLEASE_LOGIN)
     )
+    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (0, 1)
 
 
 def test_rein_logs_out() -> None:

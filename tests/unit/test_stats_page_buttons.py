@@ -1,4 +1,4 @@
-"""The stats page's admin column and its buttons: whole rows, with and without buttons."""
+"""The stats page's admin column and its buttons, with and without buttons."""
 
 from __future__ import annotations
 
@@ -15,36 +15,30 @@ SERVER = ServerStats(
 )  # fmt: skip
 BUTTONS = Buttons(action="/stats/action", token="f00d")
 
-STATS_CELLS = (
-    "<td>1</td><td>1,234</td><td>10</td><td>20</td><td>3</td><td>0</td>"
-    "<td>ok in 4 ms</td><td>9 / 1</td>"
-)
-ROW_WITHOUT_BUTTONS = (
-    '<tr class="drain"><td class="name">s1</td><td>127.0.0.11:21</td><td>2</td><td>DRAIN</td>'
-    f'<td class="admin set" title="set by ops">DRAIN</td>{STATS_CELLS}</tr>'
-)
-ROW_WITH_BUTTONS = (
-    '<tr class="drain"><td class="name">s1</td><td>127.0.0.11:21</td><td>2</td><td>DRAIN</td>'
-    f'<td class="admin set" title="set by ops">DRAIN</td>{STATS_CELLS}'
-    '<td class="act"><form method="post" action="/stats/action">'
+ADMIN_CELL = '<td class="admin set" title="set by ops">DRAIN</td>'
+ACTION_CELL = (
+    '<td class="act gs"><form method="post" action="/stats/action">'
     '<input type="hidden" name="backend" value="pool">'
     '<input type="hidden" name="server" value="s1">'
     '<input type="hidden" name="csrf" value="f00d">'
     '<button type="submit" name="state" value="drain" title="drain pool/s1" disabled>drain</button>'
     '<button type="submit" name="state" value="maint" title="maint pool/s1">maint</button>'
     '<button type="submit" name="state" value="ready" title="ready pool/s1">ready</button>'
-    "</form></td></tr>"
+    "</form></td>"
 )
-HEADER = (
-    '<tr><th class="name">Server</th><th>Address</th><th>Weight</th><th>State</th>'
-    "<th>Admin</th><th>Cur</th><th>Total</th><th>Bytes in</th><th>Bytes out</th>"
-    "<th>Transfers</th><th>Connect failures</th><th>Last check</th><th>Checks ok / failed</th>"
-)
-TOTAL = (
-    '<tr class="total"><td class="name">BACKEND</td><td>balance roundrobin</td><td></td>'
-    "<td>0/1 UP</td><td></td><td>1</td><td>1,234</td><td>10</td><td>20</td><td>3</td><td>0</td>"
-    "<td></td><td></td>"
-)
+ACTION_HEADS = ('<th colspan="1" class="gs">Admin</th></tr>', '<th class="gs">Action</th></tr>')
+
+
+def server_row(page: str, name: str = "s1") -> str:
+    """The whole ``<tr>`` of server ``name``."""
+    start = page.index(f'<td class="name">{name}</td>')
+    start = page.rindex("<tr", 0, start)
+    return page[start : page.index("</tr>", start) + len("</tr>")]
+
+
+def total_row(page: str) -> str:
+    start = page.index('<tr class="total">')
+    return page[start : page.index("</tr>", start) + len("</tr>")]
 
 
 def snapshot(server: ServerStats = SERVER) -> Snapshot:
@@ -54,16 +48,23 @@ def snapshot(server: ServerStats = SERVER) -> Snapshot:
 
 def test_a_read_only_page_shows_the_admin_state_and_no_button() -> None:
     page = render(snapshot(), 5)
-    assert f"<table>{HEADER}</tr>{ROW_WITHOUT_BUTTONS}{TOTAL}</tr></table>" in page
+    row = server_row(page)
+    assert row.startswith('<tr class="drain"><td class="name">s1</td>')
+    assert '<td class="state drain gs">DRAIN</td>' in row
+    assert row.endswith(
+        f'{ADMIN_CELL}<td title="checks ok / failed">9/1</td>'
+        '<td title="time spent DOWN since start">0s</td></tr>'
+    )
     assert "<form" not in page and "<button" not in page and "csrf" not in page
+    assert not any(head in page for head in ACTION_HEADS)
 
 
 def test_an_admin_page_has_three_buttons_per_server() -> None:
     page = render(snapshot(), 5, BUTTONS)
-    assert (
-        f"<table>{HEADER}<th>Action</th></tr>{ROW_WITH_BUTTONS}{TOTAL}<td></td></tr></table>"
-        in page
-    )
+    row = server_row(page)
+    assert ADMIN_CELL in row and row.endswith(f"{ACTION_CELL}</tr>")
+    assert all(head in page for head in ACTION_HEADS)
+    assert total_row(page).endswith('<td class="gs"></td></tr>')  # no buttons for the sum
     assert page.count("<form") == 1 and page.count("<button") == 3
 
 
@@ -80,7 +81,7 @@ def test_the_button_of_the_state_in_force_is_disabled() -> None:
 
 def test_a_ready_server_shows_plain_ready() -> None:
     page = render(snapshot(replace(SERVER, admin="READY", admin_by="")), 5)
-    assert '<td>DRAIN</td><td class="admin">READY</td><td>1</td>' in page
+    assert '<td class="admin">READY</td>' in server_row(page)
 
 
 def test_the_form_fields_are_escaped() -> None:
@@ -98,8 +99,8 @@ def test_the_form_fields_are_escaped() -> None:
 
 def test_a_runtime_weight_shows_beside_the_configured_one() -> None:
     page = render(snapshot(replace(SERVER, weight=5, configured_weight=2)), 5)
-    row = ROW_WITHOUT_BUTTONS.replace("<td>2</td>", "<td>5 (file: 2)</td>")
-    assert row in page
+    assert f"<td>5 (file: 2)</td>{ADMIN_CELL}" in server_row(page)
     # The configured weight alone when no runtime weight differs from it.
     page = render(snapshot(replace(SERVER, configured_weight=2)), 5)
-    assert ROW_WITHOUT_BUTTONS in page
+    assert f"<td>2</td>{ADMIN_CELL}" in server_row(page)
+    assert "(file:" not in page

@@ -20,9 +20,12 @@ Start it once per balancer (in the supervisor, or in the only process)::
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import os
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +47,20 @@ from ftplb.admin.api import find_server, servers_json
 from ftplb.admin.auth import CHALLENGE, Authenticator
 from ftplb.admin.overrides_store import OverridesStore
 from ftplb.admin.page_actions import ACTION_PATH, PageActions
-from ftplb.admin.snapshot import Snapshot, build_snapshot, collect, snapshot_dict
+from ftplb.admin.process_metrics import BuildInfo, Processes, start_time
+from ftplb.admin.snapshot import (
+    ProcessStats,
+    Snapshot,
+    build_snapshot,
+    collect,
+    snapshot_dict,
+)
 from ftplb.admin.stats_page import render
 from ftplb.balancing.overrides import Override, OverrideError, ServerKey
 from ftplb.config.general import Admin
 from ftplb.config.schema import Config
 from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.process_report import ProcessReport, read_reports
 
 __all__ = ["AdminError", "AdminServer", "start_admin"]
 
@@ -60,6 +71,16 @@ _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
     "X-Frame-Options": "DENY",
 }
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("ftplb")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+_VERSION = _version()
 
 
 class AdminError(Exception):
@@ -95,6 +116,8 @@ class AdminServer:
         self.store = OverridesStore(directory)
         self.actions = ServerActions(self.store, config, self.log)
         self.page_actions = PageActions(self.actions)
+        self.started = start_time(os.getpid()) or time.time()
+        self.generation = 1
         self._runner: web.AppRunner | None = None
         self.address: tuple[str, int] = (settings.bind.host, settings.bind.port)
         # Matched in order against the whole path; anything else is a 404.
@@ -112,13 +135,15 @@ class AdminServer:
     def _route(methods: set[str] | frozenset[str], path: str, handler: Handler) -> Route:
         return Route(frozenset(methods), re.compile(path), handler)
 
-    def update_config(self, config: Config) -> None:
+    def update_config(self, config: Config, generation: int | None = None) -> None:
         """Lay out later pages, and check later actions, along ``config`` (after a reload).
 
         Users and passwords follow the new ``[admin]`` section; the listener's
-        address stays the one it opened with.
+        address stays the one it opened with. ``generation`` is the reload's number.
         """
         self.config = config
+        if generation is not None:
+            self.generation = generation
         self.actions.update_config(config)
         new = config.admin
         if new is not None and (new.users, new.user, new.password) != (
@@ -255,22 +280,49 @@ class AdminServer:
         return _json(found)
 
     async def _snapshot(self) -> Snapshot:
-        families, overrides = await asyncio.to_thread(self._read)
-        return build_snapshot(self.config, families, overrides=overrides)
+        families, overrides, reports = await asyncio.to_thread(self._read)
+        return self._build(families, overrides, reports)
 
-    def _read(self) -> tuple[list[Metric], dict[ServerKey, Override] | None]:
-        """The metrics and the record of admin states (None if unreadable): blocking I/O."""
+    def _build(
+        self,
+        families: list[Metric],
+        overrides: dict[ServerKey, Override] | None,
+        reports: list[ProcessReport],
+    ) -> Snapshot:
+        return build_snapshot(
+            self.config,
+            families,
+            overrides=overrides,
+            reports=reports,
+            process=self.process_stats(),
+        )
+
+    def process_stats(self) -> ProcessStats:
+        """The header: this process hosts the admin listener (the master, or the lone one)."""
+        now = time.time()
+        return ProcessStats(
+            version=_VERSION,
+            pid=os.getpid(),
+            started=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            uptime=round(now - self.started, 3),
+            workers=self.config.defaults.workers,
+            generation=self.generation,
+        )
+
+    def _read(self) -> tuple[list[Metric], dict[ServerKey, Override] | None, list[ProcessReport]]:
+        """The metrics, the record of admin states (None if unreadable) and the processes'
+        reports: blocking I/O."""
         try:
             overrides: dict[ServerKey, Override] | None = self.store.load()
         except OverrideError:
             overrides = None  # shown as unknown; the balancers log why
-        return collect(self.directory), overrides
+        return collect(self.directory), overrides, read_reports(self.directory)
 
     async def _servers_state(self) -> tuple[Snapshot, dict[ServerKey, Override]]:
-        families, overrides = await asyncio.to_thread(
-            lambda: (collect(self.directory), self.store.load())
+        families, overrides, reports = await asyncio.to_thread(
+            lambda: (collect(self.directory), self.store.load(), read_reports(self.directory))
         )
-        return build_snapshot(self.config, families, overrides=overrides), overrides
+        return self._build(families, overrides, reports), overrides
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -313,6 +365,8 @@ def _json_error(status: int, message: str) -> web.Response:
 def _exposition(directory: str) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    registry.register(BuildInfo(_VERSION))
+    registry.register(Processes(directory))
     return generate_latest(registry)
 
 

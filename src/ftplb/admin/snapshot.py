@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from ftplb.balancing.overrides import Override, ServerKey
 from ftplb.balancing.state import AdminState, ServerState
 from ftplb.config.schema import Config
+from ftplb.runtime.process_report import ProcessReport
 
 __all__ = [
     "STATS_VERSION",
@@ -51,11 +52,11 @@ class ServerStats:
     """UP, DOWN, DRAIN or MAINT; "UP/DOWN" while processes disagree; "-" before any sample."""
     current_sessions: int
     sessions: int
-    """Sessions ended."""
+    """Sessions since start: counted when a server takes them, open ones included."""
     bytes_in: int
-    """From clients: control and data bytes."""
+    """From clients: control and data bytes, those still running included (each second)."""
     bytes_out: int
-    """To clients: control and data bytes."""
+    """To clients: control and data bytes, those still running included."""
     transfers: int
     connect_failures: int
     last_check: str
@@ -257,22 +258,93 @@ def build_snapshot(
     families: Iterable[Metric],
     now: float | None = None,
     overrides: Mapping[ServerKey, Override] | None = _NO_OVERRIDES,
+    *,
+    reports: Iterable[ProcessReport] = (),
+    process: ProcessStats | None = None,
 ) -> Snapshot:
     """Lay out the collected ``families`` along the frontends and backends of ``config``.
 
     ``overrides`` is the shared record (:meth:`OverridesStore.load`); None
     when it cannot be read, and every admin state shows as unknown.
+    ``reports`` are the processes' reports (their running transfers), and
+    ``process`` the header of the whole balancer.
     """
     s = _Samples(families)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() if now is None else now))
-    backends = tuple(_backend(config, index, s, overrides) for index in range(len(config.backends)))
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    reports = list(reports)
+    reasons = _check_reasons(reports)
+    backends = tuple(
+        _backend(config, index, s, overrides, _Extra(now, reasons))
+        for index in range(len(config.backends))
+    )
     frontends = tuple(_frontend(config, index, s) for index in range(len(config.frontends)))
     workers = int(sum(s.by("ftplb_worker_processes").values()))
-    return Snapshot(stamp, workers, frontends, backends)
+    transfers = _transfers(reports, now)
+    return Snapshot(stamp, workers, frontends, backends, transfers, process)
+
+
+@dataclass(frozen=True, slots=True)
+class _Extra:
+    """What a backend's layout needs beside the samples."""
+
+    now: float
+    reasons: Mapping[tuple[str, str], str]
+
+
+def _check_reasons(reports: Iterable[ProcessReport]) -> dict[tuple[str, str], str]:
+    """The last check's detail per (backend, server); a failing one wins over processes."""
+    reasons: dict[tuple[str, str], str] = {}
+    failing: set[tuple[str, str]] = set()
+    for report in reports:
+        for check in report.checks:
+            key = (str(check.get("backend", "")), str(check.get("server", "")))
+            ok = check.get("ok") is True
+            if key in failing or (key in reasons and ok):
+                continue
+            layer, detail = str(check.get("layer", "")), str(check.get("detail", ""))
+            reasons[key] = f"{layer} {detail}".strip()
+            if not ok:
+                failing.add(key)
+    return reasons
+
+
+def _transfers(reports: Iterable[ProcessReport], now: float) -> tuple[TransferInProgress, ...]:
+    """Every reported transfer, longest-running first; a malformed entry is left out."""
+    found: list[TransferInProgress] = []
+    for report in reports:
+        for entry in report.transfers:
+            try:
+                started = float(entry["started"])
+                worker = entry.get("worker")
+                found.append(
+                    TransferInProgress(
+                        session=str(entry["session"]),
+                        frontend=str(entry["frontend"]),
+                        backend=str(entry["backend"]),
+                        server=str(entry["server"]),
+                        client=str(entry["client"]),
+                        user=str(entry["user"]),
+                        command=str(entry["command"]),
+                        path=str(entry["path"]),
+                        bytes=int(entry["bytes"]),
+                        elapsed=round(max(now - started, 0.0), 3),
+                        rate=float(entry["rate"]),
+                        worker=None if worker is None else int(worker),
+                    )
+                )
+            except (KeyError, ValueError, TypeError):
+                continue
+    found.sort(key=lambda transfer: -transfer.elapsed)
+    return tuple(found)
 
 
 def _backend(
-    config: Config, index: int, s: _Samples, overrides: Mapping[ServerKey, Override] | None
+    config: Config,
+    index: int,
+    s: _Samples,
+    overrides: Mapping[ServerKey, Override] | None,
+    extra: _Extra,
 ) -> BackendStats:
     backend = config.backends[index]
     name = backend.name
@@ -286,9 +358,20 @@ def _backend(
     checks = s.by("ftplb_health_checks_total", "backend", "server", "result")
     check_ok = s.present("ftplb_server_check_ok", "backend", "server")
     check_duration = s.present("ftplb_server_check_duration_seconds", "backend", "server")
+    rate = s.by("ftplb_server_session_rate", "backend", "server")
+    rate_max = s.present("ftplb_server_session_rate_max", "backend", "server")
+    peak = s.present("ftplb_server_max_sessions", "backend", "server")
+    warnings = s.by("ftplb_warnings_total", "backend", "server")
+    retries = s.by("ftplb_server_retries_total", "backend", "server")
+    redispatches = s.by("ftplb_server_redispatches_total", "backend", "server")
+    logins = s.by("ftplb_logins_total", "backend", "server", "result")
+    changed = s.present("ftplb_server_state_change_timestamp_seconds", "backend", "server")
+    downtime = s.present("ftplb_server_downtime_seconds", "backend", "server")
     servers: list[ServerStats] = []
     for server in backend.servers:
         key = (name, server.name)
+        current_sessions = int(current.get(key, 0))
+        session_rate = rate.get(key, 0.0)
         seen = [st.value for st in ServerState if states.get((*key, st.value), 0) >= 1]
         checks_ok = int(checks.get((*key, "ok"), 0))
         checks_failed = int(checks.get((*key, "fail"), 0))
@@ -302,7 +385,7 @@ def _backend(
                 if override is None
                 else override.effective_weight(server.weight),
                 state="/".join(seen) or "-",
-                current_sessions=int(current.get(key, 0)),
+                current_sessions=current_sessions,
                 sessions=int(sessions.get(key, 0)),
                 bytes_in=int(control.get((*key, "in"), 0) + data.get((*key, "in"), 0)),
                 bytes_out=int(control.get((*key, "out"), 0) + data.get((*key, "out"), 0)),
@@ -315,6 +398,21 @@ def _backend(
                 admin=UNKNOWN_ADMIN if override is None else override.admin.value,
                 admin_by="" if override is None else override.user,
                 configured_weight=server.weight,
+                session_rate=session_rate,
+                session_rate_max=max(rate_max.get(key, 0.0), session_rate),
+                max_sessions=int(max(peak.get(key, 0), current_sessions)),
+                session_limit=server.max_connections,
+                errors=int(failures.get(key, 0)),
+                warnings=int(warnings.get(key, 0)),
+                retries=int(retries.get(key, 0)),
+                redispatches=int(redispatches.get(key, 0)),
+                logins=int(logins.get((*key, "ok"), 0)),
+                failed_logins=int(logins.get((*key, "failed"), 0)),
+                state_since=round(max(extra.now - changed[key], 0.0), 3)
+                if key in changed
+                else None,
+                downtime=downtime.get(key, 0.0),
+                last_check_reason=extra.reasons.get(key, ""),
             )
         )
     return BackendStats(
@@ -339,12 +437,15 @@ def _frontend(config: Config, index: int, s: _Samples) -> FrontendStats:
     ends = s.by("ftplb_session_ends_total", "frontend", "reason")
     results = s.by("ftplb_transfers_total", "frontend", "command", "result")
     passive = s.by("ftplb_passive_listeners_total", "frontend", "result")
+    current = int(s.by("ftplb_frontend_current_sessions", "frontend").get(key, 0))
+    rate = s.by("ftplb_frontend_session_rate", "frontend").get(key, 0.0)
+    logins = s.by("ftplb_logins_total", "frontend", "result")
     return FrontendStats(
         name=frontend.name,
         mode=frontend.mode,
         binds=tuple(str(bind) for bind in frontend.bind),
         backend=frontend.backend,
-        current_sessions=int(s.by("ftplb_frontend_current_sessions", "frontend").get(key, 0)),
+        current_sessions=current,
         sessions=int(s.by("ftplb_sessions_total", "frontend").get(key, 0)),
         bytes_in=int(control.get((*key, "in"), 0) + data.get((*key, "in"), 0)),
         bytes_out=int(control.get((*key, "out"), 0) + data.get((*key, "out"), 0)),
@@ -365,7 +466,23 @@ def _frontend(config: Config, index: int, s: _Samples) -> FrontendStats:
         data_connections_refused=int(
             s.by("ftplb_data_connections_refused_total", "frontend").get(key, 0)
         ),
+        session_rate=rate,
+        session_rate_max=max(
+            s.present("ftplb_frontend_session_rate_max", "frontend").get(key, 0.0), rate
+        ),
+        max_sessions=int(
+            max(s.present("ftplb_frontend_max_sessions", "frontend").get(key, 0), current)
+        ),
+        session_limit=frontend.max_connections,
+        errors=int(sum(ends.get((frontend.name, reason), 0) for reason in _CLIENT_ERRORS)),
+        warnings=int(s.by("ftplb_warnings_total", "frontend").get(key, 0)),
+        logins=int(logins.get((*key, "ok"), 0)),
+        failed_logins=int(logins.get((*key, "failed"), 0)),
     )
+
+
+_CLIENT_ERRORS = ("client_reset", "client_tls_failed")
+"""Session ends that count as a frontend's errors: the client's side broke."""
 
 
 def _nonzero(counts: dict[str, float]) -> dict[str, int]:

@@ -180,6 +180,8 @@ class ControlSession:
         "_transfer",
         "_upstream",
         "client_ip",
+        "logins_failed",
+        "logins_ok",
         "passive_family",
         "user",
     )
@@ -189,6 +191,10 @@ class ControlSession:
         self.client_ip = client_ip
         self.passive_family = passive_family
         self.user: bytes | None = None
+        self.logins_ok = 0
+        """Logins the server accepted (230 to USER or PASS)."""
+        self.logins_failed = 0
+        """Logins the server refused (530 to USER or PASS)."""
         self._phase = Phase.NEW
         self._login = Login.OUT
         self._lifecycle = Lifecycle.RUNNING
@@ -244,6 +250,14 @@ class ControlSession:
     def transfer_running(self) -> bool:
         transfer = self._transfer
         return transfer is not None and transfer.phase not in ABORTING
+
+    @property
+    def transfer_command(self) -> tuple[str, bytes] | None:
+        """The running transfer's verb and argument (its path); None outside a transfer."""
+        transfer = self._transfer
+        if transfer is None:
+            return None
+        return transfer.command.verb.decode("ascii"), transfer.command.arg
 
     @property
     def awaiting_server(self) -> bool:
@@ -828,8 +842,12 @@ class ControlSession:
         self._move(Trigger.ANSWERED)
         if awaiting is Handling.FEAT:
             return self._say(filter_feat(reply, self._feat_extra()))
-        if awaiting is Handling.LOGIN and reply.code == 230:
-            self._login = Login.IN
+        if awaiting is Handling.LOGIN:
+            if reply.code == 230:
+                self._login = Login.IN
+                self.logins_ok += 1
+            elif reply.code == 530:
+                self.logins_failed += 1
         return self._say(reply.raw)
 
     # ---------------------------------------------------------------- helpers

@@ -17,7 +17,7 @@ from ftplb.runtime.connect import open_connection
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
-from ftplb.runtime.relay import relay
+from ftplb.runtime.relay import RelayMeter, relay
 from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
 
@@ -191,10 +191,16 @@ class DataChannel:
         )
         return self._server_acceptor.address
 
-    def start(self, start: act.StartTransfer, on_done: Callable[[TransferOutcome], None]) -> None:
+    def start(
+        self,
+        start: act.StartTransfer,
+        on_done: Callable[[TransferOutcome], None],
+        meter: RelayMeter | None = None,
+    ) -> None:
+        """Run the transfer; ``meter`` shows its bytes while it runs (the client is side a)."""
         if start.client.__class__ is act.ClientActive:
             self._client_go = asyncio.Event()
-        task = self._loop.create_task(self._run(start))
+        task = self._loop.create_task(self._run(start, meter))
         self._transfer = task
 
         def finished(done: asyncio.Task[TransferOutcome]) -> None:
@@ -219,7 +225,7 @@ class DataChannel:
         if self._transfer is None or self._transfer.done():
             self._release_port()  # else the transfer releases it as it ends
 
-    async def _run(self, start: act.StartTransfer) -> TransferOutcome:
+    async def _run(self, start: act.StartTransfer, meter: RelayMeter | None) -> TransferOutcome:
         client: socket.socket | None = None
         server: socket.socket | None = None
         try:
@@ -247,6 +253,7 @@ class DataChannel:
                 idle_timeout=self._settings.idle_timeout,
                 finish_with="a_to_b" if start.upload else "b_to_a",
                 loop=self._loop,
+                meter=meter,
             )
             problem = result.error
             if problem is None and isinstance(server, ssl.SSLSocket) and self._tls is not None:

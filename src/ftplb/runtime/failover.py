@@ -43,12 +43,22 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
     """
     tried: set[str] = set()
     server: Server | None = None
+    failed: Server | None = None
     reason = ""
     for _ in range(1 + policy.retries):
         if server is None or policy.redispatch:
             server = pool.pick(client_ip, user, tried)
         if server is None:
             break
+        if failed is not None:
+            # A retry, counted against the server that failed (HAProxy's
+            # retries and redispatches).
+            log.notify(
+                "retry",
+                frontend=frontend,
+                server=failed.name,
+                redispatch=server is not failed,
+            )
         pool.acquire(server, client_ip, user)
         try:
             link = await open_link(server)
@@ -66,6 +76,7 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
                 reason=describe(error),
             )
             tried.add(server.name)
+            failed = server
             continue
         return server, link
     return reason

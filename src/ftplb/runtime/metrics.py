@@ -9,11 +9,13 @@ combines gauges by their ``multiprocess_mode``.
 prometheus_client picks the class that stores every value *when
 prometheus_client.values is imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
 environment variable, and each metric child takes that class when it is
-created. So :func:`enable` sets the variable and replaces the class itself
-(the module looks it up again for every new child), and every instrument here
-is created lazily, after :func:`enable`. A value object also reads the
-variable when it opens its file, and reopens its files under the new pid after
-a ``fork()``: workers forked after :func:`enable` write files of their own.
+created. Worker processes get the variable from the supervisor before they
+start, which is prometheus_client's documented way, and :func:`enable` then
+only checks it. A lone process creates its directory after prometheus_client
+was imported (the command line imports everything up front), so there
+:func:`enable` sets the variable and installs the multiprocess value class
+itself, as tests do to act as several processes; every instrument here is
+created lazily, after :func:`enable`, for that reason.
 
 Recording costs a dictionary update per event: the runtime reports sessions,
 transfers and warnings to its :class:`EventLog`, :class:`Metrics` observes
@@ -43,12 +45,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from prometheus_client import Counter, Gauge, multiprocess, values
+from prometheus_client import Counter, Gauge, Histogram, multiprocess, values
 
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server, ServerState
@@ -57,6 +61,8 @@ from ftplb.proto.outcomes import EndReason
 from ftplb.proto.rules import rule_for
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import ProbeResult
+from ftplb.runtime.process_report import ProcessReport, remove_report, write_report
+from ftplb.runtime.progress import RunningTransfer, data_key
 
 __all__ = [
     "ENV_VAR",
@@ -74,6 +80,16 @@ ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 SAMPLE_INTERVAL = 1.0
 """Seconds between two samples of the pools (and writes of pending counts)."""
 
+RATE_SAMPLES = 5
+"""Samples over which session rates are averaged (about 5 s)."""
+
+SESSION_SECONDS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0)
+TRANSFER_SECONDS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+TRANSFER_BYTES = tuple(
+    float(2**power) for power in (10, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34)
+)
+"""1 KiB to 16 GiB, by factors of 4."""
+
 # --------------------------------------------------------------------------
 # Enabling multiprocess mode
 # --------------------------------------------------------------------------
@@ -84,9 +100,13 @@ class _Mode:
     directory: str | None = None
     generation: int = 0  # bumped by each enable() that changes the storage
     instruments: _Instruments | None = None
+    process_id: Callable[[], int] = os.getpid
 
 
 _mode = _Mode()
+
+# Whether prometheus_client chose its multiprocess values at import, and for which directory.
+_IMPORTED_FOR = os.environ.get(ENV_VAR) if values.ValueClass is not values.MutexValue else None
 
 
 def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> None:
@@ -101,6 +121,16 @@ def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> No
     Path(path).mkdir(parents=True, exist_ok=True)
     if _mode.directory == path and process_id is None:
         return
+    if (
+        _mode.directory is None
+        and process_id is None
+        and _IMPORTED_FOR is not None
+        and Path(_IMPORTED_FOR).resolve() == Path(path)
+    ):
+        # Set up from the environment before the import (a worker): nothing to replace.
+        _mode.directory = path
+        _mode.generation += 1
+        return
     if _mode.directory is not None:
         close_files = getattr(values.ValueClass, "close_all_files", None)
         if close_files is not None:
@@ -108,6 +138,7 @@ def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> No
     os.environ[ENV_VAR] = path
     # prometheus_client leaves these two functions unannotated.
     values.ValueClass = values.MultiProcessValue(process_id or os.getpid)  # type: ignore[no-untyped-call]
+    _mode.process_id = process_id or os.getpid
     _mode.directory = path
     _mode.generation += 1
     _mode.instruments = None
@@ -120,14 +151,17 @@ def enabled_directory() -> str | None:
 
 def clear_directory(directory: str) -> None:
     """Remove the files of an earlier run; the supervisor calls it once, before any worker."""
-    for path in Path(directory).glob("*.db"):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
+    for pattern in ("*.db", "process_*.json"):
+        for path in Path(directory).glob(pattern):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
 
 
 def mark_process_dead(pid: int, directory: str) -> None:
-    """Forget the gauges of an exited process ``pid``; its counters keep counting in sums."""
+    """Forget the gauges and the report of an exited process ``pid``; its counters keep
+    counting in sums."""
     multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    remove_report(directory, pid)
 
 
 # --------------------------------------------------------------------------
@@ -136,6 +170,7 @@ def mark_process_dead(pid: int, directory: str) -> None:
 
 _FBS = ("frontend", "backend", "server")
 _BS = ("backend", "server")
+_FB = ("frontend", "backend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +192,21 @@ class _Instruments:
     check_duration: Gauge
     frontend_sessions: Gauge
     workers: Gauge
+    logins: Counter
+    warnings: Counter
+    retries: Counter
+    redispatches: Counter
+    session_duration: Histogram
+    transfer_duration: Histogram
+    transfer_size: Histogram
+    server_rate: Gauge
+    frontend_rate: Gauge
+    server_rate_max: Gauge
+    frontend_rate_max: Gauge
+    server_peak: Gauge
+    frontend_peak: Gauge
+    state_changed: Gauge
+    downtime: Gauge
 
 
 def _instruments() -> _Instruments:
@@ -172,6 +222,9 @@ def _instruments() -> _Instruments:
             return Gauge(
                 name, text, labelnames=tuple(labels), registry=None, multiprocess_mode=mode
             )
+
+        def histogram(name: str, text: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, text, labelnames=_FB, registry=None, buckets=buckets)
 
         _mode.instruments = _Instruments(
             sessions=counter("ftplb_sessions", "Client sessions ended.", _FBS),
@@ -251,6 +304,85 @@ def _instruments() -> _Instruments:
             workers=gauge(
                 "ftplb_worker_processes", "Live processes recording metrics.", (), "livesum"
             ),
+            logins=counter(
+                "ftplb_logins",
+                "Logins the servers answered (result: ok, failed).",
+                (*_FBS, "result"),
+            ),
+            warnings=counter(
+                "ftplb_warnings",
+                "Warnings logged, by warning id.",
+                (*_FBS, "warning"),
+            ),
+            retries=counter(
+                "ftplb_server_retries", "Connects retried after this server failed.", _FBS
+            ),
+            redispatches=counter(
+                "ftplb_server_redispatches",
+                "Sessions sent on to another server after this one failed.",
+                _FBS,
+            ),
+            session_duration=histogram(
+                "ftplb_session_duration_seconds", "Durations of ended sessions.", SESSION_SECONDS
+            ),
+            transfer_duration=histogram(
+                "ftplb_transfer_duration_seconds",
+                "Durations of ended transfers.",
+                TRANSFER_SECONDS,
+            ),
+            transfer_size=histogram(
+                "ftplb_transfer_size_bytes",
+                "Bytes of ended transfers, both directions.",
+                TRANSFER_BYTES,
+            ),
+            server_rate=gauge(
+                "ftplb_server_session_rate",
+                "New sessions per second on a server, over the last ~5 s.",
+                _BS,
+                "livesum",
+            ),
+            frontend_rate=gauge(
+                "ftplb_frontend_session_rate",
+                "New sessions per second on a frontend, over the last ~5 s.",
+                ("frontend",),
+                "livesum",
+            ),
+            server_rate_max=gauge(
+                "ftplb_server_session_rate_max",
+                "The highest session rate one process saw on a server.",
+                _BS,
+                "max",
+            ),
+            frontend_rate_max=gauge(
+                "ftplb_frontend_session_rate_max",
+                "The highest session rate one process saw on a frontend.",
+                ("frontend",),
+                "max",
+            ),
+            server_peak=gauge(
+                "ftplb_server_max_sessions",
+                "The most sessions one process had on a server at once.",
+                _BS,
+                "max",
+            ),
+            frontend_peak=gauge(
+                "ftplb_frontend_max_sessions",
+                "The most sessions one process had on a frontend at once.",
+                ("frontend",),
+                "max",
+            ),
+            state_changed=gauge(
+                "ftplb_server_state_change_timestamp_seconds",
+                "When the server's state last changed (Unix time; process start if never).",
+                _BS,
+                "livemax",
+            ),
+            downtime=gauge(
+                "ftplb_server_downtime_seconds",
+                "Seconds the server has been DOWN since the process started.",
+                _BS,
+                "livemax",
+            ),
         )
     return _mode.instruments
 
@@ -287,6 +419,8 @@ def _command_label(verb: str) -> str:
 def _result_class(code: object) -> str:
     if isinstance(code, int) and 100 <= code <= 599:
         return f"{code // 100}xx"
+    if code == "-":
+        return "cut"  # the session ended before the transfer's final reply
     return "other"
 
 
@@ -300,13 +434,19 @@ def _number(value: object) -> float:
 
 
 class SessionCounted(Protocol):
-    """A frontend whose current sessions can be counted (a FrontendContext)."""
+    """A frontend whose sessions and running transfers can be counted (a FrontendContext)."""
 
     @property
     def name(self) -> str: ...
 
     @property
     def sessions(self) -> Sized: ...
+
+    def running_transfers(self) -> Iterable[RunningTransfer]: ...
+
+    def control_counts(self) -> Iterable[tuple[str, str, int, int]]:
+        """(session id, server, bytes in, bytes out) of each session on a server."""
+        ...
 
 
 class CheckResults(Protocol):
@@ -317,15 +457,40 @@ class CheckResults(Protocol):
 
 _Pending = dict[tuple[Counter, tuple[str, ...]], float]
 
+_Counted = dict[tuple[str, str], tuple[int, int]]
+"""Bytes (in, out) already counted of what still runs, by ("control"|"data", key)."""
+
+
+@dataclass(slots=True)
+class _StateTrack:
+    """A server's effective state as this process sampled it, since when, and its downtime."""
+
+    state: ServerState
+    since: float  # wall clock
+    down: float = 0.0  # seconds DOWN before ``since``
+
 
 class Metrics:
     """Derives this process's metrics from its EventLog and its pools."""
 
-    def __init__(self, sample_interval: float = SAMPLE_INTERVAL) -> None:
+    def __init__(self, sample_interval: float = SAMPLE_INTERVAL, worker: int | None = None) -> None:
         self._instruments = _instruments()
         self._generation = _mode.generation
         self._interval = sample_interval
+        self._worker = worker
+        self._pid = _mode.process_id()
+        self._process_started = time.time()
         self._pending: _Pending = {}
+        self._counted: _Counted = {}
+        self._opened: set[str] = set()
+        self._last_live = time.monotonic()
+        self._reported = False
+        self._new_sessions: dict[tuple[str, str, str], int] = {}
+        self._rate_window: deque[dict[tuple[str, str, str], int]] = deque(maxlen=RATE_SAMPLES)
+        self._rated: set[tuple[Gauge, tuple[str, ...]]] = set()
+        self._highest: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        self._states: dict[tuple[str, str], _StateTrack] = {}
+        self._check_reports: list[dict[str, Any]] = []
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self._log: EventLog | None = None
         self._pools: Mapping[str, Pool] = {}
@@ -340,11 +505,14 @@ class Metrics:
         self._running = False
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session": self._on_session,
+            "session_open": self._on_session_open,
             "transfer": self._on_transfer,
             "data": self._on_data,
             "warning": self._on_warning,
             "health": self._on_health,
             "passive": self._on_passive,
+            "login": self._on_login,
+            "retry": self._on_retry,
         }
 
     # ---------------------------------------------------------- lifecycle
@@ -390,6 +558,10 @@ class Metrics:
             self._log = None
         self._pools, self._checkers, self._frontends = {}, {}, []
         self.sample()  # with nothing attached: every gauge of this process goes to 0
+        directory = _mode.directory
+        if self._reported and directory is not None:
+            remove_report(directory, self._pid)
+            self._reported = False
 
     def _tick(self) -> None:
         self._timer = None
@@ -409,6 +581,8 @@ class Metrics:
             self._children.clear()
             self._pending.clear()
             self._last_checks.clear()
+            self._rated.clear()
+            self._highest.clear()
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (metric, labels)
@@ -435,6 +609,7 @@ class Metrics:
         self._follow_enable()
         ins = self._instruments
         self._child(ins.workers, ()).set(1 if self._log is not None else 0)
+        self._check_reports = []
         seen: set[tuple[str, str]] = set()
         for backend, pool in self._pools.items():
             checker = self._checkers.get(backend)
@@ -446,12 +621,18 @@ class Metrics:
             self._zero_server(labels)
         self._sampled_servers = seen
         names: set[str] = set()
+        current: dict[str, int] = {}
         for frontend in self._frontends:
             names.add(frontend.name)
-            self._child(ins.frontend_sessions, (frontend.name,)).set(len(frontend.sessions))
+            current[frontend.name] = current.get(frontend.name, 0) + len(frontend.sessions)
+        for name, count in current.items():
+            self._child(ins.frontend_sessions, (name,)).set(count)
+            self._raise(ins.frontend_peak, (name,), count)
         for name in self._sampled_frontends - names:
             self._child(ins.frontend_sessions, (name,)).set(0)
         self._sampled_frontends = names
+        self._sample_rates()
+        self._count_live()
         self.flush()  # last: sampling counts health checks
 
     def _sample_server(
@@ -459,12 +640,24 @@ class Metrics:
     ) -> None:
         ins = self._instruments
         self._child(ins.server_sessions, labels).set(server.active)
+        self._raise(ins.server_peak, labels, server.active)
         state = server.state
         for candidate in ServerState:
             self._child(ins.server_state, (*labels, candidate.value)).set(
                 1 if candidate is state else 0
             )
+        self._track_state(labels, state)
         result = checker.result(server.name) if checker is not None else None
+        if result is not None:
+            self._check_reports.append(
+                {
+                    "backend": labels[0],
+                    "server": labels[1],
+                    "ok": result.ok,
+                    "layer": result.layer,
+                    "detail": result.detail,
+                }
+            )
         if result is None or self._last_checks.get(labels) is result:
             return
         # Checks are counted when sampled: one faster than the sampling
@@ -473,6 +666,51 @@ class Metrics:
         self._add(ins.health_checks, (*labels, "ok" if result.ok else "fail", result.layer))
         self._child(ins.check_ok, labels).set(1 if result.ok else 0)
         self._child(ins.check_duration, labels).set(result.duration)
+
+    def _track_state(self, labels: tuple[str, str], state: ServerState) -> None:
+        ins = self._instruments
+        now = time.time()
+        track = self._states.get(labels)
+        if track is None:
+            track = self._states[labels] = _StateTrack(state, self._process_started)
+        elif track.state is not state:
+            if track.state is ServerState.DOWN:
+                track.down += now - track.since
+            track.state, track.since = state, now
+        down = track.down + (now - track.since if state is ServerState.DOWN else 0.0)
+        self._child(ins.state_changed, labels).set(track.since)
+        self._child(ins.downtime, labels).set(round(down, 3))
+
+    def _raise(self, gauge: Gauge, labels: tuple[str, ...], value: float) -> None:
+        """Set a peak gauge (mode max) when ``value`` beats this process's highest."""
+        key = (gauge, labels)
+        if value > self._highest.get(key, 0.0):
+            self._highest[key] = value
+            self._child(gauge, labels).set(value)
+
+    def _sample_rates(self) -> None:
+        """New sessions per second over the last samples, per server and per frontend."""
+        ins = self._instruments
+        self._rate_window.append(self._new_sessions)
+        self._new_sessions = {}
+        seconds = len(self._rate_window) * self._interval
+        sums: dict[tuple[Gauge, tuple[str, ...]], float] = {}
+        for counts in self._rate_window:
+            for (frontend, backend, server), count in counts.items():
+                keys: tuple[tuple[Gauge, tuple[str, ...]], ...] = (
+                    (ins.frontend_rate, (frontend,)),
+                    (ins.server_rate, (backend, server)),
+                )
+                for key in keys:
+                    sums[key] = sums.get(key, 0.0) + count
+        for key in self._rated - sums.keys():
+            self._child(*key).set(0)
+        for (gauge, labels), total in sums.items():
+            rate = round(total / seconds, 3)
+            self._child(gauge, labels).set(rate)
+            peak = ins.frontend_rate_max if gauge is ins.frontend_rate else ins.server_rate_max
+            self._raise(peak, labels, rate)
+        self._rated = set(sums)
 
     def _zero_server(self, labels: tuple[str, str]) -> None:
         ins = self._instruments
@@ -484,6 +722,94 @@ class Metrics:
             self._child(ins.check_ok, labels).set(1)
             self._child(ins.check_duration, labels).set(0)
 
+    # ------------------------------------------------------- live counts
+    def _count_live(self) -> None:
+        """Add the bytes moved since the last sample by what still runs; report transfers."""
+        ins = self._instruments
+        now = time.monotonic()
+        elapsed = max(now - self._last_live, 1e-3)
+        self._last_live = now
+        running: list[dict[str, Any]] = []
+        wall = time.time()
+        for frontend in self._frontends:
+            name = frontend.name
+            backend = self._backend_of.get(name, "-")
+            for key, server, bytes_in, bytes_out in frontend.control_counts():
+                self._advance(
+                    ins.control_bytes,
+                    ("control", key),
+                    (name, backend, server),
+                    bytes_in,
+                    bytes_out,
+                )
+            for transfer in frontend.running_transfers():
+                labels = (name, backend, transfer.server)
+                to_server, to_client = transfer.to_server, transfer.to_client
+                moved = self._advance(
+                    ins.transfer_bytes, ("data", transfer.key), labels, to_server, to_client
+                )
+                running.append(
+                    {
+                        "session": transfer.key,
+                        "frontend": name,
+                        "backend": backend,
+                        "server": transfer.server,
+                        "client": transfer.client,
+                        "user": transfer.user,
+                        "command": transfer.command,
+                        "path": transfer.path,
+                        "bytes": to_server + to_client,
+                        "started": transfer.started,
+                        "elapsed": round(max(wall - transfer.started, 0.0), 3),
+                        "rate": round(moved / elapsed, 1),
+                        "worker": self._worker,
+                    }
+                )
+        self._report(running)
+
+    def _advance(
+        self,
+        counter: Counter,
+        key: tuple[str, str],
+        labels: tuple[str, str, str],
+        bytes_in: int,
+        bytes_out: int,
+    ) -> int:
+        """Count what ``key`` moved since it was last counted; the bytes moved."""
+        before_in, before_out = self._counted.get(key, (0, 0))
+        more_in, more_out = bytes_in - before_in, bytes_out - before_out
+        if more_in > 0:
+            self._add(counter, (*labels, "in"), more_in)
+        if more_out > 0:
+            self._add(counter, (*labels, "out"), more_out)
+        if more_in or more_out:
+            self._counted[key] = (max(bytes_in, before_in), max(bytes_out, before_out))
+        return max(more_in, 0) + max(more_out, 0)
+
+    def _settle(
+        self, key: tuple[str, str], bytes_in: float, bytes_out: float
+    ) -> tuple[float, float]:
+        """What of an ended (in, out) is left to count: the bytes not counted while it ran."""
+        before_in, before_out = self._counted.pop(key, (0, 0))
+        return max(bytes_in - before_in, 0.0), max(bytes_out - before_out, 0.0)
+
+    def _report(self, transfers: list[dict[str, Any]]) -> None:
+        directory = _mode.directory
+        if directory is None or self._log is None:
+            return
+        report = ProcessReport(
+            self._pid,
+            self._worker,
+            self._process_started,
+            tuple(transfers),
+            tuple(self._check_reports),
+        )
+        try:
+            write_report(directory, report)
+        except OSError:
+            return  # a full disk: the next sample tries again
+        self._reported = True
+
     # ------------------------------------------------------------ events
     def _observe(self, kind: str, fields: dict[str, Any]) -> None:
         handler = self._handlers.get(kind)
@@ -494,15 +820,36 @@ class Metrics:
         frontend = str(fields.get("frontend", "-"))
         return frontend, self._backend_of.get(frontend, "-"), str(fields.get("server", "-"))
 
+    def _on_session_open(self, fields: dict[str, Any]) -> None:
+        # A session is counted when a server takes it, with that server's
+        # label; one that never reaches a server is counted when it ends.
+        session = str(fields.get("session", ""))
+        if session:
+            self._opened.add(session)
+        self._count_session(self._labels(fields))
+
+    def _count_session(self, labels: tuple[str, str, str]) -> None:
+        self._add(self._instruments.sessions, labels)
+        self._new_sessions[labels] = self._new_sessions.get(labels, 0) + 1
+
     def _on_session(self, fields: dict[str, Any]) -> None:
         ins = self._instruments
         labels = self._labels(fields)
         end = _end(fields.get("end"))
         reason = end.value if end is not None else "other"
-        self._add(ins.sessions, labels)
+        session = str(fields.get("session", ""))
+        if session in self._opened:
+            self._opened.discard(session)
+        else:
+            self._count_session(labels)
         self._add(ins.session_ends, (*labels, reason))
-        self._add(ins.control_bytes, (*labels, "in"), _number(fields.get("bytes_in")))
-        self._add(ins.control_bytes, (*labels, "out"), _number(fields.get("bytes_out")))
+        self._child(ins.session_duration, labels[:2]).observe(_number(fields.get("duration")))
+        bytes_in, bytes_out = self._settle(
+            ("control", session), _number(fields.get("bytes_in")), _number(fields.get("bytes_out"))
+        )
+        self._add(ins.control_bytes, (*labels, "in"), bytes_in)
+        self._add(ins.control_bytes, (*labels, "out"), bytes_out)
+        self._counted.pop(("data", session), None)  # its transfer's line came first
         if end is not None and end.refused:
             self._add(ins.refusals, (labels[0], labels[1], reason))
 
@@ -511,8 +858,7 @@ class Metrics:
         labels = self._labels(fields)
         command = _command_label(str(fields.get("command", "")))
         self._add(ins.transfers, (*labels, command, _result_class(fields.get("result"))))
-        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
-        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+        self._transfer_bytes(labels, ("data", str(fields.get("session", ""))), fields)
 
     def _on_data(self, fields: dict[str, Any]) -> None:
         # mode = "tcp": a relayed data connection; its command is unknown.
@@ -520,20 +866,44 @@ class Metrics:
         labels = self._labels(fields)
         result = "relayed" if _end(fields.get("end")) is EndReason.CLOSED else "failed"
         self._add(ins.transfers, (*labels, "-", result))
-        self._add(ins.transfer_bytes, (*labels, "in"), _number(fields.get("bytes_to_server")))
-        self._add(ins.transfer_bytes, (*labels, "out"), _number(fields.get("bytes_to_client")))
+        key = data_key(labels[0], str(fields.get("client", "")))
+        self._transfer_bytes(labels, ("data", key), fields)
+
+    def _transfer_bytes(
+        self, labels: tuple[str, str, str], key: tuple[str, str], fields: dict[str, Any]
+    ) -> None:
+        ins = self._instruments
+        size = _number(fields.get("bytes_to_server")) + _number(fields.get("bytes_to_client"))
+        self._child(ins.transfer_duration, labels[:2]).observe(_number(fields.get("duration")))
+        self._child(ins.transfer_size, labels[:2]).observe(size)
+        to_server, to_client = self._settle(
+            key, _number(fields.get("bytes_to_server")), _number(fields.get("bytes_to_client"))
+        )
+        self._add(ins.transfer_bytes, (*labels, "in"), to_server)
+        self._add(ins.transfer_bytes, (*labels, "out"), to_client)
 
     def _on_warning(self, fields: dict[str, Any]) -> None:
         warning = fields.get("warning")
         if not isinstance(warning, LogWarning):
             return  # only the balancer's own warnings count, by member, never by text
         ins = self._instruments
+        self._add(ins.warnings, (*self._labels(fields), warning.value))
         if warning is LogWarning.CONNECT_FAILED:
             self._add(ins.connect_failures, self._labels(fields))
         elif warning is LogWarning.PASSIVE_LISTENER_FAILED:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
         elif warning in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
+
+    def _on_login(self, fields: dict[str, Any]) -> None:
+        result = "ok" if fields.get("result") == "ok" else "failed"
+        self._add(self._instruments.logins, (*self._labels(fields), result))
+
+    def _on_retry(self, fields: dict[str, Any]) -> None:
+        labels = self._labels(fields)
+        self._add(self._instruments.retries, labels)
+        if fields.get("redispatch") is True:
+            self._add(self._instruments.redispatches, labels)
 
     def _on_passive(self, fields: dict[str, Any]) -> None:
         frontend = str(fields.get("frontend", "-"))

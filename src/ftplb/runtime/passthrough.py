@@ -55,7 +55,7 @@ import resource
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sized
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sized
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,8 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.relay import RelayEnd, RelayOutcome, relay
+from ftplb.runtime.progress import RunningTransfer, data_key
+from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.session import SessionLimit
 from ftplb.runtime.session_ids import next_session_id
 
@@ -157,6 +158,7 @@ class _Control:
     end: EndReason = EndReason.INTERNAL_ERROR
     detail: str = ""
     session_id: str = field(default_factory=next_session_id)
+    meter: RelayMeter = field(default_factory=RelayMeter)
 
     def progress(self, to_server: int, to_client: int) -> None:
         self.to_server = to_server
@@ -241,6 +243,7 @@ class PassthroughFrontend:
         self._passive_listeners: list[_Listener] = []
         self._controls: set[_Control] = set()
         self._data_relays = 0
+        self._running: dict[str, RunningTransfer] = {}
         # Strong references: the event loop keeps only weak ones to tasks.
         self._tasks: set[asyncio.Task[None]] = set()
         # Shared with the other generation of this frontend after take_over().
@@ -261,6 +264,17 @@ class PassthroughFrontend:
     def transfers(self) -> int:
         """Data relays of this frontend running right now."""
         return self._data_relays
+
+    def running_transfers(self) -> Iterable[RunningTransfer]:
+        """The data relays running now (their command is unknown: "-")."""
+        return self._running.values()
+
+    def control_counts(self) -> Iterator[tuple[str, str, int, int]]:
+        """(session id, server, bytes in, bytes out) of each relayed control connection."""
+        for control in self._controls:
+            if control.server is not None:
+                meter = control.meter
+                yield control.session_id, control.server.name, meter.a_to_b, meter.b_to_a
 
     # ------------------------------------------------------------ listeners
     def listener_count(self) -> int:
@@ -398,6 +412,12 @@ class PassthroughFrontend:
                 control.end, control.detail = EndReason.NO_SERVER, picked
                 return
             control.server, control.upstream = picked
+            self._log.notify(
+                "session_open",
+                session=control.session_id,
+                frontend=self.name,
+                server=control.server.name,
+            )
             control.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._occupancy.session_opened(control.server.name, control.client_ip)
             control.last_active = asyncio.get_running_loop().time()
@@ -407,6 +427,7 @@ class PassthroughFrontend:
                 control.upstream,
                 budget=self._budget,
                 on_progress=control.progress,
+                meter=control.meter,
             )
             control.to_server, control.to_client = result.a_to_b, result.b_to_a
             control.end, control.detail = _relay_end(result.outcome)
@@ -520,8 +541,10 @@ class PassthroughFrontend:
     ) -> None:
         started = time.monotonic()
         upstream: socket.socket | None = None
-        to_server = to_client = 0
         end, detail = EndReason.INTERNAL_ERROR, ""
+        client = show_address(client_ip, client_port)
+        running = RunningTransfer(data_key(self.name, client), self.name, client, server.name)
+        self._running[running.key] = running
         try:
             try:
                 upstream = await self._connect(server.host, port)
@@ -533,8 +556,8 @@ class PassthroughFrontend:
                 upstream,
                 budget=self._budget,
                 idle_timeout=self.settings.idle_timeout,
+                meter=running.meter,
             )
-            to_server, to_client = result.a_to_b, result.b_to_a
             # A data connection carries one way: once that way has ended, a
             # peer that is slow to close the other is no failure.
             done = result.outcome.end is RelayEnd.IDLE_AFTER_HALF_CLOSE
@@ -548,15 +571,17 @@ class PassthroughFrontend:
                 upstream.close()
             self._occupancy.transfer_ended(server.name, client_ip)
             self._data_relays -= 1
+            # Out of the running set before the line: see RunningTransfer.
+            self._running.pop(running.key, None)
             self._log.data(
                 frontend=self.name,
                 mode="tcp",
-                client=show_address(client_ip, client_port),
+                client=client,
                 server=server.name,
                 port=port,
                 duration=round(time.monotonic() - started, 3),
-                bytes_to_server=to_server,
-                bytes_to_client=to_client,
+                bytes_to_server=running.to_server,
+                bytes_to_client=running.to_client,
                 end=end,
                 detail=detail,
             )

@@ -50,6 +50,7 @@ __all__ = [
     "COPY_BUFFER_SIZE",
     "PROGRESS_INTERVAL",
     "RelayEnd",
+    "RelayMeter",
     "RelayOutcome",
     "RelayResult",
     "relay",
@@ -149,6 +150,33 @@ class RelayResult:
         return self.outcome.error
 
 
+class RelayMeter:
+    """The running byte totals of one relay, readable while it runs and after it ends.
+
+    It reads the counters the relay keeps anyway for its result, so watching
+    a transfer costs nothing on the data path: whoever wants progress reads
+    it when it likes (the metrics, once a second).
+    """
+
+    __slots__ = ("_a_to_b", "_b_to_a")
+
+    def __init__(self) -> None:
+        self._a_to_b: _Direction | None = None
+        self._b_to_a: _Direction | None = None
+
+    def _bind(self, a_to_b: _Direction, b_to_a: _Direction) -> None:
+        self._a_to_b, self._b_to_a = a_to_b, b_to_a
+
+    @property
+    def a_to_b(self) -> int:
+        """Bytes delivered from ``a`` to ``b`` so far (0 before the relay starts)."""
+        return self._a_to_b.sent if self._a_to_b is not None else 0
+
+    @property
+    def b_to_a(self) -> int:
+        return self._b_to_a.sent if self._b_to_a is not None else 0
+
+
 async def relay(
     a: socket.socket,
     b: socket.socket,
@@ -159,6 +187,7 @@ async def relay(
     force_copy: bool = False,
     finish_with: Literal["a_to_b", "b_to_a"] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    meter: RelayMeter | None = None,
 ) -> RelayResult:
     """Relay bytes between ``a`` and ``b`` until both directions end.
 
@@ -182,6 +211,7 @@ async def relay(
     costs nothing per chunk. An exception from it ends the relay and is raised.
 
     ``loop`` saves looking the running loop up (a system call on Python 3.11).
+    ``meter`` shows the running totals to whoever holds it.
     """
     for name, sock in (("a", a), ("b", b)):
         if sock.fileno() < 0:
@@ -228,6 +258,8 @@ async def relay(
         )
         if finish_with is not None:
             session.payload = a_to_b if finish_with == "a_to_b" else b_to_a
+        if meter is not None:
+            meter._bind(a_to_b, b_to_a)
         try:
             session.start(a_to_b, b_to_a)
             outcome = await session.outcome

@@ -11,6 +11,7 @@ import asyncio
 import socket
 import ssl
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -37,6 +38,7 @@ from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, Tr
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.progress import RunningTransfer, cut_short_error
 from ftplb.runtime.session_ids import next_session_id
 from ftplb.runtime.tls import BackendTls, session_of
 
@@ -80,10 +82,22 @@ class FrontendContext:
     data: DataSettings
     overall: SessionLimit = field(default_factory=SessionLimit)
     sessions: set[Session] = field(default_factory=set)
+    running: dict[str, RunningTransfer] = field(default_factory=dict)
+    """The transfers running now, by session id: counted while they run."""
     client_tls: ssl.SSLContext | None = None
     """The frontend's TLS server context (AUTH TLS, implicit, and PROT P data)."""
     backend_tls: BackendTls | None = None
     """TLS towards the servers; None offloads (plain FTP to them)."""
+
+    def running_transfers(self) -> Iterable[RunningTransfer]:
+        return self.running.values()
+
+    def control_counts(self) -> Iterator[tuple[str, str, int, int]]:
+        """(session id, server, bytes in, bytes out) of each session on a server."""
+        for session in self.sessions:
+            server = session.server_name
+            if server != "-":
+                yield session.session_id, server, session.bytes_in, session.bytes_out
 
 
 class _ServerLink(asyncio.Protocol):
@@ -204,13 +218,15 @@ class Session(asyncio.Protocol):
         "_last_client",
         "_last_server",
         "_link",
+        "_logins",
         "_loop",
         "_paused",
+        "_running",
         "_server",
+        "_start",
         "_started",
         "_timer",
         "_tls_task",
-        "_transfer_bytes",
         "_transfer_error",
         "_transfer_started",
         "client",
@@ -237,12 +253,27 @@ class Session(asyncio.Protocol):
         self._bytes_out = 0
         self._started = time.monotonic()
         self._transfer_started = 0.0
-        self._transfer_bytes = (0, 0)
         self._transfer_error: str | None = None
+        self._running: RunningTransfer | None = None
+        self._logins = [0, 0]  # the core's (ok, failed) logins already reported
+        self._start: act.StartTransfer | None = None
         self._last_client = self._last_server = 0.0
         self.transport: asyncio.Transport | None = None
         self.client = HostPort("0.0.0.0", 0)
         self.local_ip = ""
+
+    @property
+    def server_name(self) -> str:
+        return self._server.name if self._server is not None else "-"
+
+    @property
+    def bytes_in(self) -> int:
+        """Control bytes from the client so far."""
+        return self._bytes_in
+
+    @property
+    def bytes_out(self) -> int:
+        return self._bytes_out
 
     # ------------------------------------------------------ client protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -306,11 +337,24 @@ class Session(asyncio.Protocol):
         if self._closed:
             return
         self._last_server = self._loop.time()
-        self._do(self.core.server_data(data))
+        core = self.core
+        logins = core.logins_ok + core.logins_failed
+        self._do(core.server_data(data))
+        if core.logins_ok + core.logins_failed != logins:
+            self._count_logins(core.logins_ok, core.logins_failed)
 
     def on_server_lost(self) -> None:
         if not self._closed:
             self._do(self.core.server_closed())
+
+    def _count_logins(self, ok: int, failed: int) -> None:
+        # Only the change since the last report: a client may log in again.
+        ok, self._logins[0] = ok - self._logins[0], ok
+        failed, self._logins[1] = failed - self._logins[1], failed
+        ctx = self._ctx
+        for result, count in (("ok", ok), ("failed", failed)):
+            for _ in range(count):
+                ctx.log.notify("login", frontend=ctx.name, server=self.server_name, result=result)
 
     # --------------------------------------------------------------- actions
     def _do(self, actions: list[act.Action]) -> None:
@@ -338,8 +382,7 @@ class Session(asyncio.Protocol):
         elif isinstance(action, act.OpenServerListener):
             self._open_server_listener()
         elif isinstance(action, act.StartTransfer):
-            self._transfer_started = time.monotonic()
-            self._channel().start(action, self._on_transfer_outcome)
+            self._start_transfer(action)
         elif isinstance(action, act.StartTls):
             self._start_client_tls()
         elif isinstance(action, act.ConnectClient):
@@ -417,6 +460,9 @@ class Session(asyncio.Protocol):
         self._server = server
         self._link = link
         self._last_server = self._loop.time()
+        ctx.log.notify(
+            "session_open", session=self.session_id, frontend=ctx.name, server=server.name
+        )
         family = 2 if ":" in server.host else 1
         self._do(self.core.server_connected(server.host, family))
         link.attach()
@@ -495,34 +541,85 @@ class Session(asyncio.Protocol):
             return
         self._do(self.core.server_listener_ready(address))
 
+    def _start_transfer(self, start: act.StartTransfer) -> None:
+        self._transfer_started = time.monotonic()
+        verb, path = self.core.transfer_command or ("-", None)
+        running = RunningTransfer(
+            key=self.session_id,
+            frontend=self._ctx.name,
+            client=self.client.host,
+            server=self._server.name if self._server is not None else "-",
+            user=_text(self.core.user),
+            command=verb,
+            path=_text(path),
+        )
+        self._running = running
+        self._start = start
+        self._ctx.running[self.session_id] = running
+        self._channel().start(start, self._on_transfer_outcome, running.meter)
+
     def _on_transfer_outcome(self, outcome: TransferOutcome) -> None:
         if self._closed:
             return
         self._last_client = self._last_server = self._loop.time()
-        self._transfer_bytes = (outcome.to_client, outcome.to_server)
         self._transfer_error = outcome.error
         self._do(self.core.data_done(outcome.error))
 
     def _log_transfer(self, done: act.TransferDone) -> None:
-        to_client, to_server = self._transfer_bytes
+        self._write_transfer(
+            done.verb,
+            done.path,
+            (done.client_mode, done.server_mode),
+            done.code,
+            self._transfer_error,
+        )
+
+    def _write_transfer(
+        self,
+        verb: str,
+        path: bytes | None,
+        modes: tuple[str, str],
+        result: int | str,
+        error: str | None,
+    ) -> None:
+        running, self._running, self._start = self._running, None, None
+        to_client = to_server = 0
+        if running is not None:
+            # Out of the running set before the line: the metrics count the
+            # line's bytes minus what they already counted while it ran.
+            self._ctx.running.pop(running.key, None)
+            to_client, to_server = running.to_client, running.to_server
         self._ctx.log.transfer(
             session=self.session_id,
             frontend=self._ctx.name,
             client=self.client.host,
             server=self._server.name if self._server is not None else "-",
             user=_text(self.core.user),
-            command=done.verb,
-            path=_text(done.path),
+            command=verb,
+            path=_text(path),
             bytes_to_client=to_client,
             bytes_to_server=to_server,
             duration=round(time.monotonic() - self._transfer_started, 3),
-            client_mode=done.client_mode,
-            server_mode=done.server_mode,
-            result=done.code,
-            error=self._transfer_error or "-",
+            client_mode=modes[0],
+            server_mode=modes[1],
+            result=result,
+            error=error or "-",
         )
-        self._transfer_bytes = (0, 0)
         self._transfer_error = None
+
+    def _log_cut_short(self, reason: EndReason) -> None:
+        """The session ends while a transfer runs: its line, with the bytes it moved."""
+        running, start = self._running, self._start
+        if running is None or start is None:
+            return
+        verb, path = self.core.transfer_command or (running.command, None)
+        self._write_transfer(
+            verb,
+            path,
+            (start.client.mode, start.server.mode),
+            "-",
+            cut_short_error(reason.value, self._transfer_error),
+        )
 
     # ---------------------------------------------------------------- timers
     def _arm_timer(self) -> None:
@@ -566,6 +663,7 @@ class Session(asyncio.Protocol):
             self._link.transport.close()
         if self._server is not None:
             ctx.pool.release(self._server)
+        self._log_cut_short(reason)
         ctx.log.session(
             session=self.session_id,
             frontend=ctx.name,
