@@ -17,7 +17,7 @@ DEB_CACHE="${DEPS}/debs"
 # Runtime libraries of the unpacked vsftpd / pure-ftpd binaries: apt does not
 # resolve their dependencies because they are never installed as packages.
 APT_PACKAGES=(curl lftp proftpd-core proftpd-mod-crypto iproute2 libwrap0 libsodium23 libcap2 libpam0g libssl3
-    libpam-modules passwd chromium)
+    libpam-modules passwd chromium rsyslog)
 UNPACKED_PACKAGES=(vsftpd pure-ftpd)
 TEST_USER=ftptest
 TEST_PASSWORD=ftptest

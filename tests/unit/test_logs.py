@@ -5,12 +5,17 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
+
+STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 
 
 def one_line(log_format: str, write: str) -> str:
@@ -37,7 +42,7 @@ def test_text_lines_show_values_and_detail_only_when_there_is_one(write: str, fi
     line = one_line("text", write)
     stamp, kind, rest = line.split(" ", 2)
     assert (kind, rest) == ("warning" if write == "warning" else "session", fields + "\n")
-    assert len(stamp) == len("2026-01-01T10:00:00")
+    assert STAMP.fullmatch(stamp), stamp
 
 
 @pytest.mark.parametrize(
@@ -54,8 +59,32 @@ def test_json_lines_show_values_and_detail_only_when_there_is_one(
     write: str, fields: dict[str, str]
 ) -> None:
     record = json.loads(one_line("json", write))
-    assert record.pop("time")
+    assert STAMP.fullmatch(record.pop("time"))
     assert record == fields
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_timestamps_are_iso_8601_utc_with_milliseconds_and_the_offset(log_format: str) -> None:
+    before = datetime.now(UTC)
+    line = one_line(log_format, "session")
+    after = datetime.now(UTC)
+    stamp = json.loads(line)["time"] if log_format == "json" else line.split(" ", 1)[0]
+    assert STAMP.fullmatch(stamp), stamp
+    written = datetime.fromisoformat(stamp)
+    assert written.utcoffset() == timedelta(0)
+    # Milliseconds are cut, never rounded up: the stamp is never after the write.
+    assert before - timedelta(milliseconds=1) <= written <= after
+
+
+def test_the_cached_second_still_gives_each_line_its_own_milliseconds() -> None:
+    stream = io.StringIO()
+    log = EventLog("text", stream)
+    for _ in range(50):  # a handful of lines per millisecond at most: some differ
+        log.info("tick")
+        time.sleep(0.0005)
+    stamps = [line.split(" ", 1)[0] for line in stream.getvalue().splitlines()]
+    assert all(STAMP.fullmatch(stamp) for stamp in stamps)
+    assert stamps == sorted(stamps) and len(set(stamps)) > 1
 
 
 def test_every_warning_has_its_own_message() -> None:

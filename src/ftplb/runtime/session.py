@@ -211,6 +211,7 @@ class Session(asyncio.Protocol):
         "_timer",
         "_tls_task",
         "_transfer_bytes",
+        "_transfer_detail",
         "_transfer_error",
         "_transfer_started",
         "client",
@@ -239,6 +240,7 @@ class Session(asyncio.Protocol):
         self._transfer_started = 0.0
         self._transfer_bytes = (0, 0)
         self._transfer_error: str | None = None
+        self._transfer_detail = ""
         self._last_client = self._last_server = 0.0
         self.transport: asyncio.Transport | None = None
         self.client = HostPort("0.0.0.0", 0)
@@ -385,6 +387,7 @@ class Session(asyncio.Protocol):
         except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
             self._ctx.log.warning(
                 LogWarning.CLIENT_TLS_FAILED,
+                session=self.session_id,
                 frontend=self._ctx.name,
                 client=self.client.host,
                 reason=describe(error),
@@ -403,7 +406,14 @@ class Session(asyncio.Protocol):
     async def _connect_server(self, user: bytes | None) -> None:
         ctx = self._ctx
         picked = await connect_with_failover(
-            ctx.pool, ctx.failover, self.client.host, user, self._open_link, ctx.log, ctx.name
+            ctx.pool,
+            ctx.failover,
+            self.client.host,
+            user,
+            self._open_link,
+            ctx.log,
+            ctx.name,
+            session=self.session_id,
         )
         if isinstance(picked, str):
             self._do(self.core.server_unavailable(picked))
@@ -458,7 +468,12 @@ class Session(asyncio.Protocol):
                 server_local_ip = kernel_host(link.transport.get_extra_info("sockname")[0])
             addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
             self._data = DataChannel(
-                self._ctx.data, addresses, self._ctx.log, self._data_tls(), self._loop
+                self._ctx.data,
+                addresses,
+                self._ctx.log,
+                self._data_tls(),
+                self._loop,
+                session_id=self.session_id,
             )
         return self._data
 
@@ -480,7 +495,10 @@ class Session(asyncio.Protocol):
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
             self._ctx.log.warning(
-                LogWarning.PASSIVE_LISTENER_FAILED, frontend=self._ctx.name, reason=describe(error)
+                LogWarning.PASSIVE_LISTENER_FAILED,
+                session=self.session_id,
+                frontend=self._ctx.name,
+                reason=describe(error),
             )
             self._do(self.core.client_listener_failed(describe(error)))
             return
@@ -501,10 +519,12 @@ class Session(asyncio.Protocol):
         self._last_client = self._last_server = self._loop.time()
         self._transfer_bytes = (outcome.to_client, outcome.to_server)
         self._transfer_error = outcome.error
+        self._transfer_detail = outcome.error_detail
         self._do(self.core.data_done(outcome.error))
 
     def _log_transfer(self, done: act.TransferDone) -> None:
         to_client, to_server = self._transfer_bytes
+        detail = {"error_detail": self._transfer_detail} if self._transfer_detail else {}
         self._ctx.log.transfer(
             session=self.session_id,
             frontend=self._ctx.name,
@@ -520,9 +540,11 @@ class Session(asyncio.Protocol):
             server_mode=done.server_mode,
             result=done.code,
             error=self._transfer_error or "-",
+            **detail,
         )
         self._transfer_bytes = (0, 0)
         self._transfer_error = None
+        self._transfer_detail = ""
 
     # ---------------------------------------------------------------- timers
     def _arm_timer(self) -> None:
