@@ -20,7 +20,7 @@ from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
-from ftplb.proto.outcomes import EndReason
+from ftplb.proto.outcomes import EndReason, LoginStatus
 from ftplb.proto.replies import format_reply
 from ftplb.proto.upstream import (
     DialogueAction,
@@ -270,6 +270,8 @@ class Session(asyncio.Protocol):
                 client=f"{self.client.host}:{self.client.port}",
                 server="-",
                 user="-",
+                login=LoginStatus.NONE,
+                login_failures=0,
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
@@ -594,6 +596,8 @@ class Session(asyncio.Protocol):
             client=f"{self.client.host}:{self.client.port}",
             server=self._server.name if self._server is not None else "-",
             user=_text(self.core.user),
+            login=self.core.login_status,
+            login_failures=self.core.login_failures,
             duration=round(time.monotonic() - self._started, 3),
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
