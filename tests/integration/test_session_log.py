@@ -50,9 +50,7 @@ def about(record: dict[str, Any], client: str) -> bool:
 def session_lines(lb: RunningBalancer) -> list[dict[str, Any]]:
     """The session lines of this test's clients (not of the start-up probe's connection)."""
     ours = (*CLIENTS, FAILED_LOGIN, NO_LOGIN)
-    return [
-        r for r in records(lb) if r["event"] == "session" and any(about(r, c) for c in ours)
-    ]
+    return [r for r in records(lb) if r["event"] == "session" and any(about(r, c) for c in ours)]
 
 
 @contextlib.contextmanager
