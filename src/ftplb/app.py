@@ -70,6 +70,7 @@ async def serve(
         await _run(process, stop, hurry, reloads, on_ready)
     finally:
         release_library_logs()
+        log.close()
 
 
 class _Process:

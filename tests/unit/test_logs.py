@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from ftplb.proto.outcomes import EndReason
-from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
+from ftplb.proto.outcomes import EndReason, LoginStatus
+from ftplb.runtime.logs import EventLog, LogWarning, TransferError, capture_library_logs
+from ftplb.runtime.syslog_target import message
 
 STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00")
 
@@ -142,4 +143,27 @@ def test_every_warning_is_documented_with_its_message() -> None:
     """docs/logs.md lists each warning id with its message: operators match on them."""
     text = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
     missing = [w.value for w in LogWarning if f"| `{w.value}` | {w.message} |" not in text]
+    assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "pri"), [("session", 30), ("info", 30), ("warning", 28), ("error", 27)]
+)
+def test_syslog_messages_are_rfc_5424_with_the_kind_as_msgid(kind: str, pri: int) -> None:
+    stamp = "2026-12-05T05:41:07.123+00:00"
+    line = f'{stamp} {kind} session=ab12cd-7 path="a b"'
+    assert message(kind, stamp, line, "lb1", 4242) == (
+        f"<{pri}>1 {stamp} lb1 ftplb 4242 {kind} - {line}".encode()
+    )
+
+
+def test_every_transfer_error_is_documented() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
+    missing = [e.value for e in TransferError if f"| `{e.value}` |" not in text]
+    assert missing == []
+
+
+def test_every_end_reason_and_login_status_is_documented() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
+    missing = [e.value for e in (*EndReason, *LoginStatus) if f"| `{e.value}` |" not in text]
     assert missing == []

@@ -179,6 +179,11 @@ class EventLog:
         self._stamp = ""
         self._observers: tuple[Observer, ...] = ()
 
+    def close(self) -> None:
+        """Close the syslog socket, if any (the stream is not ours to close)."""
+        if self._syslog is not None:
+            self._syslog.close()
+
     @property
     def syslog_dropped(self) -> int:
         """Lines dropped because the syslog receiver's buffer was full (0 without syslog)."""
