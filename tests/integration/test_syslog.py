@@ -26,7 +26,7 @@ import pytest
 
 from ftplb.config.general import SyslogAddress
 from ftplb.runtime.logs import EventLog
-from ftplb.runtime.syslog_target import SyslogTarget
+from ftplb.runtime.syslog_target import MAX_DATAGRAM, SyslogTarget
 from tests.integration import clients, farms
 from tests.integration.balancer import RunningBalancer, log_fields, simple_config
 from tests.support import free_port, skip_or_fail, wait_until
@@ -250,3 +250,19 @@ def test_a_fatal_error_goes_to_syslog_and_to_the_stream(tmp_path: Path) -> None:
     (line,) = stream.getvalue().splitlines()
     assert json.loads(line)["message"] == "cannot bind"
     assert json.loads(error.split(b" - ", 1)[1])["message"] == "cannot bind"
+
+
+def test_a_line_too_long_for_a_datagram_is_cut_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "small.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))
+        receiver.settimeout(5)
+        target = SyslogTarget(SyslogAddress(path=str(path)))
+        huge = "x" * 4_000_000  # beyond any socket's send buffer
+        assert target.send("transfer", "2026-12-05T05:41:07.123+00:00", huge)
+        assert target.send("info", "2026-12-05T05:41:07.124+00:00", "after")
+        cut, after = receiver.recv(1 << 20), receiver.recv(65536)
+        target.close()
+    assert len(cut) == MAX_DATAGRAM and cut.startswith(b"<30>1 2026-12-05T05:41:07.123+00:00 ")
+    assert after.endswith(b" info - after")
+    assert target.dropped == 0

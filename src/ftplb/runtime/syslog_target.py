@@ -17,13 +17,14 @@ opened again on a later line.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
 
 from ftplb.config.general import SyslogAddress
 
-__all__ = ["SEVERITY_OF", "SyslogTarget", "message"]
+__all__ = ["MAX_DATAGRAM", "SEVERITY_OF", "SyslogTarget", "message"]
 
 _DAEMON = 3
 """RFC 5424 facility 3: system daemons."""
@@ -34,6 +35,9 @@ SEVERITY_OF: dict[str, int] = {"error": _ERR, "warning": _WARNING}
 """Severity by kind of line; any other kind is informational."""
 
 _APP_NAME = "ftplb"
+
+MAX_DATAGRAM = 8192
+"""Bytes of a line too long for one datagram that are still sent (rsyslog's default limit)."""
 
 _REOPEN_PAUSE = 1.0
 """Least seconds between two attempts to reopen a socket that failed."""
@@ -76,16 +80,29 @@ class SyslogTarget:
         sock = self._sock or self._open()
         if sock is None:
             return False
+        datagram = message(kind, stamp, line, self._hostname, self._pid)
         try:
-            sock.send(message(kind, stamp, line, self._hostname, self._pid))
-        except BlockingIOError:
+            sock.send(datagram)
+        except (BlockingIOError, InterruptedError):
             self.dropped += 1
-        except OSError:
-            # The receiver went away (restarted, or nobody on the UDP port): reopen later.
-            self.close()
-            self._retry_at = time.monotonic() + _REOPEN_PAUSE
-            return False
+        except OSError as error:
+            if error.errno == errno.ENOBUFS:
+                self.dropped += 1
+            elif error.errno == errno.EMSGSIZE:
+                self._send_cut(sock, datagram)
+            else:
+                # The receiver went away (restarted, or nobody on the UDP port): reopen later.
+                self.close()
+                self._retry_at = time.monotonic() + _REOPEN_PAUSE
+                return False
         return True
+
+    def _send_cut(self, sock: socket.socket, datagram: bytes) -> None:
+        """A line too long for one datagram: send its start (receivers cut long ones anyway)."""
+        try:
+            sock.send(datagram[:MAX_DATAGRAM])
+        except OSError:
+            self.dropped += 1
 
     def _open(self) -> socket.socket | None:
         if time.monotonic() < self._retry_at:
