@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import time
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -167,3 +168,25 @@ def test_every_end_reason_and_login_status_is_documented() -> None:
     text = (Path(__file__).parents[2] / "docs" / "logs.md").read_text()
     missing = [e.value for e in (*EndReason, *LoginStatus) if f"| `{e.value}` |" not in text]
     assert missing == []
+
+
+def test_python_warnings_become_warning_lines_too() -> None:
+    stream = io.StringIO()
+    release = capture_library_logs(EventLog("json", stream))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("an old call", DeprecationWarning, stacklevel=1)
+    finally:
+        release()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.warn("after the release: not ours", DeprecationWarning, stacklevel=1)
+    (line,) = stream.getvalue().splitlines()
+    record = json.loads(line)
+    assert (record["warning"], record["logger"], record["level"]) == (
+        "library_log",
+        "py.warnings",
+        "WARNING",
+    )
+    assert "DeprecationWarning: an old call" in record["reason"]
