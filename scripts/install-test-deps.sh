@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need on Debian 12: FTP clients (curl, lftp),
 # chromium (the stats page's browser test, driven by playwright without its own browsers),
+# rsyslog (the syslog test runs its own rsyslogd in the foreground),
 # ProFTPD from apt, vsftpd and Pure-FTPd unpacked into <repo>/.deps/root (the three
 # servers conflict with each other as packages, and the tests run them as plain
 # foreground processes, never as services), a PAM service and a system test user.
