@@ -41,7 +41,7 @@ except ImportError:  # pragma: no cover - a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
 from ftplb.runtime.pipes import DEFAULT_PIPE_SIZE, PipeBudget
-from ftplb.runtime.relay import relay
+from ftplb.runtime.relay import CLEAN, relay
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -145,7 +145,8 @@ def relay_main(report: Connection, config: Config, target_port: int, timeout: fl
         )
         after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    report.send((result.a_to_b, result.error, result.spliced, cpu))
+    error = None if result.outcome == CLEAN else str(result.outcome)
+    report.send((result.a_to_b, error, result.spliced, cpu))
 
 
 # --------------------------------------------------------------------------- orchestration

@@ -17,7 +17,7 @@ from ftplb.config.workers import WorkerSlot, worker_share
 from ftplb.generations import Generations
 from ftplb.monitoring import Monitoring
 from ftplb.runtime.listeners import share_listeners
-from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted
 
 __all__ = ["Balancer", "ConfigSource", "StartupError", "run_event_loop", "serve"]
@@ -61,7 +61,7 @@ async def serve(
             loop.add_signal_handler(signum, on_signal)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
-    log = EventLog(config.defaults.log_format)
+    log = event_log(config.defaults)
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker)
     release_library_logs = capture_library_logs(log)
@@ -70,6 +70,7 @@ async def serve(
         await _run(process, stop, hurry, reloads, on_ready)
     finally:
         release_library_logs()
+        log.close()
 
 
 class _Process:
@@ -161,7 +162,7 @@ async def _serve_until_stopped(
 
 def _become_worker(config: Config, worker: WorkerSlot) -> tuple[Config, EventLog]:
     """Make this process ``worker``: its share of ``config``, its log, shared listeners."""
-    log = EventLog(config.defaults.log_format, fixed={"worker": worker.index})
+    log = event_log(config.defaults, fixed={"worker": worker.index})
 
     def unsteered(reason: str) -> None:
         log.warning(LogWarning.UNSTEERED, reason=reason)

@@ -14,7 +14,7 @@ from ftplb.app import StartupError, run_event_loop, serve
 from ftplb.config.load import ConfigError, check_config, config_warnings, load_config
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
-from ftplb.runtime.logs import EventLog
+from ftplb.runtime.logs import event_log
 from ftplb.supervisor import run_supervisor, run_worker
 
 
@@ -235,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda: serve(config, reload_source=lambda: (load_config(args.config), None))
         )
     except StartupError as error:
-        EventLog(config.defaults.log_format).error(str(error))
+        event_log(config.defaults).error(str(error))
         return 1
     except KeyboardInterrupt:
         pass

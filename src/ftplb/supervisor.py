@@ -61,7 +61,7 @@ from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
 from ftplb.runtime import metrics
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
-from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs
+from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -162,7 +162,7 @@ class Supervisor:
         self.generation = 1
         self.run_dir: str | None = None
         self.count = config.defaults.workers
-        self.log = log or EventLog(config.defaults.log_format)
+        self.log = log or event_log(config.defaults)
         self.command = list(command or [sys.executable, "-m", "ftplb", "run", "-c", config_path])
         self.on_worker_exit = on_worker_exit
         self.metrics_dir: str | None = None

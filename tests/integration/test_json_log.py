@@ -1,12 +1,14 @@
 """``log_format = "json"``: every line a real ftplb writes is JSON, health flips included.
 
 A real ``ftplb run`` serves two pyftpdlib servers; one of them stops and comes
-back, so the log holds connect failures, session ends and both health flips.
+back, so the log holds connect failures, session ends and both health flips;
+then a reload is refused (an invalid file) and one succeeds.
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +46,17 @@ def wait_until(condition: Callable[[], object], timeout: float, what: str) -> No
         time.sleep(0.05)
 
 
+def reload_refused_then_done(lb: RunningBalancer) -> None:
+    """SIGHUP with an invalid file (refused), then with the valid one again (reloaded)."""
+    valid = lb.config_path.read_text()
+    lb.config_path.write_text(valid.replace("[defaults]", '[defaults]\ntimeout_client = "soon"'))
+    lb.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(r.get("warning") == "reload_refused" for r in records(lb)), 5, "refused")
+    lb.config_path.write_text(valid)
+    lb.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: any(r.get("message") == "reloaded" for r in records(lb)), 10, "reloaded")
+
+
 def session(lb: RunningBalancer, user: str, password: str) -> None:
     with clients.ftplib_session(lb.host, lb.port, user, password, "pasv") as ftp:
         assert ftp.retr("f.txt") == CONTENT
@@ -63,6 +76,8 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
         restarted = servers.start_pyftpdlib(first.host, first.port, first.root)
         try:
             wait_until(lambda: flips(lb, "s1") == ["DOWN", "UP"], 5, "s1 UP again")
+            session(lb, farm.user, farm.password)
+            reload_refused_then_done(lb)
             session(lb, farm.user, farm.password)
         finally:
             restarted.stop()
@@ -87,7 +102,10 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
             "check": "ftp",
         }
 
-    warnings = [r for r in logged if r["event"] == "warning"]
+    (refused,) = [r for r in logged if r.get("warning") == "reload_refused"]
+    assert "timeout_client" in refused["problems"], refused
+    assert [r["generation"] for r in logged if r.get("message") == "reloaded"] == [2]
+    warnings = [r for r in logged if r["event"] == "warning" and r is not refused]
     assert warnings, "no session tried the stopped server s1"
     assert all(
         (r["warning"], r["message"], r["server"])
@@ -95,5 +113,5 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
         for r in warnings
     ), warnings
     ends = [r["end"] for r in logged if r["event"] == "session" and r.get("user") == farm.user]
-    assert ends == ["quit"] * 5, ends
+    assert ends == ["quit"] * 6, ends
     assert [r["message"] for r in logged if r["event"] == "info"][-1] == "stopping"

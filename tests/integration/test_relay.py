@@ -303,7 +303,7 @@ def test_both_ways_at_once(
     result, at_b, at_a = run(scenario())
     assert at_b == Received(len(up), sha256(up))
     assert at_a == Received(len(down), sha256(down))
-    assert (result.a_to_b, result.b_to_a, result.error) == (len(up), len(down), None)
+    assert (result.a_to_b, result.b_to_a, result.outcome) == (len(up), len(down), CLEAN)
 
 
 def test_many_small_writes(
@@ -337,7 +337,7 @@ def test_many_small_writes(
 
     result, received = run(scenario())
     assert received == expected
-    assert (result.a_to_b, result.b_to_a, result.error) == (len(expected), 0, None)
+    assert (result.a_to_b, result.b_to_a, result.outcome) == (len(expected), 0, CLEAN)
 
 
 def test_zero_byte_transfer(
@@ -484,7 +484,7 @@ def test_slow_receiver_gets_everything_and_memory_stays_bounded(
     assert 0 < stalled_at == still_at, "the sender kept going while nobody read"
     assert stalled_at < 4 * MiB, f"{stalled_at} bytes were in flight: the relay buffered them"
     assert received == Received(len(data), sha256(data))
-    assert result.a_to_b == len(data) and result.error is None
+    assert result.a_to_b == len(data) and result.outcome == CLEAN
 
 
 # --------------------------------------------------------------------------- errors
@@ -658,7 +658,7 @@ def test_progress_is_reported_at_most_every_interval(
     totals = [(ab, ba) for _, ab, ba in calls]
     assert totals == sorted(totals) and len(set(totals)) == len(totals)
     assert 0 < totals[-1][0] <= result.a_to_b
-    assert result.b_to_a == 4 and result.error is None
+    assert result.b_to_a == 4 and result.outcome == CLEAN
 
 
 def test_failing_progress_callback_propagates_after_cleanup(

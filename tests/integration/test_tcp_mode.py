@@ -348,8 +348,10 @@ def test_an_ipv6_client_through_a_tcp_frontend_on_ipv6(
 
 def test_sessions_spread_and_data_follows_each_session(farm: TcpFarm) -> None:
     placed: dict[str, str] = {}
+    sources: list[str] = []
     for _ in range(4):
         source = next_source()
+        sources.append(source)
         name = f"spread-{uuid.uuid4().hex}.bin"
         with clients.ftplib_session(
             farm.lb.host, farm.lb.port, farm.user, farm.password, "pasv", source
@@ -357,6 +359,13 @@ def test_sessions_spread_and_data_follows_each_session(farm: TcpFarm) -> None:
             assert ftp.stor(name, name.encode() * 1000).startswith("226")
         (placed[name],) = owner_of(farm.lb, source)
     assert set(placed.values()) == {"s1", "s2"}, placed
+    # Each data line carries the id of its client's one control session.
+    for source in sources:
+        (session,) = sessions_from(farm.lb.log_text(), source)
+        data = [
+            log_fields(line) for line in farm.lb.log_lines("data") if f"client={source}:" in line
+        ]
+        assert data and {d["session"] for d in data} == {session["session"]}, (session, data)
     for name, owner in placed.items():
         assert_upload_on(farm, owner, name, hashlib.sha256(name.encode() * 1000).hexdigest())
 

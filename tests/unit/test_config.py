@@ -21,6 +21,7 @@ from ftplb.config.fields import (
     parse_endpoint,
     parse_port_range,
 )
+from ftplb.config.general import SyslogAddress
 from ftplb.config.load import ConfigError, check_config, load_config, load_config_text
 from ftplb.config.problems import Problem, format_key, problems_from_error
 from ftplb.config.schema import Config, cross_check
@@ -387,6 +388,39 @@ def test_bad_address(tmp_path: Path) -> None:
         f'{name}:5: frontends[0].bind[1]: invalid address "ftp.example.com:21": the host must '
         'be an IP address or "localhost"; expected "1.2.3.4:21", "[::1]:21", "localhost:21" '
         'or "*:21"'
+    ]
+
+
+def test_log_target_and_syslog_address() -> None:
+    defaults = load_config_text(MINIMAL).defaults
+    assert (defaults.log_target, str(defaults.syslog_address)) == ("stderr", "/dev/log")
+    text = '[defaults]\nlog_target = "syslog"\nsyslog_address = "udp://[::1]:514"\n' + MINIMAL
+    defaults = load_config_text(text).defaults
+    assert defaults.log_target == "syslog"
+    assert defaults.syslog_address == SyslogAddress(udp=Endpoint("::1", 514))
+    assert str(defaults.syslog_address) == "udp://[::1]:514"
+    text = '[defaults]\nsyslog_address = "/run/systemd/journal/syslog"\n' + MINIMAL
+    assert load_config_text(text).defaults.syslog_address == SyslogAddress(
+        path="/run/systemd/journal/syslog"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ('"dev/log"', "a Unix socket path must be absolute"),
+        ('"tcp://127.0.0.1:514"', "the only scheme is udp://"),
+        ('"udp://127.0.0.1"', "no port"),
+        ('"udp://*:514"', "the host must be a specific address, not a wildcard"),
+        ('"udp://syslog.example.com:514"', 'the host must be an IP address or "localhost"'),
+        ("514", "not a string"),
+    ],
+)
+def test_bad_syslog_addresses_are_refused(tmp_path: Path, value: str, reason: str) -> None:
+    name, found = problems(tmp_path, f"[defaults]\nsyslog_address = {value}\n" + MINIMAL)
+    assert found == [
+        f"{name}:2: defaults.syslog_address: invalid syslog address {value}: {reason}; "
+        'expected "/dev/log" (a Unix socket path) or "udp://127.0.0.1:514"'
     ]
 
 

@@ -7,11 +7,12 @@ from ftplb.config.load import load_config_text
 from ftplb.config.schema import Config
 
 
-def config(servers: str, *, workers: int = 1, admin: str = "") -> Config:
+def config(servers: str, *, workers: int = 1, admin: str = "", defaults: str = "") -> Config:
     return load_config_text(
         f"""
 [defaults]
 workers = {workers}
+{defaults}
 
 [[frontends]]
 name = "ftp"
@@ -79,3 +80,18 @@ def test_an_admin_table_added_or_removed_needs_a_restart() -> None:
     )
     kept, keys = keep_restart_only(with_admin, without)
     assert (kept.admin, keys) == (with_admin.admin, ["admin.bind"])
+
+
+def test_the_log_settings_keep_their_running_values() -> None:
+    """Each process opens its log once: a reload cannot switch its format or target."""
+    old = config(entry("s1", "127.0.0.11:21"))
+    new = config(
+        entry("s1", "127.0.0.11:21", weight=2),
+        defaults='log_format = "json"\nlog_target = "syslog"\nsyslog_address = "udp://127.0.0.1:514"',
+    )
+    expected = ["defaults.log_format", "defaults.log_target", "defaults.syslog_address"]
+    assert restart_only_changes(old, new) == expected
+    kept, keys = keep_restart_only(old, new)
+    assert keys == expected
+    assert kept.defaults == old.defaults
+    assert kept.backends == new.backends  # the rest of the reload applies

@@ -13,7 +13,7 @@ import pytest
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort
 from ftplb.proto.control import ControlSession, SessionPolicy
-from ftplb.proto.outcomes import EndReason
+from ftplb.proto.outcomes import EndReason, LoginStatus
 from ftplb.proto.phases import Phase, TransferPhase
 from tests.unit.playbook import (
     ClientCloses,
@@ -73,6 +73,8 @@ class State:
     logged_in: bool = False
     control_protected: bool = False
     data_protected: bool = False
+    login: LoginStatus = LoginStatus.NONE
+    login_failures: int = 0
 
 
 def state(playbook: Playbook) -> State:
@@ -88,12 +90,16 @@ def state(playbook: Playbook) -> State:
         s.logged_in,
         s.client_control_protected,
         s.client_data_protected,
+        s.login_status,
+        s.login_failures,
     )
 
 
-IDLE = State(Phase.READY, idle=True, logged_in=True)
-COMMAND = State(Phase.COMMAND, awaiting_server=True, logged_in=True)
-CLOSED = State(Phase.CLOSED, closed=True, logged_in=True)
+IDLE = State(Phase.READY, idle=True, logged_in=True, login=LoginStatus.OK)
+COMMAND = State(Phase.COMMAND, awaiting_server=True, logged_in=True, login=LoginStatus.OK)
+CLOSED = State(Phase.CLOSED, closed=True, logged_in=True, login=LoginStatus.OK)
+OPENING_LISTENER = State(Phase.OPENING_LISTENER, logged_in=True, login=LoginStatus.OK)
+SERVER_SETUP = State(Phase.SERVER_SETUP, awaiting_server=True, logged_in=True, login=LoginStatus.OK)
 
 
 def transferring(transfer: TransferPhase, **changes: object) -> State:
@@ -107,6 +113,7 @@ def transferring(transfer: TransferPhase, **changes: object) -> State:
         transfer_running=not aborting,
         awaiting_server=aborting or data_ended,
         logged_in=True,
+        login=LoginStatus.OK,
     )
     return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -122,7 +129,7 @@ def connected(
 ) -> Playbook:
     playbook = new(policy, passive_family)
     assert playbook >> Start() << act.ConnectServer(None) >> server << act.SendToClient(BANNER)
-    assert state(playbook) == replace(IDLE, logged_in=False)
+    assert state(playbook) == replace(IDLE, logged_in=False, login=LoginStatus.NONE)
     return playbook
 
 
@@ -136,8 +143,13 @@ def log_in(playbook: Playbook) -> None:
         >> ClientSends(b"PASS secret\r\n")
         << act.SendToServer(b"PASS secret\r\n")
     )
-    assert state(playbook) == replace(COMMAND, logged_in=False)
-    assert playbook >> ServerSends(b"230 Welcome\r\n") << act.SendToClient(b"230 Welcome\r\n")
+    assert state(playbook) == replace(COMMAND, logged_in=False, login=LoginStatus.NONE)
+    assert (
+        playbook
+        >> ServerSends(b"230 Welcome\r\n")
+        << act.SendToClient(b"230 Welcome\r\n")
+        << act.LoginResult(ok=True, user=b"alice")
+    )
     assert state(playbook) == IDLE
     assert playbook.session.user == b"alice"
 
@@ -155,9 +167,9 @@ def logged_in(
 def passive_ready(playbook: Playbook, verb: bytes = b"PASV") -> None:
     """A client PASV/EPSV through listener and server setup, the server passive over IPv4."""
     assert playbook >> ClientSends(verb + b"\r\n") << act.OpenClientListener()
-    assert state(playbook) == State(Phase.OPENING_LISTENER, logged_in=True)
+    assert state(playbook) == OPENING_LISTENER
     assert playbook >> ClientListenerReady(LISTENER) << act.SendToServer(b"PASV\r\n")
-    assert state(playbook) == State(Phase.SERVER_SETUP, awaiting_server=True, logged_in=True)
+    assert state(playbook) == SERVER_SETUP
     ours = OUR_227 if verb == b"PASV" else OUR_229
     assert playbook >> ServerSends(SERVER_227) << act.SendToClient(ours)
     assert state(playbook) == IDLE
@@ -408,6 +420,7 @@ def test_login_tracks_230_on_any_login_verb() -> None:
         << act.SendToServer(b"USER anonymous\r\n")
         >> ServerSends(b"230 Anonymous ok\r\n")
         << act.SendToClient(b"230 Anonymous ok\r\n")
+        << act.LoginResult(ok=True, user=b"anonymous")
     )
     assert state(playbook) == IDLE
     # A new USER logs the session out until its own 230.
@@ -418,6 +431,7 @@ def test_login_tracks_230_on_any_login_verb() -> None:
         >> ServerSends(b"331 pw\r\n")
         << act.SendToClient(b"331 pw\r\n")
     )
+    # The last login that ended was the 230: a 331 only carries the new one on.
     assert state(playbook) == replace(IDLE, logged_in=False)
     assert playbook.session.user == b"bob"
     assert (
@@ -430,10 +444,11 @@ def test_login_tracks_230_on_any_login_verb() -> None:
         << act.SendToServer(b"ACCT y\r\n")
         >> ServerSends(b"230 ok\r\n")
         << act.SendToClient(b"230 ok\r\n")
+        << act.LoginResult(ok=True, user=b"bob")
     )
     assert state(playbook) == IDLE
     # Two logins accepted (the metrics' logins), none refused.
-    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (2, 0)
+    assert (playbook.session.logins_ok, playbook.session.login_failures) == (2, 0)
 
 
 def test_a_230_to_another_command_does_not_log_in() -> None:
@@ -449,8 +464,8 @@ def test_a_230_to_another_command_does_not_log_in() -> None:
         >> ServerSends(b"530 odd too\r\n")
         << act.SendToClient(b"530 odd too\r\n")
     )
-    assert state(playbook) == replace(IDLE, logged_in=False)
-    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (0, 0)
+    assert state(playbook) == replace(IDLE, logged_in=False, login=LoginStatus.NONE)
+    assert playbook.session.logins_ok == 0
 
 
 def test_a_failed_login_stays_logged_out() -> None:
@@ -464,10 +479,67 @@ def test_a_failed_login_stays_logged_out() -> None:
         << act.SendToServer(b"PASS bad\r\n")
         >> ServerSends(b"530 Login incorrect\r\n")
         << act.SendToClient(b"530 Login incorrect\r\n")
+        << act.LoginResult(ok=False, user=b"alice")
         >> ClientSends(b"CWD /\r\n")
         << act.SendToClient(PLEASE_LOGIN)
     )
-    assert (playbook.session.logins_ok, playbook.session.logins_failed) == (0, 1)
+    assert playbook.session.logins_ok == 0
+    assert state(playbook) == replace(
+        IDLE, logged_in=False, login=LoginStatus.FAILED, login_failures=1
+    )
+
+
+def test_failed_logins_are_counted_and_the_last_login_tells_the_status() -> None:
+    playbook = connected()
+    assert (
+        playbook
+        >> ClientSends(b"USER mallory\r\n")
+        << act.SendToServer(b"USER mallory\r\n")
+        >> ServerSends(b"530 No such user\r\n")
+        << act.SendToClient(b"530 No such user\r\n")
+        << act.LoginResult(ok=False, user=b"mallory")
+        >> ClientSends(b"USER alice\r\n")
+        << act.SendToServer(b"USER alice\r\n")
+        >> ServerSends(b"331 pw\r\n")
+        << act.SendToClient(b"331 pw\r\n")
+        >> ClientSends(b"PASS bad\r\n")
+        << act.SendToServer(b"PASS bad\r\n")
+        >> ServerSends(b"530 Login incorrect\r\n")
+        << act.SendToClient(b"530 Login incorrect\r\n")
+        << act.LoginResult(ok=False, user=b"alice")
+    )
+    assert state(playbook) == replace(
+        IDLE, logged_in=False, login=LoginStatus.FAILED, login_failures=2
+    )
+    assert (
+        playbook
+        >> ClientSends(b"PASS good\r\n")
+        << act.SendToServer(b"PASS good\r\n")
+        >> ServerSends(b"230 in\r\n")
+        << act.SendToClient(b"230 in\r\n")
+        << act.LoginResult(ok=True, user=b"alice")
+    )
+    assert state(playbook) == replace(IDLE, login_failures=2)
+    assert playbook >> ClientCloses() << act.Close(EndReason.CLIENT_CLOSED)
+    assert state(playbook) == replace(CLOSED, login_failures=2)
+
+
+def test_a_530_to_another_command_is_no_failed_login() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"CWD /secret\r\n")
+        << act.SendToServer(b"CWD /secret\r\n")
+        >> ServerSends(b"530 Not for you\r\n")
+        << act.SendToClient(b"530 Not for you\r\n")
+    )
+    assert state(playbook) == IDLE
+
+
+def test_ftplbs_own_530_before_login_is_no_login_result() -> None:
+    playbook = connected()
+    assert playbook >> ClientSends(b"CWD /\r\n") << act.SendToClient(PLEASE_LOGIN)
+    assert state(playbook) == replace(IDLE, logged_in=False, login=LoginStatus.NONE)
 
 
 def test_rein_logs_out() -> None:
@@ -508,7 +580,7 @@ NEEDS_LOGIN = [
 def test_commands_before_login_get_530(line: bytes) -> None:
     playbook = connected()
     assert playbook >> ClientSends(line + b"\r\n") << act.SendToClient(PLEASE_LOGIN)
-    assert state(playbook) == replace(IDLE, logged_in=False)
+    assert state(playbook) == replace(IDLE, logged_in=False, login=LoginStatus.NONE)
 
 
 @pytest.mark.parametrize(
@@ -619,6 +691,7 @@ def test_user_routing_waits_for_user() -> None:
         << act.SendToServer(b"PASS pw\r\n")
         >> ServerSends(b"230 in\r\n")
         << act.SendToClient(b"230 in\r\n")
+        << act.LoginResult(ok=True, user=b"bob")
     )
     assert state(playbook) == IDLE
 
@@ -675,6 +748,7 @@ def test_pipelined_commands_wait_while_user_connects_the_server() -> None:
         << act.SendToServer(b"PASS pw\r\n")
         >> ServerSends(b"230 in\r\n")
         << act.SendToClient(b"230 in\r\n")
+        << act.LoginResult(ok=True, user=b"bob")
         << act.SendToServer(b"PWD\r\n")
         >> ServerSends(b'257 "/"\r\n')
         << act.SendToClient(b'257 "/"\r\n')
@@ -711,6 +785,7 @@ def test_user_routing_replays_user_to_an_ipv6_server_which_gets_epsv() -> None:
         << act.SendToServer(b"USER bob\r\n")
         >> ServerSends(b"230 in\r\n")
         << act.SendToClient(b"230 in\r\n")
+        << act.LoginResult(ok=True, user=b"bob")
         >> ClientSends(b"PASV\r\n")
         << act.OpenClientListener()
         >> ClientListenerReady(LISTENER)
@@ -926,7 +1001,7 @@ def test_port_with_passive_server_mode_connects_the_client_at_the_1xx() -> None:
     playbook = logged_in()
     client = act.ClientActive(HostPort.of(CLIENT, 25700), "PORT")
     assert playbook >> ClientSends(b"PORT 127,0,0,100,100,100\r\n") << act.SendToServer(b"PASV\r\n")
-    assert state(playbook) == State(Phase.SERVER_SETUP, awaiting_server=True, logged_in=True)
+    assert state(playbook) == SERVER_SETUP
     assert (
         playbook
         >> ServerSends(b"227 Entering Passive Mode (127,0,0,11,4,1)\r\n")
@@ -990,7 +1065,7 @@ def test_data_setup_in_every_server_mode(mode: str, server_family: int, line: by
         assert playbook << act.SendToServer(verb)
     else:
         assert playbook << act.OpenServerListener()
-        assert state(playbook) == State(Phase.OPENING_LISTENER, logged_in=True)
+        assert state(playbook) == OPENING_LISTENER
         if server_family == 1:
             listener, verb = SERVER_LISTENER, b"PORT 127,0,0,1,175,200\r\n"
         else:
@@ -999,7 +1074,7 @@ def test_data_setup_in_every_server_mode(mode: str, server_family: int, line: by
         server_mode = "PORT" if server_family == 1 else "EPRT"
         server = act.ServerActive(server_mode)
         assert playbook >> ServerListenerReady(listener) << act.SendToServer(verb)
-    assert state(playbook) == State(Phase.SERVER_SETUP, awaiting_server=True, logged_in=True)
+    assert state(playbook) == SERVER_SETUP
     assert (
         playbook
         >> ServerSends(server_reply)
@@ -1922,6 +1997,7 @@ def test_logged_commands_mask_the_secrets() -> None:
         << act.SendToServer(b"ACCT hunter3\r\n")
         >> ServerSends(b"230 in\r\n")
         << act.SendToClient(b"230 in\r\n")
+        << act.LoginResult(ok=True, user=b"alice")
         # Refused commands are logged too; unparsable lines are not commands.
         >> ClientSends(b"MIC x\r\n4x\r\n")
         << act.CommandSeen("MIC x")
@@ -1952,6 +2028,7 @@ def test_an_abor_that_acts_at_once_is_logged_too() -> None:
         << act.SendToServer(b"USER alice\r\n")
         >> ServerSends(b"230 Welcome\r\n")
         << act.SendToClient(b"230 Welcome\r\n")
+        << act.LoginResult(ok=True, user=b"alice")
         >> ClientSends(b"PASV\r\n")
         << act.CommandSeen("PASV")
         << act.OpenClientListener()

@@ -47,6 +47,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort
 from ftplb.proto.control import ClientTlsMode, ControlSession, ServerDataMode, SessionPolicy
+from ftplb.proto.outcomes import LoginStatus
 from ftplb.proto.replies import Reply, ReplyParser
 from ftplb.proto.rules import RULES, Direction, rule_for
 
@@ -282,6 +283,9 @@ class Owed:
     prelim_sent: bool = False
 
 
+_LOGIN_STATUS = {True: LoginStatus.OK, False: LoginStatus.FAILED}
+
+
 class ControlMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
@@ -310,6 +314,8 @@ class ControlMachine(RuleBasedStateMachine):
         self.transfer: Transfer | None = None
         self.data_due: Transfer | None = None
         self.data_cancelled = False
+        self.logins: list[bool] = []
+        """The ``ok`` of each LoginResult, in order."""
 
     # ------------------------------------------------------------ plumbing
     def check(self, condition: object, message: str) -> None:
@@ -347,7 +353,7 @@ class ControlMachine(RuleBasedStateMachine):
         self, action: act.Action, following: act.Action | None, data: st.DataObject
     ) -> None:
         self.check(not self.closed_seen, f"{action!r} follows a Close")
-        self.last_action = action
+        previous, self.last_action = self.last_action, action
         if isinstance(action, act.SendToServer):
             if SECRET_BYTES in action.data:
                 verb = action.data.split(b" ", 1)[0].upper()
@@ -407,6 +413,12 @@ class ControlMachine(RuleBasedStateMachine):
                 t.start.server.mode,
             )
             self.check(action == expected, f"{action!r} is not {expected!r}")
+        elif isinstance(action, act.LoginResult):
+            # It follows the server's own 230 or 530, passed on to the client.
+            said = parse_chunk(previous.data) if isinstance(previous, act.SendToClient) else []
+            code = 230 if action.ok else 530
+            self.check([r.code for r in said] == [code], f"{action!r} after {previous!r}")
+            self.logins.append(action.ok)
         elif isinstance(action, act.Close):
             self.closed_seen = True
 
@@ -645,6 +657,10 @@ class ControlMachine(RuleBasedStateMachine):
             self.check(session.closed, "QUIT was answered and the session is open")
         if self.server == "gone" and not self.reply_held:
             self.check(session.closed, "the server is gone, nothing is held, the session is open")
+        failures = self.logins.count(False)
+        self.check(session.login_failures == failures, f"{failures} LoginResult(ok=False)")
+        last = LoginStatus.NONE if not self.logins else _LOGIN_STATUS[self.logins[-1]]
+        self.check(session.login_status is last, f"login {session.login_status}, not {last}")
         t = self.transfer
         if t is not None and t.final_code is not None:
             self.check(len(t.logged) == 1, f"{len(t.logged)} TransferDone for one transfer")

@@ -95,6 +95,7 @@ def log_in(playbook: Playbook) -> None:
         << act.SendToServer(b"PASS secret\r\n")
         >> ServerSends(b"230 Welcome\r\n")
         << act.SendToClient(b"230 Welcome\r\n")
+        << act.LoginResult(ok=True, user=b"alice")
     )
     assert playbook.session.logged_in
 

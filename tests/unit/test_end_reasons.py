@@ -7,6 +7,8 @@ import pytest
 from ftplb.proto import actions as act
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.data import transfer_error
+from ftplb.runtime.logs import TransferError
 from ftplb.runtime.passthrough import _relay_end
 from ftplb.runtime.relay import CLEAN, RelayEnd, RelayOutcome
 
@@ -142,36 +144,56 @@ def test_end_reason_values_are_the_documented_labels() -> None:
 
 
 @pytest.mark.parametrize(
-    ("outcome", "expected", "text"),
+    ("outcome", "expected", "transfer"),
     [
-        (CLEAN, (EndReason.CLOSED, ""), None),
-        (RelayOutcome(RelayEnd.IDLE), (EndReason.IDLE_TIMEOUT, ""), "idle timeout"),
+        (CLEAN, (EndReason.CLOSED, ""), (None, "")),
+        (
+            RelayOutcome(RelayEnd.IDLE),
+            (EndReason.IDLE_TIMEOUT, ""),
+            (TransferError.IDLE_TIMEOUT, ""),
+        ),
         (
             RelayOutcome(RelayEnd.IDLE_AFTER_HALF_CLOSE),
             (EndReason.IDLE_TIMEOUT, "after half-close"),
-            "idle timeout after half-close",
+            (TransferError.IDLE_TIMEOUT, "after half-close"),
         ),
-        (RelayOutcome(RelayEnd.RESET, "a"), (EndReason.CLIENT_RESET, ""), "reset by a"),
-        (RelayOutcome(RelayEnd.RESET, "b"), (EndReason.SERVER_RESET, ""), "reset by b"),
+        (
+            RelayOutcome(RelayEnd.RESET, "a"),
+            (EndReason.CLIENT_RESET, ""),
+            (TransferError.RESET_BY_CLIENT, ""),
+        ),
+        (
+            RelayOutcome(RelayEnd.RESET, "b"),
+            (EndReason.SERVER_RESET, ""),
+            (TransferError.RESET_BY_SERVER, ""),
+        ),
         (
             RelayOutcome(RelayEnd.SOCKET_ERROR, "a", "ETIMEDOUT"),
             (EndReason.CLIENT_RESET, "ETIMEDOUT"),
-            "ETIMEDOUT on a",
+            (TransferError.CLIENT_SOCKET_ERROR, "ETIMEDOUT"),
         ),
         (
             RelayOutcome(RelayEnd.SOCKET_ERROR, "b", "EHOSTUNREACH"),
             (EndReason.SERVER_RESET, "EHOSTUNREACH"),
-            "EHOSTUNREACH on b",
+            (TransferError.SERVER_SOCKET_ERROR, "EHOSTUNREACH"),
         ),
         (
             RelayOutcome(RelayEnd.TLS_ERROR, "a", "bad record mac"),
             (EndReason.CLIENT_RESET, "TLS error: bad record mac"),
-            "TLS error on a: bad record mac",
+            (TransferError.CLIENT_TLS_ERROR, "bad record mac"),
+        ),
+        (
+            RelayOutcome(RelayEnd.TLS_ERROR, "b", "decryption failed"),
+            (EndReason.SERVER_RESET, "TLS error: decryption failed"),
+            (TransferError.SERVER_TLS_ERROR, "decryption failed"),
         ),
     ],
 )
-def test_relay_outcomes_become_end_reasons_and_log_texts(
-    outcome: RelayOutcome, expected: tuple[EndReason, str], text: str | None
+def test_relay_outcomes_become_end_reasons_and_transfer_errors(
+    outcome: RelayOutcome,
+    expected: tuple[EndReason, str],
+    transfer: tuple[TransferError | None, str],
 ) -> None:
+    """A tcp relay's side "a" and an FTP data relay's are the client: both logs say so."""
     assert _relay_end(outcome) == expected
-    assert outcome.error == text
+    assert transfer_error(outcome) == transfer

@@ -43,7 +43,7 @@ from ftplb.runtime.process_report import (
     report_path,
     write_report,
 )
-from ftplb.runtime.progress import RunningTransfer, cut_short_error, data_key
+from ftplb.runtime.progress import RunningTransfer, cut_short_detail, data_key
 from ftplb.runtime.relay import RelayMeter
 from tests.unit.test_metrics import CONFIG, FakeChecks, pools, value
 
@@ -254,8 +254,8 @@ def test_a_transfer_cut_short_counts_under_its_own_result(directory: str, config
     got = collect(directory)
     assert value(got, "ftplb_transfers_total", command="RETR", result="cut") == 1
     assert out_bytes(directory) == 123
-    assert cut_short_error("client_closed") == "session ended (client_closed)"
-    assert cut_short_error("quit", "reset by a") == "session ended (quit): reset by a"
+    assert cut_short_detail("client_closed") == "client_closed"
+    assert cut_short_detail("quit", "reset_by_client") == "quit: reset_by_client"
 
 
 def test_the_process_report_lists_running_transfers_for_the_snapshot(

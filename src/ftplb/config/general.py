@@ -2,16 +2,73 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import Field, PlainValidator
+from pydantic import Field, PlainSerializer, PlainValidator
 from pydantic_core import PydanticCustomError
 
-from ftplb.config.fields import BindAddress, Count, Endpoint, PositiveDuration, Section
+from ftplb.config.fields import (
+    BindAddress,
+    Count,
+    Endpoint,
+    PositiveDuration,
+    Section,
+    parse_endpoint,
+)
 from ftplb.config.password_hash import PasswordHashError, parse_password_hash
 from ftplb.config.problems import as_written
 
-__all__ = ["Admin", "AdminUserEntry", "Defaults"]
+__all__ = ["Admin", "AdminUserEntry", "Defaults", "SyslogAddress"]
+
+
+@dataclass(frozen=True, slots=True)
+class SyslogAddress:
+    """Where syslog lines go: a Unix datagram socket ``path``, or ``udp`` to a host and port."""
+
+    path: str = ""
+    udp: Endpoint | None = None
+
+    def __str__(self) -> str:
+        return f"udp://{self.udp}" if self.udp is not None else self.path
+
+
+_SYSLOG_FORMS = '"/dev/log" (a Unix socket path) or "udp://127.0.0.1:514"'
+
+
+def parse_syslog_address(value: object) -> SyslogAddress:
+    """A :class:`SyslogAddress` from an absolute socket path or ``udp://HOST:PORT``."""
+
+    def error(reason: str) -> PydanticCustomError:
+        return PydanticCustomError(
+            "syslog_address",
+            "invalid syslog address {value}: {reason}; expected {forms}",
+            {"value": as_written(value), "reason": reason, "forms": _SYSLOG_FORMS},
+        )
+
+    if isinstance(value, SyslogAddress):
+        return value
+    if not isinstance(value, str) or not value:
+        raise error("not a string")
+    if value.startswith("udp://"):
+        try:
+            endpoint = parse_endpoint(value.removeprefix("udp://"))
+        except PydanticCustomError as problem:
+            reason = (problem.context or {}).get("reason", "not HOST:PORT")
+            raise error(str(reason)) from None
+        if endpoint.is_wildcard:
+            raise error("the host must be a specific address, not a wildcard")
+        return SyslogAddress(udp=endpoint)
+    if "://" in value:
+        raise error("the only scheme is udp://")
+    if not value.startswith("/") or "\0" in value:
+        raise error("a Unix socket path must be absolute")
+    return SyslogAddress(path=value)
+
+
+SyslogAddressField = Annotated[
+    SyslogAddress, PlainValidator(parse_syslog_address), PlainSerializer(str)
+]
 
 
 class Defaults(Section):
@@ -27,6 +84,9 @@ class Defaults(Section):
     redispatch: bool = True
     log_format: Literal["text", "json"] = "text"
     log_commands: bool = False
+    log_target: Literal["stderr", "syslog"] = "stderr"
+    """Where log lines go: stderr, or syslog as RFC 5424 messages (see docs/logs.md)."""
+    syslog_address: SyslogAddressField = SyslogAddress(path="/dev/log")
     max_line_length: Annotated[int, Field(ge=512, le=65536)] = 4096
     max_connections: Count = 0
     workers: Annotated[int, Field(ge=1, le=64)] = 1

@@ -134,6 +134,19 @@ class CommandSeen:
 
 
 @dataclass(frozen=True, slots=True)
+class LoginResult:
+    """The server answered a login command (USER, PASS, ACCT) for good: 230 or 530.
+
+    Its reply has been queued for the client; count it (metrics), nothing to carry out.
+    """
+
+    ok: bool
+    """True for 230 (logged in), False for 530 (refused)."""
+    user: bytes | None
+    """The session's last USER argument, None if it sent none."""
+
+
+@dataclass(frozen=True, slots=True)
 class Close:
     """Flush what was sent to the client, then close every connection."""
 
@@ -154,5 +167,6 @@ Action = (
     | CloseData
     | TransferDone
     | CommandSeen
+    | LoginResult
     | Close
 )

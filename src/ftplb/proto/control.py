@@ -48,7 +48,7 @@ from ftplb.proto.addresses import (
 from ftplb.proto.commands import Command, CommandParser, loggable
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.features import filter_feat, own_feat
-from ftplb.proto.outcomes import EndReason
+from ftplb.proto.outcomes import EndReason, LoginStatus
 from ftplb.proto.phases import (
     ABORTING,
     SERVER_REPLY_DUE,
@@ -167,6 +167,7 @@ class ControlSession:
         "_epsv_all",
         "_lifecycle",
         "_login",
+        "_login_status",
         "_pending_user",
         "_phase",
         "_policy",
@@ -180,7 +181,7 @@ class ControlSession:
         "_transfer",
         "_upstream",
         "client_ip",
-        "logins_failed",
+        "login_failures",
         "logins_ok",
         "passive_family",
         "user",
@@ -193,10 +194,11 @@ class ControlSession:
         self.user: bytes | None = None
         self.logins_ok = 0
         """Logins the server accepted (230 to USER or PASS)."""
-        self.logins_failed = 0
-        """Logins the server refused (530 to USER or PASS)."""
         self._phase = Phase.NEW
         self._login = Login.OUT
+        self._login_status = LoginStatus.NONE
+        self.login_failures = 0
+        """The server's 530 replies to login commands in this session."""
         self._lifecycle = Lifecycle.RUNNING
         self._upstream = Upstream.UNCHOSEN
         self._client_tls = (
@@ -235,6 +237,11 @@ class ControlSession:
     @property
     def logged_in(self) -> bool:
         return self._login is Login.IN
+
+    @property
+    def login_status(self) -> LoginStatus:
+        """How the last login went (230 or 530), ``NONE`` while there was none."""
+        return self._login_status
 
     @property
     def idle(self) -> bool:
@@ -842,13 +849,20 @@ class ControlSession:
         self._move(Trigger.ANSWERED)
         if awaiting is Handling.FEAT:
             return self._say(filter_feat(reply, self._feat_extra()))
-        if awaiting is Handling.LOGIN:
-            if reply.code == 230:
-                self._login = Login.IN
-                self.logins_ok += 1
-            elif reply.code == 530:
-                self.logins_failed += 1
-        return self._say(reply.raw)
+        out = self._say(reply.raw)
+        if awaiting is Handling.LOGIN and reply.code in (230, 530):
+            out.append(self._login_result(ok=reply.code == 230))
+        return out
+
+    def _login_result(self, *, ok: bool) -> act.LoginResult:
+        if ok:
+            self._login = Login.IN
+            self._login_status = LoginStatus.OK
+            self.logins_ok += 1
+        else:
+            self._login_status = LoginStatus.FAILED
+            self.login_failures += 1
+        return act.LoginResult(ok, self.user)
 
     # ---------------------------------------------------------------- helpers
     def _quitting(self) -> bool:

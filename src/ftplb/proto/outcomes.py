@@ -57,3 +57,18 @@ class EndReason(StrEnum):
 
 
 _REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT))
+
+
+class LoginStatus(StrEnum):
+    """How a session's last login attempt went: the ``login`` field of its log line.
+
+    A login ends with the server's 230 or 530 to USER, PASS or ACCT; a 331
+    (password please) only carries it on.
+    """
+
+    NONE = "none"
+    """The server never answered a login with 230 or 530."""
+    OK = "ok"
+    """The last one was accepted (230)."""
+    FAILED = "failed"
+    """The last one was refused (530)."""

@@ -14,19 +14,21 @@ from dataclasses import dataclass
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.runtime.connect import open_connection
-from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
-from ftplb.runtime.relay import RelayMeter, relay
+from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
 
 @dataclass(slots=True)
 class TransferOutcome:
-    error: str | None
+    error: TransferError | None
     to_client: int
     to_server: int
     spliced: bool
+    error_detail: str = ""
+    """Free text beside ``error`` (an errno name, a TLS reason), or empty."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +70,25 @@ class _Acceptor:
     transfer by racing the client to the advertised port.
     """
 
-    __slots__ = ("_expected_ip", "_log", "_loop", "_side", "address", "conn", "listener")
+    __slots__ = (
+        "_expected_ip",
+        "_log",
+        "_loop",
+        "_session_id",
+        "_side",
+        "address",
+        "conn",
+        "listener",
+    )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - one private call site per side
         self,
         loop: asyncio.AbstractEventLoop,
         listener: socket.socket,
         expected_ip: str,
         log: EventLog,
         side: str,
+        session_id: str,
     ) -> None:
         self.listener = listener
         host, port = listener.getsockname()[:2]
@@ -84,6 +96,7 @@ class _Acceptor:
         self._expected_ip = expected_ip
         self._log = log
         self._side = side
+        self._session_id = session_id
         # A readiness callback rather than a task: one PASV per transfer makes
         # this part of every session's cost.
         self._loop = loop
@@ -113,6 +126,7 @@ class _Acceptor:
             conn.close()
             self._log.warning(
                 LogWarning.FOREIGN_DATA_REFUSED,
+                session=self._session_id,
                 side=self._side,
                 peer=peer_ip,
                 expected=self._expected_ip,
@@ -143,6 +157,7 @@ class DataChannel:
         "_log",
         "_loop",
         "_server_acceptor",
+        "_session_id",
         "_settings",
         "_tls",
         "_transfer",
@@ -155,6 +170,8 @@ class DataChannel:
         log: EventLog,
         tls: DataTls | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        session_id: str = "-",
     ) -> None:
         # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() call.
         self._loop = loop or asyncio.get_running_loop()
@@ -162,6 +179,8 @@ class DataChannel:
         self._tls = tls
         self._addresses = addresses
         self._log = log
+        self._session_id = session_id
+        """The control session's id, on every line about its data connections."""
         self._client_acceptor: _Acceptor | None = None
         self._server_acceptor: _Acceptor | None = None
         self._client_go: asyncio.Event | None = None
@@ -172,7 +191,7 @@ class DataChannel:
         self._release_port()
         listener = ports.listen(self._addresses.client_local_ip)
         self._client_acceptor = _Acceptor(
-            self._loop, listener, self._addresses.client_ip, self._log, "client"
+            self._loop, listener, self._addresses.client_ip, self._log, "client", self._session_id
         )
         port = self._client_acceptor.address.port
         self._held_port = (ports, port)
@@ -187,7 +206,7 @@ class DataChannel:
     def open_server_listener(self) -> HostPort:
         listener = PortPool().listen(self._addresses.server_local_ip)
         self._server_acceptor = _Acceptor(
-            self._loop, listener, self._addresses.server_ip, self._log, "server"
+            self._loop, listener, self._addresses.server_ip, self._log, "server", self._session_id
         )
         return self._server_acceptor.address
 
@@ -243,9 +262,9 @@ class DataChannel:
                     if start.client_tls:
                         client = await self._secure_client_leg(client)
             except TimeoutError:
-                return TransferOutcome("data connection not established in time", 0, 0, False)
+                return TransferOutcome(TransferError.DATA_TIMEOUT, 0, 0, False)
             except OSError as error:
-                return TransferOutcome(f"data connection failed: {error}", 0, 0, False)
+                return TransferOutcome(TransferError.DATA_CONNECT_FAILED, 0, 0, False, str(error))
             result = await relay(
                 client,
                 server,
@@ -255,7 +274,7 @@ class DataChannel:
                 loop=self._loop,
                 meter=meter,
             )
-            problem = result.error
+            problem, detail = transfer_error(result.outcome)
             if problem is None and isinstance(server, ssl.SSLSocket) and self._tls is not None:
                 # vsftpd's strict_ssl_read_eof wants an upload to end in
                 # close_notify, not a bare EOF.
@@ -269,7 +288,7 @@ class DataChannel:
                 await close_notify(client, self._tls.timeout)
             if problem is None and not start.upload:
                 problem = await _delivery_problem(self._loop, client, self._settings.idle_timeout)
-            return TransferOutcome(problem, result.b_to_a, result.a_to_b, result.spliced)
+            return TransferOutcome(problem, result.b_to_a, result.a_to_b, result.spliced, detail)
         finally:
             for sock in (client, server):
                 if sock is not None:
@@ -292,6 +311,7 @@ class DataChannel:
         if session is not None and not secured.session_reused:
             self._log.warning(
                 LogWarning.TLS_NOT_RESUMED,
+                session=self._session_id,
                 server=self._addresses.server_ip,
             )
         return secured
@@ -338,10 +358,32 @@ def _unacknowledged(sock: socket.socket) -> int:
 
 async def _delivery_problem(
     loop: asyncio.AbstractEventLoop, sock: socket.socket, idle_timeout: float
-) -> str | None:
+) -> TransferError | None:
     if await _delivered(loop, sock, idle_timeout):
         return None
-    return "client stopped reading"
+    return TransferError.CLIENT_STOPPED_READING
+
+
+_BY_SIDE = {
+    (RelayEnd.RESET, "a"): TransferError.RESET_BY_CLIENT,
+    (RelayEnd.RESET, "b"): TransferError.RESET_BY_SERVER,
+    (RelayEnd.SOCKET_ERROR, "a"): TransferError.CLIENT_SOCKET_ERROR,
+    (RelayEnd.SOCKET_ERROR, "b"): TransferError.SERVER_SOCKET_ERROR,
+    (RelayEnd.TLS_ERROR, "a"): TransferError.CLIENT_TLS_ERROR,
+    (RelayEnd.TLS_ERROR, "b"): TransferError.SERVER_TLS_ERROR,
+}
+"""The relay's side "a" is the client's data connection, "b" the server's."""
+
+
+def transfer_error(outcome: RelayOutcome) -> tuple[TransferError | None, str]:
+    """A data relay's outcome as a transfer's error and its detail (None after a clean end)."""
+    if outcome.end is RelayEnd.CLOSED:
+        return None, ""
+    if outcome.end is RelayEnd.IDLE:
+        return TransferError.IDLE_TIMEOUT, ""
+    if outcome.end is RelayEnd.IDLE_AFTER_HALF_CLOSE:
+        return TransferError.IDLE_TIMEOUT, "after half-close"
+    return _BY_SIDE[(outcome.end, outcome.side)], outcome.detail
 
 
 async def _delivered(

@@ -30,6 +30,8 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
     open_link: Callable[[Server], Awaitable[Link]],
     log: EventLog,
     frontend: str,
+    *,
+    session: str,
 ) -> tuple[Server, Link] | str:
     """The server and its open link, or why no server could be reached.
 
@@ -39,7 +41,8 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
     The server is acquired before the attempt, so attempts in flight count for
     leastconn and for ``max_connections``; it is released again on failure and
     on cancellation (the client left while we were connecting).  With
-    ``redispatch`` each retry goes to a server not tried yet.
+    ``redispatch`` each retry goes to a server not tried yet.  ``session`` is
+    the id that each ``connect_failed`` warning carries.
     """
     tried: set[str] = set()
     server: Server | None = None
@@ -70,6 +73,7 @@ async def connect_with_failover(  # noqa: PLR0917 - one call per session kind
             reason = f"{server.name}: {describe(error)}"
             log.warning(
                 LogWarning.CONNECT_FAILED,
+                session=session,
                 frontend=frontend,
                 server=server.name,
                 client=client_ip,

@@ -1,4 +1,4 @@
-"""Session, transfer and event log lines, as text or JSON lines, on stderr."""
+"""Session, transfer and event log lines, as text or JSON lines, on stderr or to syslog."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any, Literal, TextIO
 
+from ftplb.config.general import Defaults
 from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.syslog_target import SyslogTarget
 
 LogFormat = Literal["text", "json"]
 
@@ -100,6 +102,36 @@ _MESSAGES: dict[LogWarning, str] = {
 }
 
 
+class TransferError(StrEnum):
+    """Why a transfer's data connection failed: the ``error=`` of a ``transfer`` line.
+
+    Free text (an errno name, a TLS alert) goes beside it as ``error_detail=``.
+    """
+
+    RESET_BY_CLIENT = "reset_by_client"
+    """The client reset its data connection, or it broke (EPIPE)."""
+    RESET_BY_SERVER = "reset_by_server"
+    """The server reset its data connection, or it broke."""
+    CLIENT_SOCKET_ERROR = "client_socket_error"
+    """Another socket error on the client's data connection (the detail names it)."""
+    SERVER_SOCKET_ERROR = "server_socket_error"
+    """Another socket error on the server's data connection (the detail names it)."""
+    CLIENT_TLS_ERROR = "client_tls_error"
+    """A TLS error on the client's data connection (the detail is its reason)."""
+    SERVER_TLS_ERROR = "server_tls_error"
+    """A TLS error on the server's data connection (the detail is its reason)."""
+    IDLE_TIMEOUT = "idle_timeout"
+    """No byte moved either way for the idle timeout."""
+    DATA_TIMEOUT = "data_timeout"
+    """The data connections were not established within ``timeout_data``."""
+    DATA_CONNECT_FAILED = "data_connect_failed"
+    """A data connection (or its TLS handshake) could not be established (the detail says why)."""
+    CLIENT_STOPPED_READING = "client_stopped_reading"
+    """Every byte was sent, but the client stopped acknowledging them."""
+    SESSION_ENDED = "session_ended"
+    """The session ended before the transfer's final reply (the detail is the session's end)."""
+
+
 Observer = Callable[[str, dict[str, Any]], None]
 """Called with each record's kind and fields (read-only), e.g. to count it in metrics."""
 
@@ -112,24 +144,61 @@ def _text_value(value: Any) -> str:
     return text
 
 
-class EventLog:
-    """Writes one line per record; never raises on a closed or full stream."""
+UTC_OFFSET = "+00:00"
+"""Every timestamp is UTC, written with its offset so no reader has to guess."""
 
-    __slots__ = ("_fixed", "_format", "_observers", "_second", "_stamp", "_stream")
+
+class EventLog:
+    """Writes one line per record; never raises on a closed or full stream.
+
+    Lines go to ``stream`` (stderr), or with ``syslog`` to that receiver, and
+    to ``stream`` only when the receiver cannot be reached.
+    """
+
+    __slots__ = (
+        "_fixed",
+        "_format",
+        "_observers",
+        "_second",
+        "_stamp",
+        "_stream",
+        "_syslog",
+    )
 
     def __init__(
         self,
         log_format: LogFormat = "text",
         stream: TextIO | None = None,
         fixed: Mapping[str, Any] | None = None,
+        syslog: SyslogTarget | None = None,
     ) -> None:
         # Fields on every line, right after the kind (a worker's `worker=<i>`).
         self._fixed: dict[str, Any] = dict(fixed or {})
         self._format = log_format
         self._stream = stream if stream is not None else sys.stderr
+        self._syslog = syslog
         self._second = -1
         self._stamp = ""
         self._observers: tuple[Observer, ...] = ()
+
+    def close(self) -> None:
+        """Close the syslog socket, if any (the stream is not ours to close)."""
+        if self._syslog is not None:
+            self._syslog.close()
+
+    @property
+    def syslog_dropped(self) -> int:
+        """Lines dropped because the syslog receiver's buffer was full (0 without syslog)."""
+        return self._syslog.dropped if self._syslog is not None else 0
+
+    def _now(self) -> str:
+        """``2026-12-05T05:41:07.123+00:00``: the second's text is made once per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((now - second) * 1000):03d}{UTC_OFFSET}"
 
     def add_observer(self, observer: Observer) -> None:
         """Also hand every record to ``observer``, after its line is written."""
@@ -152,23 +221,25 @@ class EventLog:
                 continue  # an observer (metrics) must never take a session down
 
     def write(self, kind: str, **fields: Any) -> None:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        stamp = self._stamp
+        stamp = self._now()
+        line = self._line(stamp, kind, fields)
+        if self._syslog is None or not self._syslog.send(kind, stamp, line):
+            self._to_stream(line)
+        if self._observers:
+            self._tell(kind, fields)
+
+    def _line(self, stamp: str, kind: str, fields: dict[str, Any]) -> str:
         shown = {**self._fixed, **fields} if self._fixed else fields
         if self._format == "json":
-            line = json.dumps({"time": stamp, "event": kind, **shown}, default=str)
-        else:
-            line = " ".join([stamp, kind, *(f"{k}={_text_value(v)}" for k, v in shown.items())])
+            return json.dumps({"time": stamp, "event": kind, **shown}, default=str)
+        return " ".join([stamp, kind, *(f"{k}={_text_value(v)}" for k, v in shown.items())])
+
+    def _to_stream(self, line: str) -> None:
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
         except (OSError, ValueError):
             pass  # logging must never take a session down
-        if self._observers:
-            self._tell(kind, fields)
 
     def session(self, *, end: EndReason, detail: str = "", **fields: Any) -> None:
         """A ``session`` line: ``fields``, then ``end=`` and, when not empty, ``detail=``."""
@@ -194,15 +265,13 @@ class EventLog:
     def error(self, message: str) -> None:
         """A fatal error that stops ftplb: a JSON ``error`` line under ``json``; under ``text``
         the plain ``ftplb: <message>`` line an operator reads on a terminal, as other tools'
-        fatal errors look."""
-        if self._format == "json":
-            self.write("error", message=message)
-            return
-        try:
-            self._stream.write(f"ftplb: {message}\n")
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass
+        fatal errors look. It goes to the stream even with syslog (whoever started ftplb
+        must see why it stopped), and to syslog as an ``error`` line too."""
+        stamp = self._now()
+        line = self._line(stamp, "error", {"message": message})
+        if self._syslog is not None:
+            self._syslog.send("error", stamp, line)
+        self._to_stream(line if self._format == "json" else f"ftplb: {message}")
 
     def info(self, message: str, **fields: Any) -> None:
         self.write("info", message=message, **fields)
@@ -239,8 +308,21 @@ def capture_library_logs(log: EventLog) -> Callable[[], None]:
     asyncio (an exception nobody retrieved, a callback that raised) and aiohttp
     (a failed request) log through stdlib ``logging``, whose fallback prints
     plain text on stderr: with ``log_format = "json"`` every line must be JSON.
+    Python's own ``warnings`` (a deprecation, say) take the same way.
     """
     handler = _ToEventLog(log)
     root = logging.getLogger()
     root.addHandler(handler)
-    return lambda: root.removeHandler(handler)
+    logging.captureWarnings(True)
+
+    def release() -> None:
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+
+    return release
+
+
+def event_log(defaults: Defaults, fixed: Mapping[str, Any] | None = None) -> EventLog:
+    """The EventLog that ``[defaults]`` asks for: its format, and stderr or syslog."""
+    syslog = SyslogTarget(defaults.syslog_address) if defaults.log_target == "syslog" else None
+    return EventLog(defaults.log_format, fixed=fixed, syslog=syslog)

@@ -177,25 +177,36 @@ class _Listener:
 
 
 class _Occupancy:
-    """Per (server name, client IP): open control sessions and running data relays."""
+    """Per (server name, client IP): open control sessions (their ids) and running data relays."""
 
     __slots__ = ("_sessions", "_transfers")
 
     def __init__(self) -> None:
-        self._sessions: Counter[tuple[str, str]] = Counter()
+        self._sessions: dict[tuple[str, str], list[str]] = {}
         self._transfers: Counter[tuple[str, str]] = Counter()
 
     def has_session(self, server: str, client_ip: str) -> bool:
-        return self._sessions[(server, client_ip)] > 0
+        return (server, client_ip) in self._sessions
+
+    def session_of(self, server: str, client_ip: str) -> str:
+        """The id of this client's control session to this server; ``-`` for none or several
+        (bytes alone cannot tell which of a client's sessions a data connection serves)."""
+        ids = self._sessions.get((server, client_ip), [])
+        return ids[0] if len(ids) == 1 else "-"
 
     def transferring(self, server: str, client_ip: str) -> bool:
         return self._transfers[(server, client_ip)] > 0
 
-    def session_opened(self, server: str, client_ip: str) -> None:
-        self._sessions[(server, client_ip)] += 1
+    def session_opened(self, server: str, client_ip: str, session_id: str) -> None:
+        self._sessions.setdefault((server, client_ip), []).append(session_id)
 
-    def session_closed(self, server: str, client_ip: str) -> None:
-        _decrement(self._sessions, (server, client_ip))
+    def session_closed(self, server: str, client_ip: str, session_id: str) -> None:
+        ids = self._sessions.get((server, client_ip), [])
+        if session_id in ids:
+            ids.remove(session_id)
+        if not ids:
+            # Drop keys with no session, so the table holds only live clients.
+            self._sessions.pop((server, client_ip), None)
 
     def transfer_started(self, server: str, client_ip: str) -> None:
         self._transfers[(server, client_ip)] += 1
@@ -403,11 +414,11 @@ class PassthroughFrontend:
         control = _Control(conn, client_ip, client_port, time.monotonic(), now)
         self._controls.add(control)
         self._overall.active += 1
-        control.task = self._spawn(self._serve_control(control))
+        control.task = self._spawn(self._serve_control(control), control.session_id)
 
     async def _serve_control(self, control: _Control) -> None:
         try:
-            picked = await self._connect_server(control.client_ip)
+            picked = await self._connect_server(control.client_ip, control.session_id)
             if isinstance(picked, str):
                 control.end, control.detail = EndReason.NO_SERVER, picked
                 return
@@ -419,7 +430,9 @@ class PassthroughFrontend:
                 server=control.server.name,
             )
             control.upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._occupancy.session_opened(control.server.name, control.client_ip)
+            self._occupancy.session_opened(
+                control.server.name, control.client_ip, control.session_id
+            )
             control.last_active = asyncio.get_running_loop().time()
             self._arm_idle_timer(control)
             result = await relay(
@@ -434,7 +447,9 @@ class PassthroughFrontend:
         finally:
             self._finish_control(control)
 
-    async def _connect_server(self, client_ip: str) -> tuple[Server, socket.socket] | str:
+    async def _connect_server(
+        self, client_ip: str, session_id: str
+    ) -> tuple[Server, socket.socket] | str:
         """A connected server socket, or the reason why no server could be connected."""
         return await connect_with_failover(
             self.pool,
@@ -444,6 +459,7 @@ class PassthroughFrontend:
             self._connect_control,
             self._log,
             self.name,
+            session=session_id,
         )
 
     async def _connect_control(self, server: Server) -> socket.socket:
@@ -497,7 +513,7 @@ class PassthroughFrontend:
         server = control.server
         if server is not None:
             self.pool.release(server)
-            self._occupancy.session_closed(server.name, control.client_ip)
+            self._occupancy.session_closed(server.name, control.client_ip, control.session_id)
         self._log.session(
             session=control.session_id,
             frontend=self.name,
@@ -534,11 +550,15 @@ class PassthroughFrontend:
             return
         self._occupancy.transfer_started(server.name, client_ip)
         self._data_relays += 1
-        self._spawn(self._serve_data(conn, client_ip, client_port, server, port))
+        session_id = self._occupancy.session_of(server.name, client_ip)
+        self._spawn(
+            self._serve_data(conn, (client_ip, client_port), server, port, session_id), session_id
+        )
 
     async def _serve_data(
-        self, conn: socket.socket, client_ip: str, client_port: int, server: Server, port: int
+        self, conn: socket.socket, peer: Peer, server: Server, port: int, session_id: str
     ) -> None:
+        client_ip, client_port = peer
         started = time.monotonic()
         upstream: socket.socket | None = None
         end, detail = EndReason.INTERNAL_ERROR, ""
@@ -574,6 +594,7 @@ class PassthroughFrontend:
             # Out of the running set before the line: see RunningTransfer.
             self._running.pop(running.key, None)
             self._log.data(
+                session=session_id,
                 frontend=self.name,
                 mode="tcp",
                 client=client,
@@ -588,18 +609,19 @@ class PassthroughFrontend:
             self._close_passive_when_drained()
 
     # ------------------------------------------------------------- lifecycle
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], session_id: str) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(lambda done: self._task_done(done, session_id))
         return task
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
+    def _task_done(self, task: asyncio.Task[None], session_id: str) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             error = task.exception()
             self._log.warning(
                 LogWarning.RELAY_FAILED,
+                session=session_id,
                 frontend=self.name,
                 reason=f"{type(error).__name__}: {error}",
             )

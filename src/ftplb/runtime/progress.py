@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ftplb.runtime.relay import RelayMeter
 
-__all__ = ["RunningTransfer", "cut_short_error", "data_key"]
+__all__ = ["RunningTransfer", "cut_short_detail", "data_key"]
 
 
 @dataclass(slots=True, eq=False)
@@ -47,7 +47,7 @@ def data_key(frontend: str, client: str) -> str:
     return f"{frontend} {client}"
 
 
-def cut_short_error(end: str, relay_error: str | None = None) -> str:
-    """The ``error`` of a transfer line written because its session ended first."""
-    text = f"session ended ({end})"
-    return f"{text}: {relay_error}" if relay_error else text
+def cut_short_detail(end: str, relay_error: str | None = None) -> str:
+    """The ``error_detail`` of a transfer line written because its session ended first:
+    the session's end, then the data connection's own error, if it had one."""
+    return f"{end}: {relay_error}" if relay_error else end

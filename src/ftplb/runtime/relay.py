@@ -88,27 +88,15 @@ class RelayEnd(Enum):
 
 @dataclass(frozen=True, slots=True)
 class RelayOutcome:
-    """How a relay ended, and on which side: ``"a"`` or ``"b"``, for the errors."""
+    """How a relay ended, and on which side: ``"a"`` or ``"b"``, for the errors.
+
+    The caller knows what ``a`` and ``b`` are (the client, the server) and
+    names them in its logs: the relay never writes a text of its own.
+    """
 
     end: RelayEnd
     side: str = ""
     detail: str = ""
-
-    @property
-    def error(self) -> str | None:
-        """None after a clean end; else a short text for logs: "reset by a",
-        "ETIMEDOUT on b", "TLS error on a: <reason>", "idle timeout"."""
-        if self.end is RelayEnd.CLOSED:
-            return None
-        if self.end is RelayEnd.RESET:
-            return f"reset by {self.side}"
-        if self.end is RelayEnd.SOCKET_ERROR:
-            return f"{self.detail} on {self.side}"
-        if self.end is RelayEnd.TLS_ERROR:
-            return f"TLS error on {self.side}: {self.detail}"
-        if self.end is RelayEnd.IDLE:
-            return "idle timeout"
-        return "idle timeout after half-close"
 
 
 CLEAN = RelayOutcome(RelayEnd.CLOSED)
@@ -143,11 +131,6 @@ class RelayResult:
     outcome: RelayOutcome
     spliced: bool
     """True if the zero-copy engine moved the bytes."""
-
-    @property
-    def error(self) -> str | None:
-        """None after a clean end; else the outcome's text for logs."""
-        return self.outcome.error
 
 
 class RelayMeter:

@@ -21,7 +21,7 @@ from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
-from ftplb.proto.outcomes import EndReason
+from ftplb.proto.outcomes import EndReason, LoginStatus
 from ftplb.proto.replies import format_reply
 from ftplb.proto.upstream import (
     DialogueAction,
@@ -36,9 +36,9 @@ from ftplb.proto.upstream import (
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
-from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.ports import PortPool
-from ftplb.runtime.progress import RunningTransfer, cut_short_error
+from ftplb.runtime.progress import RunningTransfer, cut_short_detail
 from ftplb.runtime.session_ids import next_session_id
 from ftplb.runtime.tls import BackendTls, session_of
 
@@ -227,6 +227,7 @@ class Session(asyncio.Protocol):
         "_started",
         "_timer",
         "_tls_task",
+        "_transfer_detail",
         "_transfer_error",
         "_transfer_started",
         "client",
@@ -257,6 +258,7 @@ class Session(asyncio.Protocol):
         self._running: RunningTransfer | None = None
         self._logins = [0, 0]  # the core's (ok, failed) logins already reported
         self._start: act.StartTransfer | None = None
+        self._transfer_detail = ""
         self._last_client = self._last_server = 0.0
         self.transport: asyncio.Transport | None = None
         self.client = HostPort("0.0.0.0", 0)
@@ -299,6 +301,8 @@ class Session(asyncio.Protocol):
                 client=f"{self.client.host}:{self.client.port}",
                 server="-",
                 user="-",
+                login=LoginStatus.NONE,
+                login_failures=0,
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
@@ -338,10 +342,10 @@ class Session(asyncio.Protocol):
             return
         self._last_server = self._loop.time()
         core = self.core
-        logins = core.logins_ok + core.logins_failed
+        logins = core.logins_ok + core.login_failures
         self._do(core.server_data(data))
-        if core.logins_ok + core.logins_failed != logins:
-            self._count_logins(core.logins_ok, core.logins_failed)
+        if core.logins_ok + core.login_failures != logins:
+            self._count_logins(core.logins_ok, core.login_failures)
 
     def on_server_lost(self) -> None:
         if not self._closed:
@@ -428,6 +432,7 @@ class Session(asyncio.Protocol):
         except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
             self._ctx.log.warning(
                 LogWarning.CLIENT_TLS_FAILED,
+                session=self.session_id,
                 frontend=self._ctx.name,
                 client=self.client.host,
                 reason=describe(error),
@@ -446,7 +451,14 @@ class Session(asyncio.Protocol):
     async def _connect_server(self, user: bytes | None) -> None:
         ctx = self._ctx
         picked = await connect_with_failover(
-            ctx.pool, ctx.failover, self.client.host, user, self._open_link, ctx.log, ctx.name
+            ctx.pool,
+            ctx.failover,
+            self.client.host,
+            user,
+            self._open_link,
+            ctx.log,
+            ctx.name,
+            session=self.session_id,
         )
         if isinstance(picked, str):
             self._do(self.core.server_unavailable(picked))
@@ -504,7 +516,12 @@ class Session(asyncio.Protocol):
                 server_local_ip = kernel_host(link.transport.get_extra_info("sockname")[0])
             addresses = Addresses(self.client.host, self.local_ip, server_ip, server_local_ip)
             self._data = DataChannel(
-                self._ctx.data, addresses, self._ctx.log, self._data_tls(), self._loop
+                self._ctx.data,
+                addresses,
+                self._ctx.log,
+                self._data_tls(),
+                self._loop,
+                session_id=self.session_id,
             )
         return self._data
 
@@ -526,7 +543,10 @@ class Session(asyncio.Protocol):
             address = self._channel().open_client_listener(self._ctx.ports, advertised)
         except OSError as error:
             self._ctx.log.warning(
-                LogWarning.PASSIVE_LISTENER_FAILED, frontend=self._ctx.name, reason=describe(error)
+                LogWarning.PASSIVE_LISTENER_FAILED,
+                session=self.session_id,
+                frontend=self._ctx.name,
+                reason=describe(error),
             )
             self._do(self.core.client_listener_failed(describe(error)))
             return
@@ -563,6 +583,7 @@ class Session(asyncio.Protocol):
             return
         self._last_client = self._last_server = self._loop.time()
         self._transfer_error = outcome.error
+        self._transfer_detail = outcome.error_detail
         self._do(self.core.data_done(outcome.error))
 
     def _log_transfer(self, done: act.TransferDone) -> None:
@@ -571,7 +592,8 @@ class Session(asyncio.Protocol):
             done.path,
             (done.client_mode, done.server_mode),
             done.code,
-            self._transfer_error,
+            error=self._transfer_error,
+            detail=self._transfer_detail,
         )
 
     def _write_transfer(
@@ -580,7 +602,9 @@ class Session(asyncio.Protocol):
         path: bytes | None,
         modes: tuple[str, str],
         result: int | str,
+        *,
         error: str | None,
+        detail: str,
     ) -> None:
         running, self._running, self._start = self._running, None, None
         to_client = to_server = 0
@@ -589,6 +613,7 @@ class Session(asyncio.Protocol):
             # line's bytes minus what they already counted while it ran.
             self._ctx.running.pop(running.key, None)
             to_client, to_server = running.to_client, running.to_server
+        details = {"error_detail": detail} if detail else {}
         self._ctx.log.transfer(
             session=self.session_id,
             frontend=self._ctx.name,
@@ -604,8 +629,10 @@ class Session(asyncio.Protocol):
             server_mode=modes[1],
             result=result,
             error=error or "-",
+            **details,
         )
         self._transfer_error = None
+        self._transfer_detail = ""
 
     def _log_cut_short(self, reason: EndReason) -> None:
         """The session ends while a transfer runs: its line, with the bytes it moved."""
@@ -618,7 +645,8 @@ class Session(asyncio.Protocol):
             path,
             (start.client.mode, start.server.mode),
             "-",
-            cut_short_error(reason.value, self._transfer_error),
+            error=TransferError.SESSION_ENDED,
+            detail=cut_short_detail(reason.value, self._transfer_error),
         )
 
     # ---------------------------------------------------------------- timers
@@ -670,6 +698,8 @@ class Session(asyncio.Protocol):
             client=f"{self.client.host}:{self.client.port}",
             server=self._server.name if self._server is not None else "-",
             user=_text(self.core.user),
+            login=self.core.login_status,
+            login_failures=self.core.login_failures,
             duration=round(time.monotonic() - self._started, 3),
             bytes_in=self._bytes_in,
             bytes_out=self._bytes_out,
