@@ -19,9 +19,12 @@ __all__ = [
     "server_changes",
 ]
 
-RESTART_ONLY_KEYS = ("defaults.workers", "admin.bind")
-"""Keys a reload cannot apply: the process layout, and the admin listener's address
-(an ``[admin]`` table added or removed counts as a changed ``admin.bind``)."""
+RESTART_ONLY_KEYS = ("defaults.workers", "defaults.user", "defaults.group", "admin.bind")
+"""Keys a reload cannot apply: the process layout, the user it runs as (root is given
+up by then), and the admin listener's address (an ``[admin]`` table added or removed
+counts as a changed ``admin.bind``)."""
+
+_RESTART_ONLY_DEFAULTS = ("workers", "user", "group")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +58,11 @@ def server_changes(old: Config, new: Config) -> ServerChanges:
 
 def restart_only_changes(old: Config, new: Config) -> list[str]:
     """The keys of :data:`RESTART_ONLY_KEYS` whose value ``new`` changes."""
-    changed: list[str] = []
-    if old.defaults.workers != new.defaults.workers:
-        changed.append("defaults.workers")
+    changed = [
+        f"defaults.{key}"
+        for key in _RESTART_ONLY_DEFAULTS
+        if getattr(old.defaults, key) != getattr(new.defaults, key)
+    ]
     old_bind = old.admin.bind if old.admin is not None else None
     new_bind = new.admin.bind if new.admin is not None else None
     if old_bind != new_bind:
@@ -74,7 +79,9 @@ def keep_restart_only(old: Config, new: Config) -> tuple[Config, list[str]]:
     kept = restart_only_changes(old, new)
     if not kept:
         return new, kept
-    defaults = new.defaults.model_copy(update={"workers": old.defaults.workers})
+    defaults = new.defaults.model_copy(
+        update={key: getattr(old.defaults, key) for key in _RESTART_ONLY_DEFAULTS}
+    )
     if old.admin is None or new.admin is None:
         admin = old.admin
     else:
