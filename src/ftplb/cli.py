@@ -1,4 +1,4 @@
-"""Command line: ``ftplb run|check|demo|hash-password|admin``."""
+"""Command line: ``ftplb run|check|demo|hash-password|admin|example``."""
 
 from __future__ import annotations
 
@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
         help="print a password_hash for [[admin.users]] (the password from stdin or a prompt)",
     )
     _admin_parser(commands)
+    example = commands.add_parser(
+        "example", help="print an example file: the configuration, or the systemd unit"
+    )
+    example.add_argument("kind", choices=["config", "systemd"])
+    example.add_argument("--path", action="store_true", help="print where it is instead")
     return parser
 
 
@@ -133,6 +138,20 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(kind: str, *, path_only: bool) -> int:
+    from ftplb.example_files import example_path  # noqa: PLC0415
+
+    path = example_path(kind)
+    if path is None:
+        print(f"ftplb: the example {kind} file is not installed", file=sys.stderr)
+        return 1
+    if path_only:
+        print(path)
+    else:
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def _load_or_report(path: str) -> Config | None:
     """The configuration at ``path``, or None once its problems are printed."""
     try:
@@ -162,6 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _hash_password()
     if args.command == "admin":
         return _admin(args)
+    if args.command == "example":
+        return _example(args.kind, path_only=args.path)
     if args.worker is not None:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)

@@ -83,8 +83,8 @@ def hand_over(path: str, identity: Identity) -> None:
     stays root keeps removing the files of its dropped workers, without
     needing CAP_DAC_OVERRIDE.
     """
+    os.chmod(path, 0o770)  # first: once it is another user's, only CAP_FOWNER could
     os.chown(path, identity.uid, -1)
-    os.chmod(path, 0o770)
 
 
 def drop_privileges(identity: Identity) -> None:
