@@ -116,9 +116,11 @@ class _Process:
             return
         if monitoring is not None and self.metrics_dir is None:
             hand_over(monitoring.directory, identity)  # a worker's belongs to its master
-        drop_privileges(identity)
+        if drop_privileges(identity):
+            self.log.info(
+                "privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid
+            )
         self.dropped = identity.uid != 0
-        self.log.info("privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid)
 
     def next_config(self) -> tuple[Config, int | None] | None:
         """The configuration to reload with, or None (refused, and logged)."""

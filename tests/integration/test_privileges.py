@@ -106,8 +106,10 @@ def _reloaded_lines(lb: RunningBalancer) -> int:
     return sum(1 for line in lb.log_lines("info") if log_fields(line).get("message") == "reloaded")
 
 
-def _download(lb: RunningBalancer, user: str, password: str, work: Path, data: bytes) -> None:
-    url = clients.ftp_url(lb.host, lb.port, "blob.bin", user, password)
+def _download(
+    lb: RunningBalancer, user: str, password: str, work: Path, data: bytes, port: int = 0
+) -> None:
+    url = clients.ftp_url(lb.host, port or lb.port, "blob.bin", user, password)
     target = work / "download.bin"
     target.unlink(missing_ok=True)
     clients.curl_retr(url, target, "epsv").check()
@@ -150,12 +152,38 @@ def test_serves_as_the_configured_user_after_binding_port_21(
                 assert _ids(lb.process.pid)[0][0] == 0
             _download(lb, group[0].user, group[0].password, tmp_path, data)
 
-            # A reload works as the dropped user ...
+            # A reload works as the dropped user, and may add a port of 1024 or more ...
+            high = free_port(host)
+            lb.config_path.write_text(
+                simple_config(
+                    [group[0].address],
+                    port=port,
+                    host=host,
+                    extra_binds=[f"{host}:{high}"],
+                    defaults=f'workers = {workers}\nuser = "{USER}"',
+                    sections=admin,
+                )
+            )
             before = _reloaded_lines(lb)
             lb.process.send_signal(signal.SIGHUP)
             expected = before + (1 if workers == 1 else 1 + workers)
             wait_until(lambda: _reloaded_lines(lb) >= expected, 15, "the reload")
             _download(lb, group[0].user, group[0].password, tmp_path, data)
+            _download(lb, group[0].user, group[0].password, tmp_path, data, port=high)
+
+            if workers > 1:
+                # A worker that dies is restarted as root, binds port 21 and the new
+                # port beside its dropped peers (same socket owner), and drops too.
+                os.kill(_serving_pids(lb, workers)[0], signal.SIGKILL)
+                wait_until(
+                    lambda: lb.log_text().count("privileges dropped") == workers + 1,
+                    30,
+                    "the restarted worker to drop root",
+                )
+                restarted = _serving_pids(lb, workers + 1)[-1]
+                assert _ids(restarted)[0] == [nobody.pw_uid] * 4
+                assert "worker_restart_failed" not in lb.log_text()
+                _download(lb, group[0].user, group[0].password, tmp_path, data, port=high)
 
             # ... but one that adds a port below 1024 is refused, with the reason.
             extra = f"{host}:{_free_privileged_port(host)}"
@@ -164,7 +192,7 @@ def test_serves_as_the_configured_user_after_binding_port_21(
                     [group[0].address],
                     port=port,
                     host=host,
-                    extra_binds=[extra],
+                    extra_binds=[f"{host}:{high}", extra],
                     defaults=f'workers = {workers}\nuser = "{USER}"',
                     sections=admin,
                 )

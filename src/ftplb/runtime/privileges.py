@@ -87,10 +87,13 @@ def hand_over(path: str, identity: Identity) -> None:
     os.chown(path, identity.uid, -1)
 
 
-def drop_privileges(identity: Identity) -> None:
-    """Become ``identity`` for good: groups, then group, then user; PrivilegeError if refused."""
+def drop_privileges(identity: Identity) -> bool:
+    """Become ``identity`` for good: groups, then group, then user; PrivilegeError if refused.
+
+    False when this process runs as that user already (it was started as it).
+    """
     if os.getuid() == identity.uid and os.geteuid() == identity.uid:
-        return  # already this user (started as it)
+        return False
     death_signal = _parent_death_signal()
     try:
         os.initgroups(identity.user, identity.gid)
@@ -101,6 +104,7 @@ def drop_privileges(identity: Identity) -> None:
     # A change of credentials clears the parent-death signal that a worker asked for.
     if death_signal:
         _set_parent_death_signal(death_signal)
+    return True
 
 
 def privileged_binds_added(old: Config, new: Config) -> list[str]:
