@@ -106,6 +106,7 @@ class _Process:
         self.identity = identity
         """Whom to run as once the listeners are open (``[defaults] user``)."""
         self.dropped = False
+        """True once root is given up: a reload can no longer bind below port 1024."""
         # A worker of a master finds no $NOTIFY_SOCKET: only the master notifies.
         self.notifier = Notifier.from_environment()
 
@@ -120,7 +121,7 @@ class _Process:
             self.log.info(
                 "privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid
             )
-        self.dropped = identity.uid != 0
+            self.dropped = identity.uid != 0
 
     def next_config(self) -> tuple[Config, int | None] | None:
         """The configuration to reload with, or None (refused, and logged)."""

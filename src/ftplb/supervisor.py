@@ -311,13 +311,14 @@ class Supervisor:
         for key in kept:
             self.log.warning(LogWarning.RESTART_NEEDED, key=key)
         added = privileged_binds_added(self.config, config)
-        if added and self._identity is not None and self._identity.uid != 0:
+        identity = self._identity
+        if added and identity is not None and identity.uid != 0 and os.geteuid() == 0:
             # The workers, which listen, gave root up.
             self.log.warning(
                 LogWarning.RELOAD_REFUSED,
                 problems=(
                     f"cannot listen on {', '.join(added)}: ports below 1024 need root, "
-                    f"which the workers gave up for user {self._identity.user}; "
+                    f"which the workers gave up for user {identity.user}; "
                     "restart ftplb to add them"
                 ),
             )
