@@ -263,13 +263,13 @@ class Supervisor:
         """Let the user the workers drop to read the run directory and write metrics."""
         try:
             self._identity = target_identity(self.config.defaults)
+            if self._identity is None:
+                return
+            for directory in (self.run_dir, self.metrics_dir):
+                if directory is not None:
+                    hand_over(directory, self._identity)
         except PrivilegeError as error:
             raise _StartError(str(error)) from error
-        if self._identity is None:
-            return
-        for directory in (self.run_dir, self.metrics_dir):
-            if directory is not None:
-                hand_over(directory, self._identity)
 
     # -------------------------------------------------------------- metrics
     def _create_metrics_dir(self) -> str | None:

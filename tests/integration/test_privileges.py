@@ -213,7 +213,8 @@ def test_serves_as_the_configured_user_after_binding_port_21(
     assert list(shared_tmpdir.iterdir()) == []
 
 
-def test_a_user_it_cannot_switch_to_is_a_start_error(shared_tmpdir: Path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_user_it_cannot_switch_to_is_a_start_error(shared_tmpdir: Path, workers: int) -> None:
     """A process that is not root cannot become another user: exit 1, a clear message.
 
     The interpreter may live where another user cannot run it (under /root), so
@@ -223,7 +224,11 @@ def test_a_user_it_cannot_switch_to_is_a_start_error(shared_tmpdir: Path) -> Non
     nobody = pwd.getpwnam(USER)
     config = shared_tmpdir / "ftplb.toml"
     config.write_text(
-        simple_config([("127.0.0.11", 21)], port=free_port(), defaults='user = "daemon"')
+        simple_config(
+            [("127.0.0.11", 21)],
+            port=free_port(),
+            defaults=f'user = "daemon"\nworkers = {workers}',
+        )
     )
     config.chmod(0o644)
     output_path = shared_tmpdir / "output.txt"
@@ -234,6 +239,7 @@ def test_a_user_it_cannot_switch_to_is_a_start_error(shared_tmpdir: Path) -> Non
             try:
                 # pytest's capture owns sys.stdout and sys.stderr: replace them.
                 sys.stdout = sys.stderr = open(output.fileno(), "w", closefd=False)  # noqa: SIM115
+                tempfile.tempdir = str(shared_tmpdir)  # pytest's is root's alone
                 os.setgroups([])
                 os.setgid(nobody.pw_gid)
                 os.setuid(nobody.pw_uid)

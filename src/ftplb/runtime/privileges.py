@@ -77,14 +77,20 @@ def target_identity(defaults: Defaults) -> Identity | None:
 
 
 def hand_over(path: str, identity: Identity) -> None:
-    """Let ``identity`` write in and remove the directory ``path`` (owned by this process).
+    """Let ``identity`` write in and remove the directory ``path`` (owned by this process);
+    PrivilegeError if it cannot.
 
     The group is left as it is (root's) and may write too: a master that
     stays root keeps removing the files of its dropped workers, without
     needing CAP_DAC_OVERRIDE.
     """
-    os.chmod(path, 0o770)  # first: once it is another user's, only CAP_FOWNER could
-    os.chown(path, identity.uid, -1)
+    try:
+        os.chmod(path, 0o770)  # first: once it is another user's, only CAP_FOWNER could
+        os.chown(path, identity.uid, -1)
+    except OSError as error:
+        raise PrivilegeError(
+            f"cannot hand {path} to user {identity}: {error.strerror or error}"
+        ) from error
 
 
 def drop_privileges(identity: Identity) -> bool:
