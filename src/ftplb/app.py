@@ -19,6 +19,15 @@ from ftplb.monitoring import Monitoring
 from ftplb.runtime.listeners import share_listeners
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted
+from ftplb.runtime.notify import Notifier
+from ftplb.runtime.privileges import (
+    Identity,
+    PrivilegeError,
+    drop_privileges,
+    hand_over,
+    privileged_binds_added,
+    target_identity,
+)
 
 __all__ = ["Balancer", "ConfigSource", "StartupError", "run_event_loop", "serve"]
 
@@ -61,12 +70,16 @@ async def serve(
             loop.add_signal_handler(signum, on_signal)
     with contextlib.suppress(NotImplementedError, RuntimeError):
         loop.add_signal_handler(signal.SIGHUP, reloads.put_nowait, None)
+    try:
+        identity = target_identity(config.defaults)
+    except PrivilegeError as error:
+        raise StartupError(str(error)) from error
     log = event_log(config.defaults)
     if worker is not None and worker.count > 1:
-        config, log = _become_worker(config, worker)
+        config, log = _become_worker(config, worker, identity)
     release_library_logs = capture_library_logs(log)
     try:
-        process = _Process(config, log, worker, metrics_dir, reload_source)
+        process = _Process(config, log, worker, metrics_dir, reload_source, identity=identity)
         await _run(process, stop, hurry, reloads, on_ready)
     finally:
         release_library_logs()
@@ -83,12 +96,33 @@ class _Process:
         worker: WorkerSlot | None,
         metrics_dir: str | None,
         reload_source: ConfigSource | None,
+        *,
+        identity: Identity | None = None,
     ) -> None:
         self.config = config
         self.log = log
         self.worker = worker
         self.metrics_dir = metrics_dir
         self.reload_source = reload_source
+        self.identity = identity
+        """Whom to run as once the listeners are open (``[defaults] user``)."""
+        self.dropped = False
+        """True once root is given up: a reload can no longer bind below port 1024."""
+        # A worker of a master finds no $NOTIFY_SOCKET: only the master notifies.
+        self.notifier = Notifier.from_environment()
+
+    def drop_privileges(self, monitoring: Monitoring | None) -> None:
+        """Become ``[defaults] user``, once every listener is open (PrivilegeError if refused)."""
+        identity = self.identity
+        if identity is None:
+            return
+        if monitoring is not None and self.metrics_dir is None:
+            hand_over(monitoring.directory, identity)  # a worker's belongs to its master
+        if drop_privileges(identity):
+            self.log.info(
+                "privileges dropped", user=identity.user, uid=identity.uid, gid=identity.gid
+            )
+            self.dropped = identity.uid != 0
 
     def next_config(self) -> tuple[Config, int | None] | None:
         """The configuration to reload with, or None (refused, and logged)."""
@@ -100,11 +134,28 @@ class _Process:
             self.log.warning(LogWarning.RELOAD_REFUSED, problems="; ".join(error.problems))
             return None
         if self.worker is not None and self.worker.count > 1:
-            return worker_share(config, self.worker), generation
+            return self._unless_privileged(worker_share(config, self.worker), generation)
         config, kept = keep_restart_only(self.config, config)
         for key in kept:
             self.log.warning(LogWarning.RESTART_NEEDED, key=key)
-        return config, generation
+        return self._unless_privileged(config, generation)
+
+    def _unless_privileged(
+        self, config: Config, generation: int | None
+    ) -> tuple[Config, int | None] | None:
+        """None (refused, and logged) if ``config`` needs root that this process gave up."""
+        added = privileged_binds_added(self.config, config) if self.dropped else []
+        if not added:
+            return config, generation
+        user = self.identity.user if self.identity is not None else "?"
+        self.log.warning(
+            LogWarning.RELOAD_REFUSED,
+            problems=(
+                f"cannot listen on {', '.join(added)}: ports below 1024 need root, "
+                f"which ftplb gave up for user {user}; restart ftplb to add them"
+            ),
+        )
+        return None
 
 
 async def _run(
@@ -117,7 +168,12 @@ async def _run(
     config = process.config
     monitoring = Monitoring.for_process(config, process.metrics_dir)
     generations = Generations(process.log, monitoring)
-    balancer = await generations.start(config)
+    try:
+        balancer = await generations.start(config)
+    except BaseException:
+        if monitoring is not None:
+            await monitoring.close()  # a failed start leaves no metrics directory behind
+        raise
     try:
         if monitoring is not None:
             frontends: list[SessionCounted] = [*balancer.frontends, *balancer.passthroughs]
@@ -127,12 +183,15 @@ async def _run(
             )
             if process.metrics_dir is None:  # a lone process hosts its own admin listener
                 await monitoring.serve_admin(config, process.log)
+        process.drop_privileges(monitoring)
         if on_ready is not None:
             on_ready()
+        process.notifier.ready(_status(generations))
         await _serve_until_stopped(process, generations, stop, reloads)
-    except AdminError as error:
+    except (AdminError, PrivilegeError) as error:
         raise StartupError(str(error)) from error
     finally:
+        process.notifier.stopping()
         process.log.info("stopping")
         await generations.stop(process.config.defaults.timeout_shutdown, hurry)
         if monitoring is not None:
@@ -153,21 +212,34 @@ async def _serve_until_stopped(
             if not reload.done():
                 reload.cancel()
                 return
-            update = process.next_config()
-            if update is not None and await generations.reload(*update):
-                process.config = update[0]
+            process.notifier.reloading()
+            try:
+                update = process.next_config()
+                if update is not None and await generations.reload(*update):
+                    process.config = update[0]
+            finally:
+                process.notifier.ready(_status(generations))
     finally:
         stopped.cancel()
 
 
-def _become_worker(config: Config, worker: WorkerSlot) -> tuple[Config, EventLog]:
+def _status(generations: Generations) -> str:
+    """The service manager's one-line status of this process."""
+    current = generations.current
+    return f"serving (generation {current.generation})" if current is not None else "serving"
+
+
+def _become_worker(
+    config: Config, worker: WorkerSlot, identity: Identity | None
+) -> tuple[Config, EventLog]:
     """Make this process ``worker``: its share of ``config``, its log, shared listeners."""
     log = event_log(config.defaults, fixed={"worker": worker.index})
 
     def unsteered(reason: str) -> None:
         log.warning(LogWarning.UNSTEERED, reason=reason)
 
-    share_listeners(worker.count, unsteered)
+    owner = (identity.uid, identity.gid) if identity is not None else None
+    share_listeners(worker.count, unsteered, owner)
     share = worker_share(config, worker)
     for frontend in share.frontends:
         if frontend.passive_ports is not None:

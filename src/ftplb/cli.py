@@ -1,4 +1,4 @@
-"""Command line: ``ftplb run|check|demo|hash-password|admin|status|top``."""
+"""Command line: ``ftplb run|check|demo|hash-password|admin|status|top|example``."""
 
 from __future__ import annotations
 
@@ -47,6 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     _admin_parser(commands)
     _watch_parsers(commands)
+    example = commands.add_parser(
+        "example", help="print an example file: the configuration, or the systemd unit"
+    )
+    example.add_argument("kind", choices=["config", "systemd"])
+    example.add_argument("--path", action="store_true", help="print where it is instead")
     return parser
 
 
@@ -173,6 +178,20 @@ def _admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def _example(kind: str, *, path_only: bool) -> int:
+    from ftplb.example_files import example_path  # noqa: PLC0415
+
+    path = example_path(kind)
+    if path is None:
+        print(f"ftplb: the example {kind} file is not installed", file=sys.stderr)
+        return 1
+    if path_only:
+        print(path)
+    else:
+        sys.stdout.write(path.read_text(encoding="utf-8"))
+    return 0
+
+
 def _load_or_report(path: str) -> Config | None:
     """The configuration at ``path``, or None once its problems are printed."""
     try:
@@ -214,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ftplb.console.top import run_top  # noqa: PLC0415 - rich only when asked
 
         return run_top(args.config, args.admin, args.user, args.interval)
+    if args.command == "example":
+        return _example(args.kind, path_only=args.path)
     if args.worker is not None:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)

@@ -32,6 +32,12 @@ The master:
   worker gets SIGHUP: each one reloads in place, on its own listening
   sockets (:mod:`ftplb.generations`), so the SO_REUSEPORT groups and their
   steering never change. A worker started later gets the new text.
+* under systemd (``Type=notify``), is the one that notifies: ready once every
+  worker is, reloading and ready again around a reload, stopping. Workers get
+  no ``$NOTIFY_SOCKET``.
+* with ``[defaults] user``, stays root, so that it can restart a worker that
+  binds port 21; each worker drops to the user once its listeners are open.
+  The run and metrics directories are handed to that user.
 
 A worker reports to the master through a pipe (``--status-fd``): one JSON
 line, ``{"ready": true}`` or ``{"error": MESSAGE}``.
@@ -62,6 +68,14 @@ from ftplb.monitoring import Monitoring
 from ftplb.runtime import metrics
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
+from ftplb.runtime.notify import NOTIFY_SOCKET_ENV, Notifier
+from ftplb.runtime.privileges import (
+    Identity,
+    PrivilegeError,
+    hand_over,
+    privileged_binds_added,
+    target_identity,
+)
 
 __all__ = [
     "METRICS_DIR_ENV",
@@ -170,6 +184,8 @@ class Supervisor:
         self._workers = [_Worker(WorkerSlot(i, self.count)) for i in range(self.count)]
         self._stop = asyncio.Event()
         self._exits: asyncio.Queue[_Worker] = asyncio.Queue()
+        self.notifier = Notifier.from_environment()
+        self._identity: Identity | None = None
 
     @property
     def pids(self) -> list[int]:
@@ -186,6 +202,7 @@ class Supervisor:
 
     def _on_signal(self) -> None:
         if not self._stop.is_set():
+            self.notifier.stopping()
             self._stop.set()
             return
         # A second signal: the workers, already stopping gracefully, stop at once.
@@ -213,6 +230,7 @@ class Supervisor:
         release_library_logs = capture_library_logs(self.log)
         try:
             try:
+                self._hand_over_directories()
                 if monitoring is not None:
                     # The master hosts the admin listener and sums the workers' files.
                     await monitoring.serve_admin(self.config, self.log)
@@ -226,6 +244,7 @@ class Supervisor:
                     if self._stop.is_set():
                         return 0
                 self.log.info("workers ready", workers=self.count)
+                self.notifier.ready(f"serving with {self.count} workers")
                 await self._supervise()
             except (_StartError, AdminError) as error:
                 self.log.error(str(error))
@@ -240,6 +259,18 @@ class Supervisor:
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
             release_library_logs()
+
+    def _hand_over_directories(self) -> None:
+        """Let the user the workers drop to read the run directory and write metrics."""
+        try:
+            self._identity = target_identity(self.config.defaults)
+            if self._identity is None:
+                return
+            for directory in (self.run_dir, self.metrics_dir):
+                if directory is not None:
+                    hand_over(directory, self._identity)
+        except PrivilegeError as error:
+            raise _StartError(str(error)) from error
 
     # -------------------------------------------------------------- metrics
     def _create_metrics_dir(self) -> str | None:
@@ -260,6 +291,14 @@ class Supervisor:
         """Reload the configuration file into every worker (what SIGHUP does)."""
         if self._stop.is_set() or self.run_dir is None:
             return
+        self.notifier.reloading()
+        try:
+            self._reload()
+        finally:
+            self.notifier.ready(f"serving with {self.count} workers, generation {self.generation}")
+
+    def _reload(self) -> None:
+        assert self.run_dir is not None
         try:
             config = load_config(self.config_path)
             text = Path(self.config_path).read_text(encoding="utf-8")
@@ -272,6 +311,19 @@ class Supervisor:
         config, kept = keep_restart_only(self.config, config)
         for key in kept:
             self.log.warning(LogWarning.RESTART_NEEDED, key=key)
+        added = privileged_binds_added(self.config, config)
+        identity = self._identity
+        if added and identity is not None and identity.uid != 0 and os.geteuid() == 0:
+            # The workers, which listen, gave root up.
+            self.log.warning(
+                LogWarning.RELOAD_REFUSED,
+                problems=(
+                    f"cannot listen on {', '.join(added)}: ports below 1024 need root, "
+                    f"which the workers gave up for user {identity.user}; "
+                    "restart ftplb to add them"
+                ),
+            )
+            return
         changes = server_changes(self.config, config)
         self.generation += 1
         _write_atomically(
@@ -301,6 +353,7 @@ class Supervisor:
         worker.waiter = None  # not ready: a reload now waits until it is
         read_end, write_end = os.pipe()
         env = dict(os.environ)
+        env.pop(NOTIFY_SOCKET_ENV, None)  # the master speaks for its workers
         env[MASTER_PID_ENV] = str(os.getpid())
         if self.run_dir is not None:
             env[RELOAD_FILE_ENV] = os.path.join(self.run_dir, RELOAD_FILE)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,7 +165,11 @@ class RunningBalancer:
         return self.process.returncode
 
 
-def start_balancer(config_text: str, host: str, port: int) -> RunningBalancer:
+def start_balancer(
+    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+) -> RunningBalancer:
+    """``ftplb run`` on ``config_text``, once it accepts on (host, port); ``env`` replaces
+    the environment."""
     workdir = Path(tempfile.mkdtemp(prefix="ftplb-test-"))
     config_path = workdir / "ftplb.toml"
     config_path.write_text(config_text)
@@ -175,6 +179,7 @@ def start_balancer(config_text: str, host: str, port: int) -> RunningBalancer:
             [sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=env,
         )
     running = RunningBalancer(process, host, port, config_path, log_path, workdir)
     deadline = time.monotonic() + STARTUP_TIMEOUT
@@ -194,8 +199,10 @@ def start_balancer(config_text: str, host: str, port: int) -> RunningBalancer:
 
 
 @contextlib.contextmanager
-def balancer(config_text: str, host: str, port: int) -> Iterator[RunningBalancer]:
-    running = start_balancer(config_text, host, port)
+def balancer(
+    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+) -> Iterator[RunningBalancer]:
+    running = start_balancer(config_text, host, port, env)
     try:
         yield running
     finally:

@@ -19,11 +19,12 @@ __all__ = [
     "server_changes",
 ]
 
-_RESTART_ONLY_DEFAULTS = ("workers", "log_format", "log_target", "syslog_address")
-"""The process layout, and the log each process opens once, at its start."""
+_RESTART_ONLY_DEFAULTS = ("workers", "user", "group", "log_format", "log_target", "syslog_address")
+"""The process layout, the user it runs as (root is given up by then), and the log
+each process opens once, at its start."""
 
 RESTART_ONLY_KEYS = (*(f"defaults.{key}" for key in _RESTART_ONLY_DEFAULTS), "admin.bind")
-"""Keys a reload cannot apply: the process layout, the log, and the admin listener's
+"""Keys a reload cannot apply: those of ``[defaults]`` above, and the admin listener's
 address (an ``[admin]`` table added or removed counts as a changed ``admin.bind``)."""
 
 

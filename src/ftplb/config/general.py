@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import grp
+import pwd
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, PlainSerializer, PlainValidator
+from pydantic import Field, PlainSerializer, PlainValidator, model_validator
 from pydantic_core import PydanticCustomError
 
 from ftplb.config.fields import (
@@ -71,6 +73,47 @@ SyslogAddressField = Annotated[
 ]
 
 
+def _check_user(value: object) -> str:
+    # Looked up when the file is read, so that `ftplb check` names an unknown user.
+    if isinstance(value, str) and value:
+        try:
+            pwd.getpwnam(value)
+        except KeyError:
+            pass
+        else:
+            return value
+        raise PydanticCustomError(
+            "user",
+            "unknown user {value}: no such user on this system",
+            {"value": as_written(value)},
+        )
+    raise PydanticCustomError(
+        "user", "invalid user {value}: expected a user name", {"value": as_written(value)}
+    )
+
+
+def _check_group(value: object) -> str:
+    if isinstance(value, str) and value:
+        try:
+            grp.getgrnam(value)
+        except KeyError:
+            pass
+        else:
+            return value
+        raise PydanticCustomError(
+            "group",
+            "unknown group {value}: no such group on this system",
+            {"value": as_written(value)},
+        )
+    raise PydanticCustomError(
+        "group", "invalid group {value}: expected a group name", {"value": as_written(value)}
+    )
+
+
+SystemUser = Annotated[str, PlainValidator(_check_user)]
+SystemGroup = Annotated[str, PlainValidator(_check_group)]
+
+
 class Defaults(Section):
     """Settings for the whole balancer: timeouts, retries, logging, global limits."""
 
@@ -91,6 +134,19 @@ class Defaults(Section):
     max_connections: Count = 0
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     """Worker processes sharing the listeners (see docs/workers.md)."""
+    # Privileges (docs/operations.md, "Running as a system service").
+    user: SystemUser | None = None
+    """The user to run as once the listeners are open; ftplb starts as root to open them."""
+    group: SystemGroup | None = None
+    """The group to run as with ``user``; by default the user's primary group."""
+
+    @model_validator(mode="after")
+    def _group_needs_user(self) -> Self:
+        if self.group is not None and self.user is None:
+            raise PydanticCustomError(
+                "group_without_user", "group is set without user: set both, or neither"
+            )
+        return self
 
 
 def _check_admin_user(value: object) -> str:

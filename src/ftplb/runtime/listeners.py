@@ -10,6 +10,7 @@ from here: each worker has its own slice of the passive ports.
 from __future__ import annotations
 
 import errno
+import os
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,13 +30,16 @@ def show_address(host: str, port: int) -> str:
 class _Sharing:
     workers: int
     on_unsteered: Callable[[str], None]
+    owner: tuple[int, int] | None = None
     steered: bool = True
 
 
 _sharing: _Sharing | None = None
 
 
-def share_listeners(workers: int, on_unsteered: Callable[[str], None]) -> None:
+def share_listeners(
+    workers: int, on_unsteered: Callable[[str], None], owner: tuple[int, int] | None = None
+) -> None:
     """Make this process one of ``workers`` processes that share every frontend listener.
 
     Call it once, before any listener opens; a worker process calls it at
@@ -43,9 +47,15 @@ def share_listeners(workers: int, on_unsteered: Callable[[str], None]) -> None:
     of its address and attaches the steering program. If the kernel refuses
     the program, ``on_unsteered`` gets the reason once, and connections are
     spread by the kernel's default 4-tuple hash.
+
+    ``owner`` (uid, gid) is the user the workers drop to: every shared socket
+    is given to it before it binds. The kernel lets a socket join a
+    SO_REUSEPORT group only if the socket's owner is the group's, and a
+    worker restarted as root must join groups that dropped workers opened
+    on a reload.
     """
     global _sharing  # noqa: PLW0603 - membership of a reuseport group is per process
-    _sharing = _Sharing(workers, on_unsteered) if workers > 1 else None
+    _sharing = _Sharing(workers, on_unsteered, owner) if workers > 1 else None
 
 
 def resolve_host(host: str) -> str:
@@ -82,6 +92,8 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if sharing is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if sharing.owner is not None and os.geteuid() == 0:
+                os.fchown(sock.fileno(), *sharing.owner)
         if family == socket.AF_INET6:
             # "[::]" and "0.0.0.0" are separate binds in the config; keep them apart.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
