@@ -28,10 +28,6 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROOT_HEADING = "Top level"
 """The heading of the section that lists the file's top-level keys."""
 
-PENDING_KEYS = {"[defaults]": {"log_target", "syslog_address", "user", "group"}}
-"""Keys the page documents ahead of the schema: they are being added to it."""
-
-
 @dataclass(frozen=True)
 class Table:
     """A model of the schema and the TOML header of its table ("" for the top level)."""
@@ -143,7 +139,7 @@ def test_no_row_names_a_key_the_table_does_not_have(table: Table) -> None:
     section = _section_of(table, sections)
     assert section is not None
     known = {_toml_key(name, field) for name, field in table.model.model_fields.items()}
-    stale = _documented_keys(section) - known - PENDING_KEYS.get(table.header, set())
+    stale = _documented_keys(section) - known
     assert not stale, f"{DOC.name}, section {table.header or ROOT_HEADING}: unknown key(s) {stale}"
 
 
