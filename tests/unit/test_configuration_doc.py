@@ -28,6 +28,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 ROOT_HEADING = "Top level"
 """The heading of the section that lists the file's top-level keys."""
 
+
 @dataclass(frozen=True)
 class Table:
     """A model of the schema and the TOML header of its table ("" for the top level)."""
