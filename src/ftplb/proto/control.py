@@ -182,7 +182,6 @@ class ControlSession:
         "_upstream",
         "client_ip",
         "login_failures",
-        "logins_ok",
         "passive_family",
         "user",
     )
@@ -192,8 +191,6 @@ class ControlSession:
         self.client_ip = client_ip
         self.passive_family = passive_family
         self.user: bytes | None = None
-        self.logins_ok = 0
-        """Logins the server accepted (230 to USER or PASS)."""
         self._phase = Phase.NEW
         self._login = Login.OUT
         self._login_status = LoginStatus.NONE
@@ -858,7 +855,6 @@ class ControlSession:
         if ok:
             self._login = Login.IN
             self._login_status = LoginStatus.OK
-            self.logins_ok += 1
         else:
             self._login_status = LoginStatus.FAILED
             self.login_failures += 1

@@ -218,7 +218,6 @@ class Session(asyncio.Protocol):
         "_last_client",
         "_last_server",
         "_link",
-        "_logins",
         "_loop",
         "_paused",
         "_running",
@@ -256,7 +255,6 @@ class Session(asyncio.Protocol):
         self._transfer_started = 0.0
         self._transfer_error: str | None = None
         self._running: RunningTransfer | None = None
-        self._logins = [0, 0]  # the core's (ok, failed) logins already reported
         self._start: act.StartTransfer | None = None
         self._transfer_detail = ""
         self._last_client = self._last_server = 0.0
@@ -341,24 +339,11 @@ class Session(asyncio.Protocol):
         if self._closed:
             return
         self._last_server = self._loop.time()
-        core = self.core
-        logins = core.logins_ok + core.login_failures
-        self._do(core.server_data(data))
-        if core.logins_ok + core.login_failures != logins:
-            self._count_logins(core.logins_ok, core.login_failures)
+        self._do(self.core.server_data(data))
 
     def on_server_lost(self) -> None:
         if not self._closed:
             self._do(self.core.server_closed())
-
-    def _count_logins(self, ok: int, failed: int) -> None:
-        # Only the change since the last report: a client may log in again.
-        ok, self._logins[0] = ok - self._logins[0], ok
-        failed, self._logins[1] = failed - self._logins[1], failed
-        ctx = self._ctx
-        for result, count in (("ok", ok), ("failed", failed)):
-            for _ in range(count):
-                ctx.log.notify("login", frontend=ctx.name, server=self.server_name, result=result)
 
     # --------------------------------------------------------------- actions
     def _do(self, actions: list[act.Action]) -> None:
@@ -397,6 +382,13 @@ class Session(asyncio.Protocol):
                 self._data = None
         elif isinstance(action, act.TransferDone):
             self._log_transfer(action)
+        elif isinstance(action, act.LoginResult):
+            self._ctx.log.notify(
+                "login",
+                frontend=self._ctx.name,
+                server=self.server_name,
+                result="ok" if action.ok else "failed",
+            )
         elif isinstance(action, act.CommandSeen):
             self._ctx.log.write(
                 "command",
