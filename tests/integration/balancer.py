@@ -165,10 +165,10 @@ class RunningBalancer:
         return self.process.returncode
 
 
-def start_balancer(
+def launch_balancer(
     config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
 ) -> RunningBalancer:
-    """``ftplb run`` on ``config_text``, once it accepts on (host, port); ``env`` replaces
+    """``ftplb run`` on ``config_text``, started but not yet waited for; ``env`` replaces
     the environment."""
     workdir = Path(tempfile.mkdtemp(prefix="ftplb-test-"))
     config_path = workdir / "ftplb.toml"
@@ -181,7 +181,16 @@ def start_balancer(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    running = RunningBalancer(process, host, port, config_path, log_path, workdir)
+    return RunningBalancer(process, host, port, config_path, log_path, workdir)
+
+
+def start_balancer(
+    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+) -> RunningBalancer:
+    """``ftplb run`` on ``config_text``, once it accepts on (host, port); ``env`` replaces
+    the environment."""
+    running = launch_balancer(config_text, host, port, env)
+    process = running.process
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -16,7 +16,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from ftplb.config.general import SyslogAddress
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.syslog_target import MAX_DATAGRAM, SyslogTarget
 from tests.integration import clients, farms
-from tests.integration.balancer import RunningBalancer, log_fields, simple_config
+from tests.integration.balancer import RunningBalancer, launch_balancer, log_fields, simple_config
 from tests.support import free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.integration
@@ -127,17 +126,8 @@ def ready_on_both(daemon: Syslogd, process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def ftplb_to_syslog(config_text: str, port: int, daemon: Syslogd) -> Iterator[RunningBalancer]:
     """``ftplb run``, ready once syslog has its ``listening`` line (stderr stays empty)."""
-    workdir = Path(tempfile.mkdtemp(prefix="ftplb-test-"))
-    config_path = workdir / "ftplb.toml"
-    config_path.write_text(config_text)
-    log_path = workdir / "ftplb.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    lb = RunningBalancer(process, "127.0.0.1", port, config_path, log_path, workdir)
+    lb = launch_balancer(config_text, "127.0.0.1", port)
+    process = lb.process
     try:
 
         def listening() -> bool:
