@@ -4,6 +4,8 @@
 # tmux (the terminal that `ftplb status` and `ftplb top` are tested in),
 # Prometheus (a real scraper of the admin /metrics; run by the test in the foreground),
 # rsyslog (the syslog test runs its own rsyslogd in the foreground),
+# HAProxy (a PROXY-protocol peer on both sides of ftplb) and OpenSSH (SFTP behind a tcp
+# frontend; the tests run haproxy and sshd -D in the foreground with their own configs),
 # ProFTPD from apt, vsftpd and Pure-FTPd unpacked into <repo>/.deps/root (the three
 # servers conflict with each other as packages, and the tests run them as plain
 # foreground processes, never as services), a PAM service and a system test user.
@@ -20,7 +22,7 @@ DEB_CACHE="${DEPS}/debs"
 # Runtime libraries of the unpacked vsftpd / pure-ftpd binaries: apt does not
 # resolve their dependencies because they are never installed as packages.
 APT_PACKAGES=(curl lftp proftpd-core proftpd-mod-crypto iproute2 libwrap0 libsodium23 libcap2 libpam0g libssl3
-    libpam-modules passwd chromium tmux prometheus rsyslog)
+    libpam-modules passwd chromium tmux prometheus rsyslog haproxy openssh-server openssh-client)
 UNPACKED_PACKAGES=(vsftpd pure-ftpd)
 TEST_USER=ftptest
 TEST_PASSWORD=ftptest
