@@ -51,8 +51,9 @@ async def serve(
     ``config`` (its passive port slices and limit shares), on frontend
     listeners shared with the other workers, with ``worker=<i>`` on every log
     line. ``on_ready`` is called once every listener is open. ``metrics_dir``
-    is the master's directory for this worker's metric files; a lone process
-    with an ``[admin]`` section records into one of its own and serves it.
+    is this run's directory for metric files (see ftplb.runtime.metrics_home):
+    a worker records into its master's, and a lone process records into its
+    own and serves it on its ``[admin]`` listener.
     ``reload_source`` gives the configuration on SIGHUP (without it, SIGHUP
     is ignored).
     """
@@ -116,7 +117,7 @@ class _Process:
         identity = self.identity
         if identity is None:
             return
-        if monitoring is not None and self.metrics_dir is None:
+        if monitoring is not None and self.worker is None:
             hand_over(monitoring.directory, identity)  # a worker's belongs to its master
         if drop_privileges(identity):
             self.log.info(
@@ -166,13 +167,13 @@ async def _run(
     on_ready: Callable[[], None] | None,
 ) -> None:
     config = process.config
-    monitoring = Monitoring.for_process(config, process.metrics_dir)
+    monitoring = Monitoring.for_process(process.metrics_dir)
     generations = Generations(process.log, monitoring)
     try:
         balancer = await generations.start(config)
     except BaseException:
         if monitoring is not None:
-            await monitoring.close()  # a failed start leaves no metrics directory behind
+            await monitoring.close()
         raise
     try:
         if monitoring is not None:
@@ -181,7 +182,7 @@ async def _run(
             monitoring.record(
                 balancer.log, balancer.pools, config, balancer.checkers, frontends, worker=worker
             )
-            if process.metrics_dir is None:  # a lone process hosts its own admin listener
+            if process.worker is None:  # a lone process hosts its own admin listener
                 await monitoring.serve_admin(config, process.log)
         process.drop_privileges(monitoring)
         if on_ready is not None:

@@ -10,12 +10,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ftplb import __version__
-from ftplb.app import StartupError, run_event_loop, serve
 from ftplb.config.load import ConfigError, check_config, config_warnings, load_config
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.runtime.logs import event_log
-from ftplb.supervisor import run_supervisor, run_worker
+from ftplb.runtime.metrics_home import metrics_home
+
+# The balancer itself (ftplb.app, ftplb.supervisor, ftplb.demo) is imported
+# inside the commands that run it: they import prometheus_client, which must
+# find this run's metrics directory in the environment when it is first
+# imported (ftplb.runtime.metrics_home).
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -218,9 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check":
         return _check(args.config if args.config is not None else args.file)
     if args.command == "demo":
-        from ftplb.demo import run_demo  # noqa: PLC0415 - pulls in pyftpdlib only when asked
+        with metrics_home(args.stats_port != 0) as metrics_dir:
+            from ftplb.demo import run_demo  # noqa: PLC0415 - see the imports above
 
-        return run_demo(args.port, args.stats_port)
+            return run_demo(args.port, args.stats_port, metrics_dir)
     if args.command == "hash-password":
         return _hash_password()
     if args.command == "admin":
@@ -239,21 +244,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.status_fd is None:
             print("ftplb: --worker needs --status-fd", file=sys.stderr)
             return 2
+        from ftplb.supervisor import run_worker  # noqa: PLC0415 - see the imports above
+
         return run_worker(args.config, args.worker, args.status_fd)
     config = _load_or_report(args.config)
     if config is None:
         return 1
+    with metrics_home(config.admin is not None) as metrics_dir:
+        return _run(args.config, config, metrics_dir)
+
+
+def _run(path: str, config: Config, metrics_dir: str | None) -> int:
+    """``ftplb run``: one process, or the master of ``workers = N``; the exit status."""
     if config.defaults.workers > 1:
+        from ftplb.supervisor import run_supervisor  # noqa: PLC0415 - see the imports above
+
         try:
             # The text that was just validated goes to every worker.
-            text = Path(args.config).read_text(encoding="utf-8")
+            text = Path(path).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as error:
-            print(f"{args.config}: cannot read file: {error}", file=sys.stderr)
+            print(f"{path}: cannot read file: {error}", file=sys.stderr)
             return 1
-        return run_supervisor(args.config, config, text)
+        return run_supervisor(path, config, text, metrics_dir)
+    from ftplb.app import StartupError, run_event_loop, serve  # noqa: PLC0415 - see above
+
     try:
         run_event_loop(
-            lambda: serve(config, reload_source=lambda: (load_config(args.config), None))
+            lambda: serve(
+                config,
+                metrics_dir=metrics_dir,
+                reload_source=lambda: (load_config(path), None),
+            )
         )
     except StartupError as error:
         event_log(config.defaults).error(str(error))

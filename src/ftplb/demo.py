@@ -178,7 +178,8 @@ def _taken(port: int, option: str) -> str | None:
     return None
 
 
-def run_demo(port: int, stats_port: int = 0) -> int:
+def run_demo(port: int, stats_port: int = 0, metrics_dir: str | None = None) -> int:
+    """Run the demo until Ctrl-C; ``metrics_dir`` (ftplb.runtime.metrics_home) feeds the stats."""
     # Before anything starts or is printed: a taken port is the whole answer.
     # (The hints still wait for the balancer to listen, should one be taken
     # between this check and then.)
@@ -208,7 +209,7 @@ def run_demo(port: int, stats_port: int = 0) -> int:
             def on_ready() -> None:
                 print(demo_hints(config, stats_port), flush=True)
 
-            run_event_loop(lambda: serve(config, on_ready=on_ready))
+            run_event_loop(lambda: serve(config, on_ready=on_ready, metrics_dir=metrics_dir))
         except (StartupError, OSError) as error:
             print(f"ftplb: {error}", file=sys.stderr)
             return 1

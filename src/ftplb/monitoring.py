@@ -1,14 +1,13 @@
 """Metrics recording and the admin listener, wired around a running balancer.
 
 Recording is on only when there is somewhere to show it: an ``[admin]``
-section in this process, or a master's metrics directory in a worker. A
-balancer without either pays nothing for it.
+section, whose run has a metrics directory (created by the command line
+before prometheus_client is imported, see :mod:`ftplb.runtime.metrics_home`).
+A balancer without one pays nothing for it.
 """
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 
 from ftplb.admin.server import AdminServer, start_admin
@@ -22,21 +21,16 @@ from ftplb.runtime.metrics import CheckResults, Metrics, SessionCounted
 class Monitoring:
     """This process's metrics recorder, and the admin listener if it hosts one."""
 
-    def __init__(self, directory: str, *, owns_directory: bool) -> None:
+    def __init__(self, directory: str) -> None:
         self.directory = directory
-        self._owns_directory = owns_directory
         self.recorder: Metrics | None = None
         self.admin: AdminServer | None = None
         self._log: EventLog | None = None
 
     @classmethod
-    def for_process(cls, config: Config, master_directory: str | None) -> Monitoring | None:
-        """Monitoring for a worker of a master (``master_directory``) or a lone process."""
-        if master_directory is not None:
-            return cls(master_directory, owns_directory=False)
-        if config.admin is not None:
-            return cls(tempfile.mkdtemp(prefix="ftplb-metrics-"), owns_directory=True)
-        return None
+    def for_process(cls, metrics_dir: str | None) -> Monitoring | None:
+        """Monitoring into this run's ``metrics_dir``; None without one (no ``[admin]``)."""
+        return cls(metrics_dir) if metrics_dir is not None else None
 
     def record(
         self,
@@ -67,7 +61,7 @@ class Monitoring:
         this process records from, or a new one in the configured format.
         """
         if config.admin is not None:
-            metrics.enable(self.directory)
+            # Only reads the files of the processes that record: no enable() here.
             log = log or self._log or EventLog(config.defaults.log_format)
             self.admin = await start_admin(config.admin, self.directory, config, log)
 
@@ -82,5 +76,3 @@ class Monitoring:
         if self.admin is not None:
             await self.admin.close()
             self.admin = None
-        if self._owns_directory:
-            shutil.rmtree(self.directory, ignore_errors=True)

@@ -169,6 +169,7 @@ class Supervisor:
         log: EventLog | None = None,
         command: Sequence[str] | None = None,
         on_worker_exit: Callable[[WorkerExit], None] | None = None,
+        metrics_dir: str | None = None,
     ) -> None:
         self.config_path = config_path
         self.config = config
@@ -179,7 +180,9 @@ class Supervisor:
         self.log = log or event_log(config.defaults)
         self.command = list(command or [sys.executable, "-m", "ftplb", "run", "-c", config_path])
         self.on_worker_exit = on_worker_exit
-        self.metrics_dir: str | None = None
+        self.metrics_dir = metrics_dir
+        """Where every worker writes its metric files, for the admin listener here to sum
+        (None without ``[admin]``); the caller creates and removes it."""
         self._monitoring: Monitoring | None = None
         self._workers = [_Worker(WorkerSlot(i, self.count)) for i in range(self.count)]
         self._stop = asyncio.Event()
@@ -221,12 +224,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.run_dir = tempfile.mkdtemp(prefix="ftplb-")
-        self.metrics_dir = self._create_metrics_dir()
-        monitoring = (
-            Monitoring(self.metrics_dir, owns_directory=False)
-            if self.metrics_dir is not None
-            else None
-        )
+        monitoring = Monitoring(self.metrics_dir) if self.metrics_dir is not None else None
         release_library_logs = capture_library_logs(self.log)
         try:
             try:
@@ -254,7 +252,6 @@ class Supervisor:
             await self._stop_workers()
             if monitoring is not None:
                 await monitoring.close()
-            self._remove_metrics_dir()
             shutil.rmtree(self.run_dir, ignore_errors=True)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(signum)
@@ -271,20 +268,6 @@ class Supervisor:
                     hand_over(directory, self._identity)
         except PrivilegeError as error:
             raise _StartError(str(error)) from error
-
-    # -------------------------------------------------------------- metrics
-    def _create_metrics_dir(self) -> str | None:
-        # With an [admin] section, every worker writes its metric files here
-        # (it finds the path in FTPLB_METRICS_DIR), and the master, which hosts
-        # the admin listener, sums them. The directory lives as long as this run.
-        if self.config.admin is None:
-            return None
-        return tempfile.mkdtemp(prefix="ftplb-metrics-")
-
-    def _remove_metrics_dir(self) -> None:
-        if self.metrics_dir is not None:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
-            self.metrics_dir = None
 
     # ------------------------------------------------------------- reloading
     def reload(self) -> None:
@@ -552,11 +535,13 @@ async def _send_config(process: asyncio.subprocess.Process, text: str) -> None:
     process.stdin.close()
 
 
-def run_supervisor(config_path: str, config: Config, config_text: str) -> int:
+def run_supervisor(
+    config_path: str, config: Config, config_text: str, metrics_dir: str | None
+) -> int:
     """Run the master of a ``workers = N`` run until SIGTERM/SIGINT; the exit status."""
 
     async def main() -> int:
-        return await Supervisor(config_path, config, config_text).run()
+        return await Supervisor(config_path, config, config_text, metrics_dir=metrics_dir).run()
 
     try:
         return asyncio.run(main())

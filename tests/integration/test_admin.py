@@ -37,6 +37,7 @@ from tests.integration import clients
 from tests.integration.balancer import log_fields, simple_config
 from tests.integration.farms import started_servers
 from tests.integration.servers import FtpServer
+from tests.metrics_processes import act_as_process
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -56,7 +57,7 @@ def ftp_servers() -> Iterator[list[FtpServer]]:
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     path = str(tmp_path / "metrics")
-    monkeypatch.setenv(metrics.ENV_VAR, path)  # restored after the test
+    act_as_process(monkeypatch, path)
     return path
 
 

@@ -125,3 +125,28 @@ def test_a_failed_start_leaves_no_temporary_directory(tmp_path: Path, workers: i
     assert result.returncode == 1, result.stdout + result.stderr
     assert "cannot listen on 127.0.0.1" in result.stdout + result.stderr
     assert list(temporary.iterdir()) == []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_stop_leaves_no_temporary_directory(tmp_path: Path, workers: int) -> None:
+    """The metrics directory, made before prometheus_client loads, goes when ftplb stops."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    port = free_port()
+    admin = f'[admin]\nbind = "127.0.0.1:{free_port()}"\n'
+    env = {**os.environ, "TMPDIR": str(temporary)}
+    lb = start_balancer(
+        startup_error_config(port, workers=workers, sections=admin), "127.0.0.1", port, env
+    )
+    try:
+        made = [path for path in temporary.iterdir() if path.name.startswith("ftplb-metrics-")]
+        assert len(made) == 1
+        # Files of prometheus_client's multiprocess mode: each process that records writes its own.
+        wait_until(
+            lambda: len(list(made[0].glob("gauge_livesum_*.db"))) == workers,
+            10,
+            "a gauge file of each recording process",
+        )
+    finally:
+        assert lb.stop() == 0, lb.log_text()
+    assert list(temporary.iterdir()) == []

@@ -466,6 +466,7 @@ def fake_supervisor(
     exits: list[WorkerExit] | None = None,
     log: io.StringIO | None = None,
     text: str = MINIMAL,
+    metrics_dir: str | None = None,
 ) -> Supervisor:
     return Supervisor(
         "unused.toml",
@@ -474,6 +475,7 @@ def fake_supervisor(
         log=EventLog(stream=log if log is not None else io.StringIO()),
         command=[sys.executable, "-c", FAKE_WORKER, behaviour],
         on_worker_exit=exits.append if exits is not None else None,
+        metrics_dir=metrics_dir,
     )
 
 
@@ -482,19 +484,20 @@ def user_errors(master_log: io.StringIO) -> list[str]:
     return [line for line in master_log.getvalue().splitlines() if line.startswith("ftplb: ")]
 
 
-async def test_master_stops_ready_workers_and_removes_the_metrics_dir(fake_log: Path) -> None:
+async def test_master_stops_ready_workers_and_tells_each_the_metrics_dir(
+    fake_log: Path, tmp_path: Path
+) -> None:
     exits: list[WorkerExit] = []
     master_log = io.StringIO()
     text = with_admin(MINIMAL)
-    supervisor = fake_supervisor("serve", exits, master_log, text)
+    metrics_dir = str(tmp_path / "metrics")
+    supervisor = fake_supervisor("serve", exits, master_log, text, metrics_dir)
     task = asyncio.ensure_future(supervisor.run())
     for _ in range(1500):
         if "workers ready" in master_log.getvalue():
             break
         await asyncio.sleep(0.01)
     pids = supervisor.pids
-    metrics_dir = supervisor.metrics_dir
-    assert metrics_dir is not None and os.path.isdir(metrics_dir)
     started = [line.split() for line in fake_log.read_text().splitlines()]
     # Started one after the other, each told where metric files go and
     # given the configuration text.
@@ -509,7 +512,6 @@ async def test_master_stops_ready_workers_and_removes_the_metrics_dir(fake_log: 
         (0, pids[0], 0),
         (1, pids[1], 0),
     ]
-    assert not os.path.exists(metrics_dir)
     assert all(is_gone(pid) for pid in pids)
 
 

@@ -45,6 +45,7 @@ from ftplb.runtime.process_report import (
 )
 from ftplb.runtime.progress import RunningTransfer, cut_short_detail, data_key
 from ftplb.runtime.relay import RelayMeter
+from tests.metrics_processes import act_as_process
 from tests.unit.test_metrics import CONFIG, FakeChecks, pools, value
 
 
@@ -97,8 +98,7 @@ def config() -> Config:
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     path = str(tmp_path / "metrics")
-    monkeypatch.setenv(m.ENV_VAR, path)
-    m.enable(path, process_id=lambda: 2001)
+    act_as_process(monkeypatch, path, pid=2001)
     yield path
 
 
@@ -350,6 +350,37 @@ print(os.getpid())
     pid = int(done.stdout)
     assert (directory / f"counter_{pid}.db").exists()
     assert value(collect(str(directory)), "ftplb_sessions_total", server="s1") == 1
+
+
+@pytest.mark.parametrize("variable", ["unset", "another"])
+def test_enable_refuses_when_prometheus_client_keeps_its_values_elsewhere(
+    tmp_path: Path, variable: str
+) -> None:
+    """Imported without the variable (values in memory), or for another directory: a clear error."""
+    program = """
+import sys
+from ftplb.runtime import metrics
+try:
+    metrics.enable(sys.argv[1])
+except RuntimeError as error:
+    print(error)
+"""
+    env = {k: v for k, v in os.environ.items() if k != m.ENV_VAR}
+    if variable == "another":
+        env[m.ENV_VAR] = str(tmp_path / "another")
+    wanted = tmp_path / "wanted"
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(wanted)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        f"{m.ENV_VAR} must name {wanted} before prometheus_client is imported"
+    )
 
 
 def test_admin_md_documents_every_stats_json_field_and_the_metrics_content_type() -> None:

@@ -36,6 +36,7 @@ from ftplb.proto.outcomes import EndReason
 from ftplb.runtime import metrics as m
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import ProbeResult
+from tests.metrics_processes import act_as_process
 
 CONFIG = """
 [[frontends]]
@@ -74,9 +75,7 @@ def config() -> Config:
 @pytest.fixture
 def directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     path = str(tmp_path / "metrics")
-    # The variable is restored afterwards; enable() sets it again for each test.
-    monkeypatch.setenv(m.ENV_VAR, path)
-    m.enable(path, process_id=lambda: 1001)
+    act_as_process(monkeypatch, path, pid=1001)
     yield path
 
 
@@ -354,7 +353,7 @@ def test_reattach_after_a_reload_zeroes_servers_that_are_gone(
 
 
 def test_two_processes_are_summed_and_a_dead_one_loses_its_gauges(
-    directory: str, config: Config
+    directory: str, config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     first_pools = pools()
     first_pools["pool"].servers[0].active = 2
@@ -362,7 +361,7 @@ def test_two_processes_are_summed_and_a_dead_one_loses_its_gauges(
     session(first_log, "s1", EndReason.QUIT, bytes_in=10)
     first.flush()
 
-    m.enable(directory, process_id=lambda: 1002)  # the same directory, another process
+    act_as_process(monkeypatch, directory, pid=1002)  # the same directory, another process
     second_pools = pools()
     second_pools["pool"].servers[0].active = 5
     second_pools["pool"].servers[1].healthy = False

@@ -7,15 +7,12 @@ server reads them all with a ``MultiProcessCollector``, which sums counters and
 combines gauges by their ``multiprocess_mode``.
 
 prometheus_client picks the class that stores every value *when
-prometheus_client.values is imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
-environment variable, and each metric child takes that class when it is
-created. Worker processes get the variable from the supervisor before they
-start, which is prometheus_client's documented way, and :func:`enable` then
-only checks it. A lone process creates its directory after prometheus_client
-was imported (the command line imports everything up front), so there
-:func:`enable` sets the variable and installs the multiprocess value class
-itself, as tests do to act as several processes; every instrument here is
-created lazily, after :func:`enable`, for that reason.
+prometheus_client is first imported*, from the ``PROMETHEUS_MULTIPROC_DIR``
+environment variable (its documented multiprocess mode). The command line
+sets it before that import (:mod:`ftplb.runtime.metrics_home`), and worker
+processes inherit it from their master; :func:`enable` only checks that it
+names the directory. Every instrument here is created lazily, after
+:func:`enable`.
 
 Recording costs a dictionary update per event: the runtime reports sessions,
 transfers and warnings to its :class:`EventLog`, :class:`Metrics` observes
@@ -60,6 +57,7 @@ from ftplb.config.schema import Config
 from ftplb.proto.outcomes import EndReason
 from ftplb.proto.rules import rule_for
 from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.metrics_home import ENV_VAR
 from ftplb.runtime.probes import ProbeResult
 from ftplb.runtime.process_report import ProcessReport, remove_report, write_report
 from ftplb.runtime.progress import RunningTransfer, data_key
@@ -74,8 +72,6 @@ __all__ = [
     "enabled_directory",
     "mark_process_dead",
 ]
-
-ENV_VAR = "PROMETHEUS_MULTIPROC_DIR"
 
 SAMPLE_INTERVAL = 1.0
 """Seconds between two samples of the pools (and writes of pending counts)."""
@@ -105,40 +101,25 @@ class _Mode:
 
 _mode = _Mode()
 
-# Whether prometheus_client chose its multiprocess values at import, and for which directory.
-_IMPORTED_FOR = os.environ.get(ENV_VAR) if values.ValueClass is not values.MutexValue else None
 
-
-def enable(directory: str, *, process_id: Callable[[], int] | None = None) -> None:
+def enable(directory: str) -> None:
     """Record every metric of this process into ``directory`` (created if missing).
 
     Call it before any :class:`Metrics` exists; calling it again with the same
-    directory does nothing. Another directory (or a ``process_id``, which
-    tests use to act as two processes) closes this process's files and starts
-    a fresh set: instruments of earlier generations must no longer be used.
+    directory does nothing. RuntimeError unless prometheus_client stores its
+    values in files under ``directory``, which it decides when it is imported.
     """
     path = str(Path(directory).resolve())
     Path(path).mkdir(parents=True, exist_ok=True)
-    if _mode.directory == path and process_id is None:
+    if _mode.directory == path:
         return
+    chosen = os.environ.get(ENV_VAR)
     if (
-        _mode.directory is None
-        and process_id is None
-        and _IMPORTED_FOR is not None
-        and Path(_IMPORTED_FOR).resolve() == Path(path)
+        values.ValueClass is values.MutexValue
+        or chosen is None
+        or Path(chosen).resolve() != Path(path)
     ):
-        # Set up from the environment before the import (a worker): nothing to replace.
-        _mode.directory = path
-        _mode.generation += 1
-        return
-    if _mode.directory is not None:
-        close_files = getattr(values.ValueClass, "close_all_files", None)
-        if close_files is not None:
-            close_files()
-    os.environ[ENV_VAR] = path
-    # prometheus_client leaves these two functions unannotated.
-    values.ValueClass = values.MultiProcessValue(process_id or os.getpid)  # type: ignore[no-untyped-call]
-    _mode.process_id = process_id or os.getpid
+        raise RuntimeError(f"{ENV_VAR} must name {path} before prometheus_client is imported")
     _mode.directory = path
     _mode.generation += 1
     _mode.instruments = None
