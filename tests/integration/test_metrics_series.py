@@ -12,6 +12,7 @@ import contextlib
 import ftplib
 import json
 import math
+import socket
 from typing import Any
 
 import pytest
@@ -164,3 +165,34 @@ def test_a_dead_server_counts_its_retries_redispatches_errors_and_warnings() -> 
             metric_sum(admin_port, "ftplb_warnings_total", server="s1", warning="connect_failed")
             == failed
         )
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_session_counts_on_its_frontend_as_soon_as_it_connects(workers: int) -> None:
+    """With balance = "user" no server takes a session before USER; its frontend counts it
+    at once, and the servers' total only once one takes it."""
+    with api_farm(defaults=f"workers = {workers}", backend='balance = "user"') as api:
+        lb = api.farm.lb
+        if workers > 1:
+            wait_ready(lb)
+        with socket.create_connection((lb.host, lb.port), timeout=30) as waiting:
+            assert waiting.recv(1024).startswith(b"220 ")
+
+            def accepted() -> float:
+                return total(scrape(api)[1], "ftplb_frontend_sessions_total", frontend="ftp")
+
+            def ended() -> int:
+                # The harness's readiness probes: sessions that ended before any server.
+                return len(records(lb, "session"))
+
+            assert eventually(lambda: accepted() == ended() + 1), (accepted(), ended())
+            probes = ended()
+            served = total(scrape(api)[1], "ftplb_sessions_total") - probes
+            assert served == 0
+            frontend = stats(api)["frontends"][0]
+            assert (frontend["sessions"], frontend["current_sessions"]) == (probes + 1, 1)
+            assert stats(api)["backends"][0]["sessions"] == 0
+            waiting.sendall(b"USER " + api.farm.user.encode() + b"\r\n")
+            assert waiting.recv(1024).startswith(b"331 ")
+            assert eventually(lambda: total(scrape(api)[1], "ftplb_sessions_total") == probes + 1)
+            assert accepted() == probes + 1

@@ -412,6 +412,8 @@ def test_rates_peaks_logins_and_state_durations_reach_the_snapshot(
     metrics = m.Metrics()
     log = EventLog("text", io.StringIO())
     metrics.attach(log, the_pools, config, checkers={"pool": checks}, frontends=[frontend])
+    for _ in range(4):  # the frontend counts each session at once; the fourth never gets a server
+        log.notify("accept", frontend="ftp")
     for number in range(3):
         log.notify("session_open", session=f"R{number}", frontend="ftp", server="s1")
     log.notify("login", frontend="ftp", server="s1", result="ok")
@@ -421,20 +423,26 @@ def test_rates_peaks_logins_and_state_durations_reach_the_snapshot(
     frontend.sessions = {"a", "b"}
     the_pools["pool"].servers[0].active = 2
     s2.healthy = False
-    metrics.sample()  # attach() sampled once: 3 sessions over two intervals
+    metrics.sample()  # attach() sampled once: 4 and 3 sessions over two intervals
     snapshot = build_snapshot(config, collect(directory), reports=read_reports(directory))
     ftp = snapshot.frontends[0]
-    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.5, 1.5, 2)
+    assert (ftp.sessions, ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (
+        4,
+        2.0,
+        2.0,
+        2,
+    )
     assert (ftp.logins, ftp.failed_logins) == (1, 1)
     one, two = snapshot.backends[0].servers
-    assert (one.session_rate, one.max_sessions, one.logins) == (1.5, 2, 1)
+    assert (one.sessions, one.session_rate, one.max_sessions, one.logins) == (3, 1.5, 2, 1)
     assert (two.retries, two.redispatches) == (2, 1)
     assert two.state == "DOWN" and two.state_since is not None and two.state_since < 5
     assert two.last_check_reason == "L4 connect refused"
     frontend.sessions = set()
     the_pools["pool"].servers[0].active = 0
-    metrics.sample()  # the window now holds 3 sessions over three intervals; peaks stay
+    metrics.sample()  # the window now spans three intervals; peaks stay
     snapshot = build_snapshot(config, collect(directory))
     ftp = snapshot.frontends[0]
-    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.0, 1.5, 2)
+    assert (ftp.session_rate, ftp.session_rate_max, ftp.max_sessions) == (1.333, 2.0, 2)
+    assert snapshot.backends[0].servers[0].session_rate == 1.0
     assert snapshot.backends[0].servers[1].downtime > 0

@@ -414,6 +414,8 @@ def test_snapshot_lays_out_frontends_backends_and_servers(directory: str, config
     the_pools["pool"].servers[1].healthy = False
     checks = {"pool": FakeChecks({"s1": ProbeResult(True, "L7", "ok", 0.003)})}
     metrics, log = attached(config, the_pools, checkers=checks)
+    for _ in range(2):
+        log.notify("accept", frontend="ftp")  # what the runtime tells at each connect
     session(log, "s1", EndReason.QUIT, bytes_in=50, bytes_out=60)
     session(log, "-", EndReason.LIMIT)
     transfer(log, "RETR", 226, to_client=1000, to_server=0)

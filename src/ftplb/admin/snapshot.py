@@ -446,7 +446,7 @@ def _frontend(config: Config, index: int, s: _Samples) -> FrontendStats:
         binds=tuple(str(bind) for bind in frontend.bind),
         backend=frontend.backend,
         current_sessions=current,
-        sessions=int(s.by("ftplb_sessions_total", "frontend").get(key, 0)),
+        sessions=int(s.by("ftplb_frontend_sessions_total", "frontend").get(key, 0)),
         bytes_in=int(control.get((*key, "in"), 0) + data.get((*key, "in"), 0)),
         bytes_out=int(control.get((*key, "out"), 0) + data.get((*key, "out"), 0)),
         transfers=int(s.by("ftplb_transfers_total", "frontend").get(key, 0)),

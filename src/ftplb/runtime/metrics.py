@@ -156,6 +156,7 @@ _FB = ("frontend", "backend")
 
 @dataclass(frozen=True, slots=True)
 class _Instruments:
+    accepted: Counter
     sessions: Counter
     session_ends: Counter
     control_bytes: Counter
@@ -208,7 +209,17 @@ def _instruments() -> _Instruments:
             return Histogram(name, text, labelnames=_FB, registry=None, buckets=buckets)
 
         _mode.instruments = _Instruments(
-            sessions=counter("ftplb_sessions", "Client sessions ended.", _FBS),
+            accepted=counter(
+                "ftplb_frontend_sessions",
+                "Client sessions a frontend accepted, counted when they start.",
+                ("frontend",),
+            ),
+            sessions=counter(
+                "ftplb_sessions",
+                "Client sessions, when a server takes them (server '-': when one that "
+                "never reached a server ends).",
+                _FBS,
+            ),
             session_ends=counter(
                 "ftplb_session_ends", "Client sessions ended, by reason.", (*_FBS, "reason")
             ),
@@ -466,8 +477,11 @@ class Metrics:
         self._opened: set[str] = set()
         self._last_live = time.monotonic()
         self._reported = False
-        self._new_sessions: dict[tuple[str, str, str], int] = {}
-        self._rate_window: deque[dict[tuple[str, str, str], int]] = deque(maxlen=RATE_SAMPLES)
+        # New sessions since the last sample: per frontend (accepted) and per server.
+        self._new_sessions: dict[tuple[Gauge, tuple[str, ...]], int] = {}
+        self._rate_window: deque[dict[tuple[Gauge, tuple[str, ...]], int]] = deque(
+            maxlen=RATE_SAMPLES
+        )
         self._rated: set[tuple[Gauge, tuple[str, ...]]] = set()
         self._highest: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         self._states: dict[tuple[str, str], _StateTrack] = {}
@@ -487,6 +501,7 @@ class Metrics:
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
             "session": self._on_session,
             "session_open": self._on_session_open,
+            "accept": self._on_accept,
             "transfer": self._on_transfer,
             "data": self._on_data,
             "warning": self._on_warning,
@@ -564,6 +579,8 @@ class Metrics:
             self._last_checks.clear()
             self._rated.clear()
             self._highest.clear()
+            self._new_sessions.clear()
+            self._rate_window.clear()
 
     def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
         key = (metric, labels)
@@ -677,13 +694,8 @@ class Metrics:
         seconds = len(self._rate_window) * self._interval
         sums: dict[tuple[Gauge, tuple[str, ...]], float] = {}
         for counts in self._rate_window:
-            for (frontend, backend, server), count in counts.items():
-                keys: tuple[tuple[Gauge, tuple[str, ...]], ...] = (
-                    (ins.frontend_rate, (frontend,)),
-                    (ins.server_rate, (backend, server)),
-                )
-                for key in keys:
-                    sums[key] = sums.get(key, 0.0) + count
+            for key, count in counts.items():
+                sums[key] = sums.get(key, 0.0) + count
         for key in self._rated - sums.keys():
             self._child(*key).set(0)
         for (gauge, labels), total in sums.items():
@@ -692,6 +704,10 @@ class Metrics:
             peak = ins.frontend_rate_max if gauge is ins.frontend_rate else ins.server_rate_max
             self._raise(peak, labels, rate)
         self._rated = set(sums)
+
+    def _new_session(self, gauge: Gauge, labels: tuple[str, ...]) -> None:
+        key = (gauge, labels)
+        self._new_sessions[key] = self._new_sessions.get(key, 0) + 1
 
     def _zero_server(self, labels: tuple[str, str]) -> None:
         ins = self._instruments
@@ -811,7 +827,13 @@ class Metrics:
 
     def _count_session(self, labels: tuple[str, str, str]) -> None:
         self._add(self._instruments.sessions, labels)
-        self._new_sessions[labels] = self._new_sessions.get(labels, 0) + 1
+        self._new_session(self._instruments.server_rate, (labels[1], labels[2]))
+
+    def _on_accept(self, fields: dict[str, Any]) -> None:
+        # HAProxy's frontend count: every connection the frontend took, at once.
+        frontend = (str(fields.get("frontend", "-")),)
+        self._add(self._instruments.accepted, frontend)
+        self._new_session(self._instruments.frontend_rate, frontend)
 
     def _on_session(self, fields: dict[str, Any]) -> None:
         ins = self._instruments

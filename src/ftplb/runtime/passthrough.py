@@ -392,6 +392,7 @@ class PassthroughFrontend:
     # ------------------------------------------------------- control relays
     def _on_control(self, conn: socket.socket, peer: Peer) -> None:
         client_ip, client_port = peer
+        self._log.notify("accept", frontend=self.name)
         limit = self.settings.max_connections
         if self._stopping or (limit and len(self._controls) >= limit) or self._overall.full():
             conn.close()

@@ -289,6 +289,7 @@ class Session(asyncio.Protocol):
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         ctx = self._ctx
+        ctx.log.notify("accept", frontend=ctx.name)
         if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
             self.transport.write(format_reply(421, "Too many connections, try again later."))
             self.transport.close()
