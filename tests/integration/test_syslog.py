@@ -22,12 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, multiprocess
 
 from ftplb.config.general import SyslogAddress
+from ftplb.config.load import load_config_text
+from ftplb.runtime import metrics
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.syslog_target import MAX_DATAGRAM, SyslogTarget
 from tests.integration import clients, farms
 from tests.integration.balancer import RunningBalancer, launch_balancer, log_fields, simple_config
+from tests.metrics_processes import act_as_process
 from tests.support import free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.integration
@@ -208,6 +212,36 @@ def test_a_full_receiver_drops_lines_and_counts_them(tmp_path: Path) -> None:
         first = receiver.recv(65536)
     assert first.startswith(b"<30>1 2026-12-05T05:41:07.123+00:00 ")
     target.close()
+
+
+def test_dropped_lines_are_counted_in_the_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = str(tmp_path / "metrics")
+    act_as_process(monkeypatch, directory)
+    path = tmp_path / "full.sock"
+
+    def dropped_total() -> float | None:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+        return registry.get_sample_value("ftplb_log_lines_dropped_total")
+
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+        receiver.bind(str(path))  # and never read: its queue fills up
+        log = EventLog("text", io.StringIO(), syslog=SyslogTarget(SyslogAddress(path=str(path))))
+        recorder = metrics.Metrics()
+        recorder.attach(log, {}, load_config_text(simple_config([("127.0.0.11", 21)], port=2121)))
+        sent = 0
+        while log.syslog_dropped < 3 and sent < 100_000:
+            log.info("x" * 1000)
+            sent += 1
+        recorder.sample()
+        assert dropped_total() == 3
+        log.info("one more")  # dropped too: the receiver still reads nothing
+        recorder.stop()  # what is left is counted before the log is let go
+        assert log.syslog_dropped == 4
+        assert dropped_total() == 4
+    log.close()
 
 
 def test_an_unreachable_receiver_leaves_the_line_on_the_stream(tmp_path: Path) -> None:

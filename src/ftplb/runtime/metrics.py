@@ -176,6 +176,7 @@ class _Instruments:
     workers: Gauge
     logins: Counter
     warnings: Counter
+    log_lines_dropped: Counter
     retries: Counter
     redispatches: Counter
     session_duration: Histogram
@@ -305,6 +306,11 @@ def _instruments() -> _Instruments:
                 "ftplb_warnings",
                 "Warnings logged, by warning id.",
                 (*_FBS, "warning"),
+            ),
+            log_lines_dropped=counter(
+                "ftplb_log_lines_dropped",
+                "Log lines dropped because the syslog receiver's buffer was full.",
+                (),
             ),
             retries=counter(
                 "ftplb_server_retries", "Connects retried after this server failed.", _FBS
@@ -475,6 +481,7 @@ class Metrics:
         self._pending: _Pending = {}
         self._counted: _Counted = {}
         self._opened: set[str] = set()
+        self._dropped_lines = 0  # the attached log's count at the last sample
         self._last_live = time.monotonic()
         self._reported = False
         # New sessions since the last sample: per frontend (accepted) and per server.
@@ -528,6 +535,9 @@ class Metrics:
         """
         if self._log is not None:
             self._log.remove_observer(self._observe)
+        if log is not self._log:
+            self._count_dropped_lines()  # the rest of the old log's, then the new one's from 0
+            self._dropped_lines = 0
         self._backend_of = {f.name: f.backend for f in config.frontends}
         self._pools = pools
         self._checkers = checkers or {}
@@ -550,8 +560,10 @@ class Metrics:
             self._timer.cancel()
             self._timer = None
         if self._log is not None:
+            self._count_dropped_lines()
             self._log.remove_observer(self._observe)
             self._log = None
+        self._dropped_lines = 0
         self._pools, self._checkers, self._frontends = {}, {}, []
         self.sample()  # with nothing attached: every gauge of this process goes to 0
         directory = _mode.directory
@@ -607,6 +619,7 @@ class Metrics:
         self._follow_enable()
         ins = self._instruments
         self._child(ins.workers, ()).set(1 if self._log is not None else 0)
+        self._count_dropped_lines()
         self._check_reports = []
         seen: set[tuple[str, str]] = set()
         for backend, pool in self._pools.items():
@@ -704,6 +717,13 @@ class Metrics:
             peak = ins.frontend_rate_max if gauge is ins.frontend_rate else ins.server_rate_max
             self._raise(peak, labels, rate)
         self._rated = set(sums)
+
+    def _count_dropped_lines(self) -> None:
+        """Add the log lines the syslog target dropped since the last sample."""
+        dropped = self._log.syslog_dropped if self._log is not None else 0
+        if dropped > self._dropped_lines:
+            self._add(self._instruments.log_lines_dropped, (), dropped - self._dropped_lines)
+        self._dropped_lines = dropped
 
     def _new_session(self, gauge: Gauge, labels: tuple[str, ...]) -> None:
         key = (gauge, labels)
