@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from ftplb.admin.peaks import WorkerPeaks
 from ftplb.admin.server import AdminServer, start_admin
 from ftplb.balancing.pool import Pool
 from ftplb.config.schema import Config
@@ -25,6 +26,7 @@ class Monitoring:
         self.directory = directory
         self.recorder: Metrics | None = None
         self.admin: AdminServer | None = None
+        self._peaks: WorkerPeaks | None = None
         self._log: EventLog | None = None
 
     @classmethod
@@ -65,11 +67,20 @@ class Monitoring:
             log = log or self._log or EventLog(config.defaults.log_format)
             self.admin = await start_admin(config.admin, self.directory, config, log)
 
+    def watch_worker_peaks(self) -> None:
+        """In the master of workers: record the peaks of their sums (see ftplb.admin.peaks)."""
+        if self._peaks is None:
+            self._peaks = WorkerPeaks(self.directory)
+            self._peaks.start()
+
     def worker_exited(self, pid: int) -> None:
         """A worker process ended: its live gauges no longer count."""
         metrics.mark_process_dead(pid, self.directory)
 
     async def close(self) -> None:
+        if self._peaks is not None:
+            self._peaks.stop()
+            self._peaks = None
         if self.recorder is not None:
             self.recorder.stop()
             self.recorder = None

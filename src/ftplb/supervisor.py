@@ -232,6 +232,7 @@ class Supervisor:
                 if monitoring is not None:
                     # The master hosts the admin listener and sums the workers' files.
                     await monitoring.serve_admin(self.config, self.log)
+                    monitoring.watch_worker_peaks()
                     self._monitoring = monitoring
                 try:
                     ensure_unclaimed(shared_addresses(self.config))

@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
+from ftplb.runtime.steering import steered_index
 from tests.integration import clients
 from tests.integration.admin_api import SOURCES, Api, api_farm
 from tests.integration.farms import farm
@@ -196,3 +197,32 @@ def test_a_session_counts_on_its_frontend_as_soon_as_it_connects(workers: int) -
             assert waiting.recv(1024).startswith(b"331 ")
             assert eventually(lambda: total(scrape(api)[1], "ftplb_sessions_total") == probes + 1)
             assert accepted() == probes + 1
+
+
+def test_peaks_with_two_workers_are_those_of_their_sum() -> None:
+    """Two sessions held in each worker: the balancer had four at once, though neither
+    worker alone had more than two; the peak stays once they are gone."""
+    with api_farm(defaults="workers = 2", health='{ type = "none" }') as api:
+        lb = api.farm.lb
+        wait_ready(lb)
+        per_worker = [[s for s in SOURCES if steered_index(s, 2) == index][:2] for index in (0, 1)]
+        held = [
+            clients.ftplib_session(lb.host, lb.port, api.farm.user, api.farm.password, "epsv", s)
+            for sources in per_worker
+            for s in sources
+        ]
+        try:
+
+            def frontend() -> dict[str, Any]:
+                return dict(stats(api)["frontends"][0])
+
+            assert eventually(lambda: frontend()["current_sessions"] == 4), frontend()
+            assert eventually(lambda: frontend()["max_sessions"] == 4), frontend()
+            assert eventually(lambda: total(scrape(api)[1], "ftplb_server_max_sessions") == 4), (
+                scrape(api)
+            )
+        finally:
+            for client in held:
+                client.close()
+        assert eventually(lambda: frontend()["current_sessions"] == 0), frontend()
+        assert frontend()["max_sessions"] == 4

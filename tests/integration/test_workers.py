@@ -49,6 +49,7 @@ from tests.integration.workers_farm import (
     started_pids,
     wait_ready,
 )
+from tests.metrics_processes import act_as_process
 from tests.support import free_port, wait_until
 
 pytestmark = pytest.mark.integration
@@ -485,12 +486,13 @@ def user_errors(master_log: io.StringIO) -> list[str]:
 
 
 async def test_master_stops_ready_workers_and_tells_each_the_metrics_dir(
-    fake_log: Path, tmp_path: Path
+    fake_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     exits: list[WorkerExit] = []
     master_log = io.StringIO()
     text = with_admin(MINIMAL)
     metrics_dir = str(tmp_path / "metrics")
+    act_as_process(monkeypatch, metrics_dir)  # what `ftplb run` sets up before the master starts
     supervisor = fake_supervisor("serve", exits, master_log, text, metrics_dir)
     task = asyncio.ensure_future(supervisor.run())
     for _ in range(1500):

@@ -71,6 +71,7 @@ __all__ = [
     "enable",
     "enabled_directory",
     "mark_process_dead",
+    "peak_gauges",
 ]
 
 SAMPLE_INTERVAL = 1.0
@@ -128,6 +129,21 @@ def enable(directory: str) -> None:
 def enabled_directory() -> str | None:
     """The directory given to :func:`enable` in this process, or None."""
     return _mode.directory
+
+
+def peak_gauges() -> dict[str, Gauge]:
+    """The gauge (mode max) that keeps the peak of each livesum gauge, by the livesum's name.
+
+    For the master of workers, which records the peaks of their sums; call
+    :func:`enable` first.
+    """
+    ins = _instruments()
+    return {
+        "ftplb_frontend_current_sessions": ins.frontend_peak,
+        "ftplb_server_current_sessions": ins.server_peak,
+        "ftplb_frontend_session_rate": ins.frontend_rate_max,
+        "ftplb_server_session_rate": ins.server_rate_max,
+    }
 
 
 def clear_directory(directory: str) -> None:
@@ -347,25 +363,25 @@ def _instruments() -> _Instruments:
             ),
             server_rate_max=gauge(
                 "ftplb_server_session_rate_max",
-                "The highest session rate one process saw on a server.",
+                "The highest session rate seen on a server (with workers: of their sum).",
                 _BS,
                 "max",
             ),
             frontend_rate_max=gauge(
                 "ftplb_frontend_session_rate_max",
-                "The highest session rate one process saw on a frontend.",
+                "The highest session rate seen on a frontend (with workers: of their sum).",
                 ("frontend",),
                 "max",
             ),
             server_peak=gauge(
                 "ftplb_server_max_sessions",
-                "The most sessions one process had on a server at once.",
+                "The most sessions a server had at once (with workers: of their sum).",
                 _BS,
                 "max",
             ),
             frontend_peak=gauge(
                 "ftplb_frontend_max_sessions",
-                "The most sessions one process had on a frontend at once.",
+                "The most sessions a frontend had at once (with workers: of their sum).",
                 ("frontend",),
                 "max",
             ),
