@@ -16,8 +16,10 @@ from ftplb.config.fields import (
     PositiveDuration,
     Section,
     ServerAddress,
+    TlsCiphers,
     TlsMode,
     TlsServerName,
+    TlsVersion,
 )
 
 __all__ = ["Backend", "Health", "Server"]
@@ -70,3 +72,6 @@ class Backend(Section):
     tls_verify: bool = True
     tls_ca: FilePath | None = None
     tls_server_name: TlsServerName | None = None
+    tls_min_version: TlsVersion = "1.2"
+    tls_max_version: TlsVersion = "1.3"
+    tls_ciphers: TlsCiphers | None = None

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator
 from pydantic_core import PydanticCustomError
 
+from ftplb.config.ciphers import cipher_string_problem
 from ftplb.config.problems import as_written
 
 __all__ = [
@@ -33,8 +34,11 @@ __all__ = [
     "ReplyText",
     "Section",
     "ServerAddress",
+    "SniName",
+    "TlsCiphers",
     "TlsMode",
     "TlsServerName",
+    "TlsVersion",
     "parse_duration",
     "parse_endpoint",
     "parse_port_range",
@@ -327,3 +331,62 @@ def _is_ip(text: str) -> bool:
 
 
 TlsServerName = Annotated[str, PlainValidator(_check_server_name)]
+
+
+def _check_tls_version(value: object) -> str:
+    if value in ("1.2", "1.3"):
+        return str(value)
+    if value in ("1.0", "1.1"):
+        raise PydanticCustomError(
+            "tls_version",
+            "TLS {value} is not offered: RFC 8996 retired TLS 1.0 and 1.1, and OpenSSL 3 "
+            'refuses them at its default security level; expected "1.2" or "1.3"',
+            {"value": value},
+        )
+    raise PydanticCustomError(
+        "tls_version",
+        'invalid TLS version {value}: expected "1.2" or "1.3"',
+        {"value": as_written(value)},
+    )
+
+
+TlsVersion = Annotated[str, PlainValidator(_check_tls_version)]
+"""A TLS protocol version, ``"1.2"`` or ``"1.3"``."""
+
+
+def _check_ciphers(value: object) -> str:
+    if not isinstance(value, str) or not value.isascii() or not value.isprintable():
+        raise PydanticCustomError(
+            "tls_ciphers",
+            'expected an OpenSSL cipher string such as "ECDHE+AESGCM", got {value}',
+            {"value": as_written(value)},
+        )
+    problem = cipher_string_problem(value)
+    if problem is not None:
+        raise PydanticCustomError(
+            "tls_ciphers",
+            "invalid cipher string {value}: {problem}",
+            {"value": as_written(value), "problem": problem},
+        )
+    return value
+
+
+TlsCiphers = Annotated[str, PlainValidator(_check_ciphers)]
+"""An OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are not set by it)."""
+
+
+def _check_sni_name(value: object) -> str:
+    if isinstance(value, str):
+        name = value.removeprefix("*.")
+        if _SERVER_NAME_RE.fullmatch(name) and not _is_ip(name) and not name.endswith("."):
+            return value.lower()
+    raise PydanticCustomError(
+        "sni_name",
+        'invalid SNI name {value}: expected a DNS name such as "ftp.example.com", '
+        'or "*.example.com" for every name one label below it',
+        {"value": as_written(value)},
+    )
+
+
+SniName = Annotated[str, PlainValidator(_check_sni_name)]
+"""A name a client may send as SNI: exact, or ``*.`` and a domain (one label)."""

@@ -15,10 +15,21 @@ from ftplb.config.fields import (
     PortRangeField,
     ReplyText,
     Section,
+    SniName,
+    TlsCiphers,
     TlsMode,
+    TlsVersion,
 )
 
-__all__ = ["Frontend"]
+__all__ = ["Frontend", "SniCertificate"]
+
+
+class SniCertificate(Section):
+    """A certificate a frontend presents to clients that ask for one of ``names`` by SNI."""
+
+    names: Annotated[list[SniName], Field(min_length=1)]
+    certificate: FilePath
+    key: FilePath | None = None
 
 
 class Frontend(Section):
@@ -37,3 +48,8 @@ class Frontend(Section):
     tls_certificate: FilePath | None = None
     tls_key: FilePath | None = None
     tls_required: bool = False
+    tls_min_version: TlsVersion = "1.2"
+    tls_max_version: TlsVersion = "1.3"
+    tls_ciphers: TlsCiphers | None = None
+    tls_session_reuse: Literal["optional", "required"] = "optional"
+    tls_sni: list[SniCertificate] = Field(default_factory=list)

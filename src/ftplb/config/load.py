@@ -126,14 +126,24 @@ def _absolute_file_paths(data: dict[str, object], base: str) -> None:
     Leaves anything that is not a string alone, for the schema to report.
     """
     for section, key in _FILE_KEYS:
-        tables = data.get(section)
-        if not isinstance(tables, list):
-            continue
-        for table in tables:
-            if isinstance(table, dict):
-                value = table.get(key)
-                if isinstance(value, str) and value and not os.path.isabs(value):
-                    table[key] = os.path.normpath(os.path.join(base, value))
+        for table in _tables(data.get(section)):
+            _make_absolute(table, key, base)
+    for frontend in _tables(data.get("frontends")):
+        for entry in _tables(frontend.get("tls_sni")):
+            _make_absolute(entry, "certificate", base)
+            _make_absolute(entry, "key", base)
+
+
+def _tables(value: object) -> Iterator[dict[str, object]]:
+    """The tables of an array of tables; anything else is left for the schema to report."""
+    if isinstance(value, list):
+        yield from (table for table in value if isinstance(table, dict))
+
+
+def _make_absolute(table: dict[str, object], key: str, base: str) -> None:
+    value = table.get(key)
+    if isinstance(value, str) and value and not os.path.isabs(value):
+        table[key] = os.path.normpath(os.path.join(base, value))
 
 
 def _read_pem(path: str) -> tuple[bytes | None, str]:
@@ -152,27 +162,15 @@ def _tls_file_problems(config: Sections) -> Iterator[Problem]:
     contents (a key that matches its certificate, say) is checked at start-up.
     """
     for f, frontend in present(config.frontends):
-        cert_pem = b""
-        if frontend.tls_certificate is not None:
-            where: KeyPath = ("frontends", f, "tls_certificate")
-            pem, problem = _read_pem(frontend.tls_certificate)
-            if pem is None:
-                yield Problem(where, problem)
-            elif _PEM_CERTIFICATE not in pem:
-                yield Problem(where, f"{frontend.tls_certificate} holds no PEM certificate")
-            else:
-                cert_pem = pem
-        key_path = frontend.tls_key
-        if key_path is not None:
-            pem, problem = _read_pem(key_path)
-            if pem is None:
-                yield Problem(("frontends", f, "tls_key"), problem)
-            elif not _PEM_PRIVATE_KEY.search(pem):
-                yield Problem(("frontends", f, "tls_key"), f"{key_path} holds no PEM private key")
-        elif cert_pem and not _PEM_PRIVATE_KEY.search(cert_pem):
-            yield Problem(
-                ("frontends", f, "tls_certificate"),
-                f"{frontend.tls_certificate} holds no private key, and tls_key is not set",
+        here: KeyPath = ("frontends", f)
+        yield from _pair_problems(
+            (frontend.tls_certificate, (*here, "tls_certificate")),
+            (frontend.tls_key, (*here, "tls_key")),
+        )
+        for i, entry in enumerate(frontend.tls_sni):
+            yield from _pair_problems(
+                (entry.certificate, (*here, "tls_sni", i, "certificate")),
+                (entry.key, (*here, "tls_sni", i, "key")),
             )
     for b, backend in present(config.backends):
         if backend.tls_ca is not None:
@@ -183,6 +181,34 @@ def _tls_file_problems(config: Sections) -> Iterator[Problem]:
                 yield Problem(
                     ("backends", b, "tls_ca"), f"{backend.tls_ca} holds no PEM certificate"
                 )
+
+
+def _pair_problems(
+    certificate: tuple[str | None, KeyPath], key: tuple[str | None, KeyPath]
+) -> Iterator[Problem]:
+    """A certificate file and its key file (or None: the key is in the certificate's file)."""
+    cert_path, cert_where = certificate
+    key_path, key_where = key
+    cert_pem = b""
+    if cert_path is not None:
+        pem, problem = _read_pem(cert_path)
+        if pem is None:
+            yield Problem(cert_where, problem)
+        elif _PEM_CERTIFICATE not in pem:
+            yield Problem(cert_where, f"{cert_path} holds no PEM certificate")
+        else:
+            cert_pem = pem
+    if key_path is not None:
+        pem, problem = _read_pem(key_path)
+        if pem is None:
+            yield Problem(key_where, problem)
+        elif not _PEM_PRIVATE_KEY.search(pem):
+            yield Problem(key_where, f"{key_path} holds no PEM private key")
+    elif cert_pem and not _PEM_PRIVATE_KEY.search(cert_pem):
+        yield Problem(
+            cert_where,
+            f"{cert_path} holds no private key, and {key_where[-1]} is not set",
+        )
 
 
 def _syntax_problem(message: str, text: str, source: str) -> str:

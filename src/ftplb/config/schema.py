@@ -308,9 +308,54 @@ def _frontend_tls_settings(config: Sections) -> Iterator[Problem]:
                 "tls_certificate": frontend.tls_certificate is not None,
                 "tls_key": frontend.tls_key is not None,
                 "tls_required": frontend.tls_required,
+                **_tls_policy_changes(frontend),
+                "tls_session_reuse": frontend.tls_session_reuse != "optional",
+                "tls_sni": bool(frontend.tls_sni),
             }
             for key in (key for key, set_ in changed.items() if set_):
                 yield Problem((*here, key), 'has no effect without tls = "explicit" or "implicit"')
+            continue
+        yield from _version_order(here, frontend)
+        if frontend.tls == "implicit" and frontend.tls_session_reuse == "required":
+            yield Problem(
+                (*here, "tls_session_reuse"),
+                'needs tls = "explicit": with implicit TLS every session shares the '
+                "listener's handshake, so a data connection's resumption cannot be tied "
+                "to its own control connection",
+            )
+        yield from _sni_duplicates(here, frontend)
+
+
+def _tls_policy_changes(section: Frontend | Backend) -> dict[str, bool]:
+    """Which of the TLS version and cipher keys differ from their defaults."""
+    return {
+        "tls_min_version": section.tls_min_version != "1.2",
+        "tls_max_version": section.tls_max_version != "1.3",
+        "tls_ciphers": section.tls_ciphers is not None,
+    }
+
+
+def _version_order(here: KeyPath, section: Frontend | Backend) -> Iterator[Problem]:
+    # "1.2" < "1.3" as strings too: the versions are one digit after "1.".
+    if section.tls_min_version > section.tls_max_version:
+        yield Problem(
+            (*here, "tls_max_version"),
+            f'"{section.tls_max_version}" is below tls_min_version = '
+            f'"{section.tls_min_version}": no TLS version is left',
+        )
+
+
+def _sni_duplicates(here: KeyPath, frontend: Frontend) -> Iterator[Problem]:
+    """An SNI name given to two certificates: which one a client gets would be a guess."""
+    seen: dict[str, int] = {}
+    for i, entry in enumerate(frontend.tls_sni):
+        for name in entry.names:
+            if name in seen and seen[name] != i:
+                yield Problem(
+                    (*here, "tls_sni", i, "names"),
+                    f'"{name}" is also a name of {format_key((*here, "tls_sni", seen[name]))}',
+                )
+            seen.setdefault(name, i)
 
 
 def _backend_tls_settings(config: Sections) -> Iterator[Problem]:
@@ -324,11 +369,13 @@ def _backend_tls_settings(config: Sections) -> Iterator[Problem]:
             )
     for b, backend in present(config.backends):
         if backend.tls != "none":
+            yield from _version_order(("backends", b), backend)
             continue
         changed = {
             "tls_verify": not backend.tls_verify,
             "tls_ca": backend.tls_ca is not None,
             "tls_server_name": backend.tls_server_name is not None,
+            **_tls_policy_changes(backend),
         }
         for key in (key for key, set_ in changed.items() if set_):
             yield Problem(
