@@ -230,7 +230,7 @@ class Balancer:
             server = await loop.create_server(
                 _session_factory(ctx),
                 sock=sock,
-                ssl=ctx.client_tls if implicit else None,
+                ssl=ctx.client_tls.context if implicit and ctx.client_tls else None,
                 ssl_handshake_timeout=ctx.timeouts.data if implicit else None,
             )
             self._servers.append(server)

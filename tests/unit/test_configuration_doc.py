@@ -108,6 +108,7 @@ def test_the_schema_walk_finds_every_table() -> None:
         "",
         "[defaults]",
         "[[frontends]]",
+        "[[frontends.tls_sni]]",
         "[[backends]]",
         "[backends.health]",
         "[[backends.servers]]",

@@ -48,7 +48,7 @@ from ftplb.proto.addresses import (
 from ftplb.proto.commands import Command, CommandParser, loggable
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.features import filter_feat, own_feat
-from ftplb.proto.outcomes import EndReason, LoginStatus
+from ftplb.proto.outcomes import TLS_SESSION_NOT_RESUMED, EndReason, LoginStatus
 from ftplb.proto.phases import (
     ABORTING,
     SERVER_REPLY_DUE,
@@ -75,6 +75,13 @@ _DATA_NEEDS_TLS = format_reply(521, "Data connections must be encrypted.")
 _GOODBYE = format_reply(221, "Goodbye.")
 _SHUTTING_DOWN = format_reply(421, "Service shutting down.")
 _CANT_OPEN_DATA = format_reply(425, "Can't open data connection.")
+# 425 rather than vsftpd's 522: RFC 959 lists 425 among the replies to a
+# transfer command after its 1yz, and RFC 4217 gives 522 no meaning there.
+_REUSE_REQUIRED = format_reply(
+    425,
+    "TLS session reuse required: the data connection must resume this control "
+    "connection's TLS session.",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,7 +771,11 @@ class ControlSession:
         assert reply is not None
         data = reply.raw
         code = reply.code
-        if transfer.data_error is not None and code // 100 in (1, 2):
+        if transfer.data_error == TLS_SESSION_NOT_RESUMED:
+            # The server saw its data connection break; what it says about
+            # that is beside the point for the client.
+            code, data = 425, _REUSE_REQUIRED
+        elif transfer.data_error is not None and code // 100 in (1, 2):
             # The server finished, but the client did not get every byte.
             code = 426
             data = format_reply(426, "Data connection failed; transfer aborted.")

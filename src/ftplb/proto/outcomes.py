@@ -72,3 +72,8 @@ class LoginStatus(StrEnum):
     """The last one was accepted (230)."""
     FAILED = "failed"
     """The last one was refused (530)."""
+
+
+TLS_SESSION_NOT_RESUMED = "tls_session_not_resumed"
+"""The data error of a client data connection refused by ``tls_session_reuse =
+"required"``: the core answers it with its own reply, whatever the server said."""

@@ -20,6 +20,9 @@ from ftplb.runtime.ports import PortPool
 from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
+_ABORTIVE = struct.pack("ii", 1, 0)
+"""SO_LINGER on, for 0 seconds: close() sends a reset."""
+
 
 @dataclass(slots=True)
 class TransferOutcome:
@@ -49,11 +52,27 @@ class Addresses:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientDataTls:
+    """TLS on the client's data legs, where we are the TLS server."""
+
+    context: ssl.SSLContext
+    """The session's context: a resumed TLS session must come from its cache or tickets."""
+    certificate: ssl.SSLContext | None
+    """The certificate the control connection got by SNI, to present again; None: no SNI."""
+    reuse_required: bool
+    """Refuse a data connection that does not resume a TLS session of ``context``."""
+
+
+class SessionNotResumedError(Exception):
+    """A client's data connection made a full TLS handshake where resumption is required."""
+
+
+@dataclass(frozen=True, slots=True)
 class DataTls:
     """TLS for one session's data legs, used when a transfer asks for it."""
 
-    client_context: ssl.SSLContext | None
-    """The frontend's server context: we are the TLS server of the client's leg."""
+    client: Callable[[], ClientDataTls | None]
+    """The client's leg, read when it opens (AUTH TLS may come after the first PASV)."""
     server: BackendTls | None
     """The backend's TLS: we are the TLS client of the server's leg."""
     server_session: Callable[[], ssl.SSLSession | None]
@@ -263,6 +282,12 @@ class DataChannel:
                         client = await self._secure_client_leg(client)
             except TimeoutError:
                 return TransferOutcome(TransferError.DATA_TIMEOUT, 0, 0, False)
+            except SessionNotResumedError:
+                if server is not None:
+                    # A reset, not an end of file: the server must not take
+                    # an empty upload for a complete one.
+                    server.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORTIVE)
+                return TransferOutcome(TransferError.TLS_SESSION_NOT_RESUMED, 0, 0, False)
             except OSError as error:
                 return TransferOutcome(TransferError.DATA_CONNECT_FAILED, 0, 0, False, str(error))
             result = await relay(
@@ -318,10 +343,27 @@ class DataChannel:
 
     async def _secure_client_leg(self, sock: socket.socket) -> ssl.SSLSocket:
         tls = self._tls
-        if tls is None or tls.client_context is None:
+        client = tls.client() if tls is not None else None
+        if tls is None or client is None:
             sock.close()
             raise OSError("no TLS settings for the client's data connection")
-        return await handshake(sock, tls.client_context, server_side=True, timeout=tls.timeout)
+        secured = await handshake(
+            sock,
+            client.context,
+            server_side=True,
+            timeout=tls.timeout,
+            certificate=client.certificate,
+        )
+        if client.reuse_required and not secured.session_reused:
+            secured.close()
+            self._log.warning(
+                LogWarning.TLS_REUSE_REQUIRED,
+                session=self._session_id,
+                client=self._addresses.client_ip,
+                tls_version=secured.version() or "-",
+            )
+            raise SessionNotResumedError
+        return secured
 
     async def _client_leg(self, side: act.ClientSide) -> socket.socket:
         if isinstance(side, act.ClientPassive):

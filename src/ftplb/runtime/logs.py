@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any, Literal, TextIO
 
 from ftplb.config.general import Defaults
-from ftplb.proto.outcomes import EndReason
+from ftplb.proto.outcomes import TLS_SESSION_NOT_RESUMED, EndReason
 from ftplb.runtime.syslog_target import SyslogTarget
 
 LogFormat = Literal["text", "json"]
@@ -38,6 +38,9 @@ class LogWarning(StrEnum):
     """The client's TLS handshake after AUTH TLS failed."""
     TLS_NOT_RESUMED = "tls_not_resumed"
     """The server's data connection did not resume the control connection's TLS session."""
+    TLS_REUSE_REQUIRED = "tls_reuse_required"
+    """``tls_session_reuse = "required"``: a client's data connection did not resume
+    its session's TLS session, and was refused."""
     ACCEPT_FAILED = "accept_failed"
     """``mode = "tcp"``: accept() failed (out of descriptors or memory); the listener rests."""
     RELAY_FAILED = "relay_failed"
@@ -80,6 +83,9 @@ _MESSAGES: dict[LogWarning, str] = {
     ),
     LogWarning.CLIENT_TLS_FAILED: "client TLS handshake failed",
     LogWarning.TLS_NOT_RESUMED: "the server did not resume the control connection's TLS session",
+    LogWarning.TLS_REUSE_REQUIRED: (
+        "refused a data connection that did not resume the control connection's TLS session"
+    ),
     LogWarning.ACCEPT_FAILED: "cannot accept",
     LogWarning.RELAY_FAILED: "relay failed",
     LogWarning.UNSTEERED: (
@@ -126,6 +132,9 @@ class TransferError(StrEnum):
     """The data connections were not established within ``timeout_data``."""
     DATA_CONNECT_FAILED = "data_connect_failed"
     """A data connection (or its TLS handshake) could not be established (the detail says why)."""
+    TLS_SESSION_NOT_RESUMED = TLS_SESSION_NOT_RESUMED
+    """The client's data connection did not resume its session's TLS session, and
+    ``tls_session_reuse = "required"`` refused it."""
     CLIENT_STOPPED_READING = "client_stopped_reading"
     """Every byte was sent, but the client stopped acknowledging them."""
     SESSION_ENDED = "session_ended"

@@ -34,13 +34,20 @@ from ftplb.proto.upstream import (
     StartServerTls,
 )
 from ftplb.runtime.connect import open_connection
-from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
+from ftplb.runtime.data import (
+    Addresses,
+    ClientDataTls,
+    DataChannel,
+    DataSettings,
+    DataTls,
+    TransferOutcome,
+)
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.progress import RunningTransfer, cut_short_detail
 from ftplb.runtime.session_ids import next_session_id
-from ftplb.runtime.tls import BackendTls, session_of
+from ftplb.runtime.tls import BackendTls, FrontendTls, TlsSetupError, session_of
 
 _MAX_BACKLOG = 64
 """Pipelined client commands held before reading from the client pauses."""
@@ -84,8 +91,8 @@ class FrontendContext:
     sessions: set[Session] = field(default_factory=set)
     running: dict[str, RunningTransfer] = field(default_factory=dict)
     """The transfers running now, by session id: counted while they run."""
-    client_tls: ssl.SSLContext | None = None
-    """The frontend's TLS server context (AUTH TLS, implicit, and PROT P data)."""
+    client_tls: FrontendTls | None = None
+    """The frontend's TLS towards clients (AUTH TLS, implicit, and PROT P data)."""
     backend_tls: BackendTls | None = None
     """TLS towards the servers; None offloads (plain FTP to them)."""
 
@@ -211,6 +218,7 @@ class Session(asyncio.Protocol):
     __slots__ = (
         "_bytes_in",
         "_bytes_out",
+        "_client_context",
         "_closed",
         "_connect_task",
         "_ctx",
@@ -248,6 +256,8 @@ class Session(asyncio.Protocol):
         self._data: DataChannel | None = None
         self._connect_task: asyncio.Task[None] | None = None
         self._tls_task: asyncio.Task[None] | None = None
+        self._client_context: ssl.SSLContext | None = None
+        """This session's TLS context after AUTH TLS (its own, when reuse is required)."""
         self._timer: asyncio.TimerHandle | None = None
         self._bytes_in = 0
         self._bytes_out = 0
@@ -404,10 +414,16 @@ class Session(asyncio.Protocol):
     # ------------------------------------------------------------ client TLS
     def _start_client_tls(self) -> None:
         transport = self.transport
-        context = self._ctx.client_tls
-        if transport is None or context is None:
+        tls = self._ctx.client_tls
+        if transport is None or tls is None:
             self._do(self.core.client_tls_failed("TLS is not configured"))
             return
+        try:
+            context = tls.session_context()
+        except TlsSetupError as error:
+            self._client_tls_failed(str(error))
+            return
+        self._client_context = context
         # Not one more plaintext byte may reach the core: what follows the
         # AUTH line on the wire is the client's handshake, for TLS to read.
         transport.pause_reading()
@@ -423,22 +439,27 @@ class Session(asyncio.Protocol):
                 ssl_handshake_timeout=self._ctx.timeouts.data,
             )
         except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as error:
-            self._ctx.log.warning(
-                LogWarning.CLIENT_TLS_FAILED,
-                session=self.session_id,
-                frontend=self._ctx.name,
-                client=self.client.host,
-                reason=describe(error),
-            )
-            self._do(self.core.client_tls_failed(describe(error)))
+            self._client_tls_failed(describe(error))
             return
         if upgraded is None or self._closed:
             if upgraded is not None:
                 upgraded.close()
             return
+        if self._ctx.client_tls is not None and self._ctx.client_tls.reuse_required:
+            FrontendTls.control_started(context)
         self.transport = upgraded
         self._last_client = self._loop.time()
         self._do(self.core.client_tls_started())
+
+    def _client_tls_failed(self, reason: str) -> None:
+        self._ctx.log.warning(
+            LogWarning.CLIENT_TLS_FAILED,
+            session=self.session_id,
+            frontend=self._ctx.name,
+            client=self.client.host,
+            reason=reason,
+        )
+        self._do(self.core.client_tls_failed(reason))
 
     # ------------------------------------------------------- server connect
     async def _connect_server(self, user: bytes | None) -> None:
@@ -528,7 +549,20 @@ class Session(asyncio.Protocol):
             link = self._link
             return session_of(link.transport if link is not None else None)
 
-        return DataTls(ctx.client_tls, ctx.backend_tls, server_session, ctx.timeouts.data)
+        # Read at each data connection too: AUTH TLS may come after the first PASV.
+        return DataTls(self._client_data_tls, ctx.backend_tls, server_session, ctx.timeouts.data)
+
+    def _client_data_tls(self) -> ClientDataTls | None:
+        """The TLS of the client's data legs: this session's context, and the certificate
+        and TLS session its control connection got."""
+        tls = self._ctx.client_tls
+        if tls is None:
+            return None
+        context = self._client_context or tls.context  # implicit: the listener's
+        transport = self.transport
+        control = transport.get_extra_info("ssl_object") if transport is not None else None
+        chosen = control.context if isinstance(control, ssl.SSLObject) else None
+        return ClientDataTls(context, tls.pinned(chosen), tls.reuse_required)
 
     def _open_client_listener(self) -> None:
         advertised = self._ctx.passive_address or self.local_ip

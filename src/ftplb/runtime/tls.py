@@ -23,6 +23,8 @@ from ftplb.config.frontends import Frontend
 
 __all__ = [
     "BackendTls",
+    "FrontendTls",
+    "TlsPolicy",
     "TlsSetupError",
     "backend_context",
     "backend_tls",
@@ -33,7 +35,32 @@ __all__ = [
     "session_of",
 ]
 
-MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
+_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsPolicy:
+    """The TLS versions and TLS 1.2 ciphers a context allows (``tls_min_version`` and so on)."""
+
+    min_version: str = "1.2"
+    max_version: str = "1.3"
+    ciphers: str | None = None
+    """An OpenSSL cipher string; TLS 1.3 suites are OpenSSL's defaults whatever it says."""
+
+    @classmethod
+    def of(cls, section: Frontend | Backend) -> TlsPolicy:
+        return cls(section.tls_min_version, section.tls_max_version, section.tls_ciphers)
+
+    def apply(self, context: ssl.SSLContext, key_prefix: str = "") -> None:
+        context.minimum_version = _VERSIONS[self.min_version]
+        context.maximum_version = _VERSIONS[self.max_version]
+        if self.ciphers is not None:
+            try:
+                context.set_ciphers(self.ciphers)
+            except ssl.SSLError as error:  # checked at load; a changed OpenSSL may differ
+                raise TlsSetupError(
+                    f"{key_prefix}tls_ciphers", self.ciphers, _reason(error)
+                ) from error
 
 
 class TlsSetupError(Exception):
@@ -59,18 +86,130 @@ class BackendTls:
         return self.server_name or host
 
 
-def frontend_tls(frontend: Frontend) -> ssl.SSLContext | None:
-    """The TLS server context of ``frontend``; None when it has no TLS."""
+class FrontendTls:
+    """The TLS a frontend offers its clients: certificates, policy and session reuse.
+
+    Without ``tls_sni`` and with optional session reuse, one context serves
+    every connection of the frontend, as it always has.  ``tls_sni`` adds a
+    context per certificate, picked by the client's SNI from the frontend's
+    context (the default certificate when no name matches).  With
+    ``tls_session_reuse = "required"``, each control session gets a context
+    of its own (:meth:`session_context`): its session cache and ticket keys
+    are that session's alone, so a data connection that resumes a session
+    in it resumed one that this session's control connection started.
+    """
+
+    __slots__ = (
+        "_by_name",
+        "_default",
+        "_files",
+        "_policy",
+        "_wildcards",
+        "context",
+        "reuse_required",
+    )
+
+    def __init__(self, frontend: Frontend, certificate: str) -> None:
+        self._files = (certificate, frontend.tls_key)
+        self.reuse_required = frontend.tls_session_reuse == "required"
+        self._policy = policy = TlsPolicy.of(frontend)
+        self._by_name: dict[str, ssl.SSLContext] = {}
+        self._wildcards: dict[str, ssl.SSLContext] = {}
+        for i, entry in enumerate(frontend.tls_sni):
+            where = f"tls_sni[{i}]."
+            try:
+                context = frontend_context(entry.certificate, entry.key, policy)
+            except TlsSetupError as error:
+                names = {"tls_certificate": "certificate", "tls_key": "key"}
+                raise TlsSetupError(
+                    where + names.get(error.key, error.key), error.path, error.reason
+                ) from error
+            for name in entry.names:
+                table = self._wildcards if name.startswith("*.") else self._by_name
+                table.setdefault(name.removeprefix("*."), context)
+        self._default = frontend_context(*self._files, policy)
+        """The default certificate, with no SNI callback: what a data connection pins."""
+        self.context = self._entry_context()
+        """The context connections start in: the listener's, and AUTH TLS's unless
+        session reuse is required."""
+
+    def _entry_context(self) -> ssl.SSLContext:
+        context = frontend_context(*self._files, self._policy)
+        if self._by_name or self._wildcards:
+            context.sni_callback = self._pick_certificate
+        return context
+
+    def certificate_for(self, server_name: str | None) -> ssl.SSLContext | None:
+        """The context of the ``tls_sni`` certificate for ``server_name``; None for the default."""
+        if server_name is None:
+            return None
+        name = server_name.lower().rstrip(".")
+        exact = self._by_name.get(name)
+        if exact is not None:
+            return exact
+        _, dot, parent = name.partition(".")
+        return self._wildcards.get(parent) if dot else None
+
+    def _pick_certificate(
+        self, tls: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
+    ) -> None:
+        chosen = self.certificate_for(server_name)
+        if chosen is not None:
+            # Only the certificate changes: the session cache and the tickets
+            # stay those of the context the connection started in (OpenSSL's
+            # session_ctx), so resumption works across certificates.
+            tls.context = chosen
+
+    def session_context(self) -> ssl.SSLContext:
+        """The context for one control session's AUTH TLS and its data connections.
+
+        Raises :class:`TlsSetupError` if the certificate files no longer load
+        (a private context reads them again).
+        """
+        if not self.reuse_required:
+            return self.context
+        context = self._entry_context()
+        # TLS 1.3 resumes only from a ticket, so the control connection gets
+        # one; see :meth:`control_started` for the data connections.
+        context.num_tickets = 1
+        return context
+
+    @staticmethod
+    def control_started(context: ssl.SSLContext) -> None:
+        """The control connection's handshake in ``context`` (a private one) is done.
+
+        Data connections get no TLS 1.3 tickets (see :func:`frontend_context`):
+        OpenSSL copies the ticket count when a connection is made, so setting
+        it now leaves the control connection's ticket alone.
+        """
+        context.num_tickets = 0
+
+    def pinned(self, control: ssl.SSLContext | None) -> ssl.SSLContext | None:
+        """The certificate a data connection presents: the one its control connection got.
+
+        ``control`` is the context the control connection ended in (an SNI
+        one, or the one it started in).  None when there are no SNI
+        certificates, so there is nothing to pin.
+        """
+        if not (self._by_name or self._wildcards):
+            return None
+        if control is not None and control.sni_callback is None and control is not self._default:
+            return control
+        return self._default
+
+
+def frontend_tls(frontend: Frontend) -> FrontendTls | None:
+    """The TLS of ``frontend`` towards its clients; None when it has no TLS."""
     if frontend.tls == "none" or frontend.tls_certificate is None:
         return None
-    return frontend_context(frontend.tls_certificate, frontend.tls_key)
+    return FrontendTls(frontend, frontend.tls_certificate)
 
 
 def backend_tls(backend: Backend) -> BackendTls | None:
     """How to reach the servers of ``backend`` over TLS; None when it offloads."""
     if backend.tls == "none":
         return None
-    context = backend_context(backend.tls_verify, backend.tls_ca)
+    context = backend_context(backend.tls_verify, backend.tls_ca, TlsPolicy.of(backend))
     return BackendTls(backend.tls, context, backend.tls_server_name)
 
 
@@ -82,7 +221,9 @@ def _reason(error: Exception) -> str:
     return str(error)
 
 
-def frontend_context(certificate: str, key: str | None = None) -> ssl.SSLContext:
+def frontend_context(
+    certificate: str, key: str | None = None, policy: TlsPolicy | None = None
+) -> ssl.SSLContext:
     """The TLS server context of a frontend: its certificate chain and key, TLS 1.2 or later.
 
     The same context serves the control connection and every data
@@ -91,7 +232,7 @@ def frontend_context(certificate: str, key: str | None = None) -> ssl.SSLContext
     tickets make that work without more code).
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = MINIMUM_VERSION
+    (policy or TlsPolicy()).apply(context)
     # No TLS 1.3 session tickets. A server sends them after its handshake, and
     # a client that never reads its data connection (curl uploading) closes
     # it with the tickets unread: the kernel then resets the connection, and
@@ -119,7 +260,9 @@ def _loads_as_chain(path: str) -> bool:
     return True
 
 
-def backend_context(verify: bool = True, ca: str | None = None) -> ssl.SSLContext:
+def backend_context(
+    verify: bool = True, ca: str | None = None, policy: TlsPolicy | None = None
+) -> ssl.SSLContext:
     """The TLS client context towards a backend's servers.
 
     With ``verify``, the server's certificate must chain to ``ca`` (or the
@@ -129,7 +272,7 @@ def backend_context(verify: bool = True, ca: str | None = None) -> ssl.SSLContex
     network.
     """
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.minimum_version = MINIMUM_VERSION
+    (policy or TlsPolicy()).apply(context)
     if verify:
         try:
             if ca is None:
@@ -189,13 +332,17 @@ async def handshake(
     timeout: float,
     server_hostname: str | None = None,
     session: ssl.SSLSession | None = None,
+    certificate: ssl.SSLContext | None = None,
 ) -> ssl.SSLSocket:
     """Wrap a connected non-blocking socket in TLS and complete the handshake.
 
     ``sock`` is consumed: from here on only the returned socket owns the
     connection (it stays non-blocking, ready for the relay), and on failure
     the connection is closed.  ``session`` asks to resume a TLS session
-    (servers such as vsftpd demand it on data connections).  Raises
+    (servers such as vsftpd demand it on data connections).  ``certificate``,
+    on the server side, presents that context's certificate instead of
+    ``context``'s, whatever the client's SNI, while sessions are still
+    resumed from ``context``'s cache and tickets.  Raises
     ``TimeoutError`` after ``timeout`` seconds, ``ssl.SSLError`` or
     ``OSError`` when the handshake fails.
     """
@@ -207,6 +354,11 @@ async def handshake(
             server_hostname=None if server_side else server_hostname,
             session=session,
         )
+        if certificate is not None and certificate is not context:
+            # Set before the handshake, and to a context without an SNI
+            # callback: the data connection keeps its control connection's
+            # certificate.  OpenSSL keeps resuming from ``context``.
+            tls.context = certificate
     except BaseException:
         sock.close()
         raise
