@@ -13,7 +13,7 @@ import pytest
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort
 from ftplb.proto.control import ControlSession, SessionPolicy
-from ftplb.proto.outcomes import EndReason, LoginStatus
+from ftplb.proto.outcomes import TLS_SESSION_NOT_RESUMED, EndReason, LoginStatus
 from ftplb.proto.phases import Phase, TransferPhase
 from tests.unit.playbook import (
     ClientCloses,
@@ -1314,6 +1314,26 @@ def test_failed_data_keeps_a_4xx_or_5xx_reply() -> None:
         << done(451)
         << act.CloseData("transfer complete")
     )
+
+
+@pytest.mark.parametrize("server_reply", [b"226 done\r\n", b"426 connection reset\r\n"])
+def test_a_data_connection_that_did_not_resume_tls_gets_425(server_reply: bytes) -> None:
+    # Whatever the server says of the data connection ftplb reset, the client
+    # learns why it was refused.
+    playbook = logged_in()
+    running(playbook)
+    assert (
+        playbook
+        >> DataDone(TLS_SESSION_NOT_RESUMED)
+        >> ServerSends(server_reply)
+        << act.SendToClient(
+            b"425 TLS session reuse required: the data connection must resume this "
+            b"control connection's TLS session.\r\n"
+        )
+        << done(425)
+        << act.CloseData("transfer complete")
+    )
+    assert state(playbook) == IDLE
 
 
 def test_refused_transfer_closes_data_and_forwards() -> None:
