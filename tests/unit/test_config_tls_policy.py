@@ -48,9 +48,7 @@ def test_a_full_policy_loads(tmp_path: Path) -> None:
         'tls_sni = [{ names = ["FTP.One.Test"], certificate = "one.pem" },\n'
         '  { names = ["*.two.test"], certificate = "two.crt", key = "two.key" }]'
     )
-    text = _tls_backend(
-        _frontend_tls(tmp_path, lines), 'tls = "explicit"\ntls_max_version = "1.2"'
-    )
+    text = _tls_backend(_frontend_tls(tmp_path, lines), 'tls = "explicit"\ntls_max_version = "1.2"')
     config = load_config(write(tmp_path, text))
     frontend = config.frontends[0]
     assert frontend.tls_min_version == "1.3"
