@@ -153,6 +153,10 @@ class FrontendTls:
     def _pick_certificate(
         self, tls: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, _: ssl.SSLContext
     ) -> None:
+        if tls.context.sni_callback is None:
+            # Pinned before the handshake (a data connection): OpenSSL still
+            # asks the callback of the context the connection started in.
+            return
         chosen = self.certificate_for(server_name)
         if chosen is not None:
             # Only the certificate changes: the session cache and the tickets
@@ -356,8 +360,9 @@ async def handshake(
         )
         if certificate is not None and certificate is not context:
             # Set before the handshake, and to a context without an SNI
-            # callback: the data connection keeps its control connection's
-            # certificate.  OpenSSL keeps resuming from ``context``.
+            # callback, which FrontendTls's callback takes for a pin: the
+            # data connection keeps its control connection's certificate.
+            # OpenSSL keeps resuming from ``context``.
             tls.context = certificate
     except BaseException:
         sock.close()
