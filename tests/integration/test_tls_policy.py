@@ -130,10 +130,12 @@ def assert_refused(ftp: ftplib.FTP, command: str) -> None:
 REQUIRED = 'tls_session_reuse = "required"'
 
 
-def test_curl_and_lftp_resume_and_work(pki: Pki, tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["1.3", "1.2"])
+def test_curl_and_lftp_resume_and_work(version: str, pki: Pki, tmp_path: Path) -> None:
+    frontend = tls_frontend(pki, extra=f'{REQUIRED}\ntls_max_version = "{version}"')
     with (
         started_servers("pyftpdlib", SERVER_HOSTS) as group,
-        fronted(group, tls_frontend(pki, extra=REQUIRED)) as lb,
+        fronted(group, frontend) as lb,
     ):
         server = group[0]
         src = tmp_path / "up.bin"
