@@ -219,7 +219,9 @@ def backend_tls(backend: Backend) -> BackendTls | None:
 
 def _reason(error: Exception) -> str:
     if isinstance(error, ssl.SSLError):
-        return error.reason or error.strerror or str(error)
+        # set_ciphers raises an SSLError with no reason attribute at all.
+        reason: str | None = getattr(error, "reason", None)
+        return reason or error.strerror or str(error)
     if isinstance(error, OSError):
         return error.strerror or str(error)
     return str(error)
