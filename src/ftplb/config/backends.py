@@ -70,3 +70,8 @@ class Backend(Section):
     tls_verify: bool = True
     tls_ca: FilePath | None = None
     tls_server_name: TlsServerName | None = None
+    # A PROXY protocol header naming the client, at the start of each connection
+    # to a server: the control connection, and the data connections too with
+    # send_proxy_data.
+    send_proxy: Literal["none", "v1", "v2"] = "none"
+    send_proxy_data: bool = False

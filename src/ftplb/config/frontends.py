@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ftplb.config.fields import (
     BindAddress,
+    Cidr,
     Count,
     FilePath,
     IpLiteral,
@@ -37,3 +38,7 @@ class Frontend(Section):
     tls_certificate: FilePath | None = None
     tls_key: FilePath | None = None
     tls_required: bool = False
+    # A PROXY protocol header (v1 or v2) before the first byte of every
+    # connection, from these sources only.
+    accept_proxy: bool = False
+    proxy_trusted: list[Cidr] = Field(default_factory=list)
