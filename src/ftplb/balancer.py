@@ -32,6 +32,7 @@ from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
 
@@ -171,6 +172,12 @@ class Balancer:
             ),
             client_tls=client_tls,
             backend_tls=server_tls,
+            proxy_intake=(
+                ProxyIntake.of(frontend.proxy_trusted, defaults.timeout_client)
+                if frontend.accept_proxy
+                else None
+            ),
+            proxy_outlet=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
         )
 
     def _port_pool(self, frontend: Frontend) -> PortPool:
