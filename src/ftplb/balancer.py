@@ -122,6 +122,7 @@ class Balancer:
             password=health.password,
             tls=tls,
             log=self.log,
+            proxy=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
         )
 
     def _frontend(self, frontend: Frontend) -> FrontendContext:
