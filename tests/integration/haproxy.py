@@ -101,6 +101,7 @@ _READER_MAIN = textwrap.dedent(
     from ftplb.proto.proxy_header import NeedMore, ProxyHeader, parse_proxy_header
 
     host, port, root, user, password, record = sys.argv[1:7]
+    masquerade, ports = (sys.argv[7:9] + ["", ""])[:2]
 
     def read_header(sock, kind):
         # Peek, and take only the header's bytes: what follows is FTP or data.
@@ -152,17 +153,28 @@ _READER_MAIN = textwrap.dedent(
     handler = FTPHandler
     handler.authorizer = authorizer
     handler.passive_dtp = ProxyPassiveDTP
+    if masquerade:  # behind a passthrough balancer: advertise it, and this range
+        handler.masquerade_address = masquerade
+        first, last = map(int, ports.split("-"))
+        handler.passive_ports = list(range(first, last + 1))
     ProxyFTPServer((host, int(port)), handler).serve_forever()
     """
 )
 
 
-def start_header_reading_server(host: str, port: int, root: Path) -> tuple[FtpServer, Path]:
-    """The PROXY-reading pyftpdlib server, and the file where it records each header."""
+def start_header_reading_server(
+    host: str, port: int, root: Path, advertise: tuple[str, str] | None = None
+) -> tuple[FtpServer, Path]:
+    """The PROXY-reading pyftpdlib server, and the file where it records each header.
+
+    ``advertise`` (address, "first-last") makes it answer PASV with that address
+    and a port of that range, as ``mode = "tcp"`` needs of a server.
+    """
     workdir = Path(tempfile.mkdtemp(prefix="ftplb-proxy-ftpd-"))
     record = workdir / "headers.jsonl"
     record.touch()
     argv = [sys.executable, "-c", _READER_MAIN, host, str(port), str(root), "u", "p", str(record)]
+    argv += list(advertise or ())
     proc = spawn_foreground("pyftpdlib-proxy", argv, workdir)
     server = FtpServer("pyftpdlib-proxy", host, port, root, "u", "p", proc)
 

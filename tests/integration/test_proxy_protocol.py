@@ -3,7 +3,7 @@ to servers (HAProxy with ``accept-proxy``, and a pyftpdlib server that reads the
 header, since no Debian FTP server does).
 
 Every party has its own loopback address, so each address in a log names one
-party: the client 127.0.0.77 (and 127.0.0.78), the upstream HAProxy
+party: the client 127.0.0.77 (and 127.0.0.78 to .81), the upstream HAProxy
 127.0.0.50, ftplb 127.0.0.1, the downstream HAProxy 127.0.0.60.
 """
 
@@ -16,6 +16,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import ssl
 from collections.abc import Iterator
@@ -37,12 +38,13 @@ from tests.integration.haproxy import (
     start_haproxy,
     start_header_reading_server,
 )
-from tests.integration.servers import make_server_root
-from tests.support import free_port, wait_until
+from tests.integration.servers import make_server_root, start_vsftpd
+from tests.support import free_port, passive_range, wait_until
 
 pytestmark = pytest.mark.integration
 
-CLIENT, OTHER_CLIENT = "127.0.0.77", "127.0.0.78"
+CLIENT = "127.0.0.77"
+MORE_CLIENTS = ("127.0.0.78", "127.0.0.79", "127.0.0.80", "127.0.0.81")
 UPSTREAM = "127.0.0.50"
 DOWNSTREAM = "127.0.0.60"
 CONTENT = os.urandom(64 * 1024)
@@ -86,7 +88,7 @@ def passive_ports(lb: RunningBalancer) -> tuple[int, int]:
 @pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
 def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) -> None:
     frontend = f'{ACCEPT}\npassive_address = "{UPSTREAM}"'
-    backend = 'sticky = "source"'
+    backend = 'balance = "source"'
     defaults = 'log_format = "json"'
     with farms.farm(
         files={"f.bin": CONTENT}, frontend=frontend, backend=backend, defaults=defaults
@@ -131,18 +133,25 @@ def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) 
                 assert hashlib.sha256(received).hexdigest() == SHA
                 assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
                 ftp.quit()
-            for source in (OTHER_CLIENT, CLIENT):
+            for source in (*MORE_CLIENTS, CLIENT):
                 with ftp_from(source, UPSTREAM, port) as ftp:
                     ftp.login(farm.user, farm.password)
                     ftp.quit()
         finally:
             upstream.stop()
-        wait_until(lambda: len([s for s in sessions(lb) if s["end"] == "quit"]) == 3, 10, "3")
+        count = 2 + len(MORE_CLIENTS)
+        wait_until(lambda: len([s for s in sessions(lb) if s["end"] == "quit"]) == count, 10, "")
 
     served = [s for s in sessions(lb) if s["end"] == "quit"]
-    assert [s["client"].rsplit(":", 1)[0] for s in served] == [CLIENT, OTHER_CLIENT, CLIENT]
-    # Stickiness by the header's address: HAProxy's own is the same for all three.
-    assert served[0]["server"] == served[2]["server"] != served[1]["server"]
+    clients = [s["client"].rsplit(":", 1)[0] for s in served]
+    assert clients == [CLIENT, *MORE_CLIENTS, CLIENT]
+    # balance = "source" hashes the header's address: HAProxy's own is the same for
+    # every session, and would put them all on one server.
+    by_client: dict[str, set[str]] = {}
+    for client, session in zip(clients, served, strict=True):
+        by_client.setdefault(client, set()).add(session["server"])
+    assert all(len(names) == 1 for names in by_client.values()), by_client
+    assert len(set().union(*by_client.values())) == 2, by_client
     transfers = [r for r in records(lb) if r["event"] == "transfer"]
     assert [(t["client"], t["result"]) for t in transfers] == [(CLIENT, 226), (CLIENT, 226)]
     (refused,) = [r for r in records(lb) if r.get("warning") == "proxy_header_refused"]
@@ -280,3 +289,111 @@ def test_a_proxy_reading_server_sees_the_client_on_control_and_data(tmp_path: Pa
         assert not [h for h in recorded_headers(record) if "problem" in h]
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------ mode = "tcp"
+
+
+def tcp_config(server: tuple[str, int], ranges: str, port: int, frontend: str, backend: str) -> str:
+    return f"""
+[defaults]
+timeout_connect = "2s"
+log_format = "json"
+
+[[frontends]]
+name = "tcp"
+bind = ["127.0.0.1:{port}"]
+mode = "tcp"
+backend = "pool"
+{frontend}
+
+[[backends]]
+name = "pool"
+health = {{ type = "tcp", interval = "500ms", rise = 1, fall = 2, timeout = "1s" }}
+{backend}
+
+[[backends.servers]]
+name = "s1"
+address = "{server[0]}:{server[1]}"
+passive_ports = "{ranges}"
+"""
+
+
+def test_tcp_mode_receives_the_header_on_control_and_data_from_haproxy() -> None:
+    require_server("vsftpd")
+    ports = passive_range(3, bindable=True)
+    first, last = ports.split("-")
+    root = make_server_root("ftplb-proxy-tcp-")
+    (root / "f.bin").write_bytes(CONTENT)
+    (root / "f.bin").chmod(0o644)
+    extra = {
+        "pasv_enable": "YES",
+        "pasv_address": UPSTREAM,
+        "pasv_addr_resolve": "NO",
+        "pasv_min_port": first,
+        "pasv_max_port": last,
+    }
+    server = start_vsftpd("127.0.0.12", free_port("127.0.0.12"), root, extra_config=extra)
+    try:
+        lb_port, port = free_port(), free_port(UPSTREAM)
+        text = tcp_config(server.address, ports, lb_port, ACCEPT, "")
+        with balancer(text, "127.0.0.1", lb_port) as lb:
+            upstream = start_haproxy(
+                haproxy_config(
+                    f"""
+                    frontend control
+                        bind {UPSTREAM}:{port}
+                        default_backend ftplb_control
+                    backend ftplb_control
+                        server lb 127.0.0.1:{lb_port} send-proxy-v2
+                    frontend passive
+                        bind {UPSTREAM}:{first}-{last}
+                        default_backend ftplb_passive
+                    backend ftplb_passive
+                        server lb 127.0.0.1 send-proxy-v2
+                    """
+                ),
+                (UPSTREAM, port),
+            )
+            try:
+                with ftp_from(CLIENT, UPSTREAM, port) as ftp:
+                    ftp.login(server.user, server.password)
+                    assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
+                    ftp.quit()
+            finally:
+                upstream.stop()
+            wait_until(lambda: any(r["event"] == "data" for r in records(lb)), 10, "the data line")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    # HAProxy's own readiness check came through too, named as 127.0.0.1.
+    (served,) = [s for s in sessions(lb) if s["client"].startswith(f"{CLIENT}:")]
+    assert (served["server"], served["end"]) == ("s1", "closed")
+    (data,) = [r for r in records(lb) if r["event"] == "data"]
+    assert (data["client"].rsplit(":", 1)[0], data["end"]) == (CLIENT, "closed")
+
+
+def test_tcp_mode_sends_the_header_on_control_and_data() -> None:
+    require_server("pyftpdlib")
+    ports = passive_range(3, bindable=True)
+    root = make_server_root("ftplb-proxy-tcp-")
+    (root / "f.bin").write_bytes(CONTENT)
+    host = "127.0.0.13"
+    server, record = start_header_reading_server(host, free_port(host), root, ("127.0.0.1", ports))
+    try:
+        lb_port = free_port()
+        backend = 'send_proxy = "v1"\nsend_proxy_data = true'
+        with (
+            balancer(tcp_config(server.address, ports, lb_port, "", backend), "127.0.0.1", lb_port),
+            ftp_from(CLIENT, "127.0.0.1", lb_port) as ftp,
+        ):
+            ftp.login(server.user, server.password)
+            assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
+            ftp.quit()
+        ours = [h for h in recorded_headers(record) if h.get("source") == CLIENT]
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    assert [(h["conn"], h["version"]) for h in ours] == [("control", 1), ("data", 1)], ours
+    assert ours[0]["destination"] == f"127.0.0.1:{lb_port}"
