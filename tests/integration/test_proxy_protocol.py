@@ -9,6 +9,7 @@ party: the client 127.0.0.77 (and 127.0.0.78 to .81), the upstream HAProxy
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ftplib
 import hashlib
@@ -27,7 +28,8 @@ import pytest
 import trustme
 
 from ftplb.proto.addresses import HostPort
-from ftplb.proto.proxy_header import build_v2
+from ftplb.proto.proxy_header import ProxyHeader, build_v2
+from ftplb.runtime.proxy_protocol import receive_header
 from tests.integration import farms
 from tests.integration.balancer import RunningBalancer, balancer, simple_config
 from tests.integration.conftest import require_server
@@ -397,3 +399,46 @@ def test_tcp_mode_sends_the_header_on_control_and_data() -> None:
         shutil.rmtree(root, ignore_errors=True)
     assert [(h["conn"], h["version"]) for h in ours] == [("control", 1), ("data", 1)], ours
     assert ours[0]["destination"] == f"127.0.0.1:{lb_port}"
+
+
+# ------------------------------------------------------------ reading a header off a socket
+
+
+async def test_a_header_in_pieces_is_read_and_the_bytes_after_it_stay() -> None:
+    loop = asyncio.get_running_loop()
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        header = build_v2(HostPort("192.0.2.7", 4000), HostPort("192.0.2.1", 21))
+        pieces = (header[:5], header[5:20], header[20:] + b"upload bytes")
+
+        async def send_slowly() -> None:
+            for piece in pieces:
+                theirs.sendall(piece)
+                await asyncio.sleep(0.05)
+
+        sender = asyncio.create_task(send_slowly())
+        got = await receive_header(loop, ours, 5)
+        await sender
+        assert isinstance(got, ProxyHeader)
+        assert (got.source, got.length) == (HostPort("192.0.2.7", 4000), len(header))
+        assert ours.recv(100) == b"upload bytes"
+
+
+@pytest.mark.parametrize(
+    ("sent", "close", "reason"),
+    [
+        (b"", True, "closed_before_header"),
+        (b"PROXY TCP4 ", True, "closed_before_header"),
+        (b"PROXY TCP4 ", False, "no_header_in_time"),
+        (b"GET / HTTP/1.0\r\n", False, "not_proxy"),
+    ],
+)
+async def test_no_header_on_a_socket_is_a_reason(sent: bytes, close: bool, reason: str) -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        theirs.sendall(sent)
+        if close:
+            theirs.shutdown(socket.SHUT_WR)
+        assert await receive_header(asyncio.get_running_loop(), ours, 0.3) == reason
