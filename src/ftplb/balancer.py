@@ -32,7 +32,7 @@ from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
-from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet
+from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet, remember_server_names
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
 
@@ -137,6 +137,9 @@ class Balancer:
             server_tls = backend_tls(backend)
         except TlsSetupError as error:
             raise StartupError(f"{where}.{error}") from error
+        outlet = ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data)
+        if client_tls is not None and outlet is not None:
+            remember_server_names(client_tls)  # for the SNI of a version 2 header
         ports = self._port_pool(frontend)
         policy = SessionPolicy(
             server_data_mode=backend.data_mode,
@@ -178,7 +181,7 @@ class Balancer:
                 if frontend.accept_proxy
                 else None
             ),
-            proxy_outlet=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
+            proxy_outlet=outlet,
         )
 
     def _port_pool(self, frontend: Frontend) -> PortPool:

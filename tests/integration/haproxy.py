@@ -124,7 +124,7 @@ _READER_MAIN = textwrap.dedent(
                 source=None if parsed.source is None else parsed.source.host,
                 destination=None if parsed.destination is None else
                     f"{parsed.destination.host}:{parsed.destination.port}",
-                tls=None if tls is None else [tls.version, tls.cipher],
+                tls=None if tls is None else [tls.version, tls.cipher, tls.server_name],
             )
         else:
             entry["problem"] = "no header" if parsed is None else str(parsed)

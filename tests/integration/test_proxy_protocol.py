@@ -272,6 +272,7 @@ def test_a_proxy_reading_server_sees_the_client_on_control_and_data(tmp_path: Pa
             context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
             ftp = ftplib.FTP_TLS(context=context, timeout=15, source_address=(CLIENT, 0))
             ftp.connect(lb.host, lb.port, timeout=15)
+            ftp.host = "ftp.example"  # the SNI that AUTH TLS sends (ftplib takes it from here)
             try:
                 ftp.login(server.user, server.password)
                 ftp.prot_p()
@@ -286,7 +287,9 @@ def test_a_proxy_reading_server_sees_the_client_on_control_and_data(tmp_path: Pa
         control, *data = ours
         assert control["conn"] == "control"
         assert (control["version"], control["destination"]) == (2, f"127.0.0.1:{lb_port}")
-        assert control["tls"] is not None and control["tls"][0].startswith("TLSv1.")
+        version, cipher, server_name = control["tls"]
+        assert (version[:6], server_name) == ("TLSv1.", "ftp.example")
+        assert cipher
         assert [h["conn"] for h in data] == ["data", "data"], ours
         assert not [h for h in recorded_headers(record) if "problem" in h]
     finally:

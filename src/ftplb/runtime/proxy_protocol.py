@@ -92,9 +92,33 @@ def tls_facts(transport: asyncio.BaseTransport | None) -> TlsFacts | None:
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         return None
     cipher = ssl_object.cipher()
-    # The client's SNI is not kept by the frontend's TLS context, so no
-    # PP2_TYPE_AUTHORITY: the version and the cipher are what servers log.
-    return TlsFacts(version=ssl_object.version() or "", cipher=cipher[0] if cipher else "")
+    name = getattr(ssl_object, _SNI_ATTRIBUTE, None)
+    return TlsFacts(
+        version=ssl_object.version() or "",
+        cipher=cipher[0] if cipher else "",
+        server_name=name if isinstance(name, str) else None,
+    )
+
+
+_SNI_ATTRIBUTE: Final = "ftplb_server_name"
+
+
+def remember_server_names(context: ssl.SSLContext) -> None:
+    """Keep the SNI each client sends on its TLS connection, for :func:`tls_facts`.
+
+    A server-side ``SSLObject`` does not tell the name a client asked for;
+    only the context's SNI callback sees it. Any callback already set (one
+    that picks a certificate by name, say) still runs, after this one.
+    """
+    previous = context.sni_callback
+
+    def remember(connection: ssl.SSLObject, name: str, chosen: ssl.SSLContext) -> int | None:
+        # None when the client sent no SNI, whatever the stubs say.
+        if isinstance(name, str):
+            setattr(connection, _SNI_ATTRIBUTE, name)
+        return None if previous is None else previous(connection, name, chosen)
+
+    context.sni_callback = remember
 
 
 async def receive_header(
