@@ -109,6 +109,11 @@ def test_v1_without_crlf_in_107_bytes_is_too_long() -> None:
     assert parse_proxy_header(data[:107]) == Malformed(ProxyProblem.V1_TOO_LONG)
 
 
+def test_v1_crlf_past_byte_107_is_too_long() -> None:
+    data = b"PROXY UNKNOWN " + b"x" * 150 + b"\r\n"
+    assert parse_proxy_header(data) == Malformed(ProxyProblem.V1_TOO_LONG)
+
+
 def test_v1_crlf_at_byte_107_is_taken() -> None:
     data = b"PROXY UNKNOWN " + b"x" * 91 + b"\r\n"
     assert len(data) == 107
@@ -302,6 +307,15 @@ def test_build_v2_with_tls_exact() -> None:
     parsed = parse_proxy_header(header)
     assert isinstance(parsed, ProxyHeader)
     assert parsed.tls == TlsFacts("TLSv1.3", "TLS_AES_128_GCM_SHA256", "ftp.example")
+
+
+def test_build_v2_with_tlvs_past_32_kib() -> None:
+    # Lengths are unsigned 16-bit: a long server name fits, up to 64 KiB in all.
+    tls = TlsFacts("TLSv1.2", "ECDHE-RSA-AES128-GCM-SHA256", "a" * 40000)
+    header = build_v2(HostPort("192.0.2.1", 40000), HostPort("192.0.2.2", 21), tls)
+    parsed = parse_proxy_header(header)
+    assert isinstance(parsed, ProxyHeader)
+    assert (parsed.length, parsed.tls) == (len(header), tls)
 
 
 # ------------------------------------------------------------ round trips
