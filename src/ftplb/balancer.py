@@ -32,6 +32,7 @@ from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
 
@@ -121,6 +122,7 @@ class Balancer:
             password=health.password,
             tls=tls,
             log=self.log,
+            proxy=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
         )
 
     def _frontend(self, frontend: Frontend) -> FrontendContext:
@@ -135,6 +137,9 @@ class Balancer:
             server_tls = backend_tls(backend)
         except TlsSetupError as error:
             raise StartupError(f"{where}.{error}") from error
+        outlet = ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data)
+        if client_tls is not None and outlet is not None:
+            client_tls.remember_server_names()  # for the SNI of a version 2 header
         ports = self._port_pool(frontend)
         policy = SessionPolicy(
             server_data_mode=backend.data_mode,
@@ -171,6 +176,12 @@ class Balancer:
             ),
             client_tls=client_tls,
             backend_tls=server_tls,
+            proxy_intake=(
+                ProxyIntake.of(frontend.proxy_trusted, defaults.timeout_client)
+                if frontend.accept_proxy
+                else None
+            ),
+            proxy_outlet=outlet,
         )
 
     def _port_pool(self, frontend: Frontend) -> PortPool:

@@ -941,3 +941,63 @@ def test_bad_tls_server_names(tmp_path: Path, bad: str) -> None:
 def test_bad_tls_mode(tmp_path: Path) -> None:
     _, found = problems(tmp_path, _tls_frontend(MINIMAL, 'tls = "starttls"'))
     assert len(found) == 1 and "frontends[0].tls: Input should be" in found[0]
+
+
+# --------------------------------------------------------------------------
+# PROXY protocol
+# --------------------------------------------------------------------------
+
+
+def test_proxy_protocol_keys() -> None:
+    text = _tls_frontend(MINIMAL, 'accept_proxy = true\nproxy_trusted = ["10.0.0.0/8", "::1"]')
+    text = _tls_backend(text, 'send_proxy = "v2"\nsend_proxy_data = true')
+    config = load_config_text(text)
+    frontend, backend = config.frontends[0], config.backends[0]
+    assert (frontend.accept_proxy, frontend.proxy_trusted) == (True, ["10.0.0.0/8", "::1/128"])
+    assert (backend.send_proxy, backend.send_proxy_data) == ("v2", True)
+    defaults = load_config_text(MINIMAL)
+    assert (defaults.frontends[0].accept_proxy, defaults.frontends[0].proxy_trusted) == (False, [])
+    assert (defaults.backends[0].send_proxy, defaults.backends[0].send_proxy_data) == (
+        "none",
+        False,
+    )
+
+
+def test_bad_proxy_protocol_values(tmp_path: Path) -> None:
+    text = _tls_frontend(
+        MINIMAL, 'accept_proxy = true\nproxy_trusted = ["10.0.0.1/8", "localhost", 7]'
+    )
+    name, found = problems(tmp_path, _tls_backend(text, 'send_proxy = "v3"'))
+    assert found == [
+        f'{name}:6: frontends[0].proxy_trusted[0]: invalid network "10.0.0.1/8": expected an '
+        'address or a CIDR such as "10.0.0.0/8" or "2001:db8::/32", without host bits',
+        f'{name}:6: frontends[0].proxy_trusted[1]: invalid network "localhost": expected an '
+        'address or a CIDR such as "10.0.0.0/8" or "2001:db8::/32", without host bits',
+        f"{name}:6: frontends[0].proxy_trusted[2]: invalid network 7: expected an "
+        'address or a CIDR such as "10.0.0.0/8" or "2001:db8::/32", without host bits',
+        f"{name}:10: backends[0].send_proxy: Input should be 'none', 'v1' or 'v2'",
+    ]
+
+
+def test_proxy_protocol_keys_need_their_companions(tmp_path: Path) -> None:
+    text = _tls_frontend(MINIMAL, "accept_proxy = true")
+    name, found = problems(tmp_path, _tls_backend(text, "send_proxy_data = true"))
+    assert found == [
+        f"{name}:1: frontends[0].proxy_trusted: missing: accept_proxy = true needs the networks "
+        "allowed to send the header",
+        f'{name}:9: backends[0].send_proxy_data: has no effect without send_proxy = "v1" or "v2"',
+    ]
+    name, found = problems(tmp_path, _tls_frontend(MINIMAL, 'proxy_trusted = ["127.0.0.1"]'))
+    assert found == [f"{name}:5: frontends[0].proxy_trusted: has no effect without accept_proxy"]
+
+
+def test_accept_proxy_cannot_precede_implicit_tls(tmp_path: Path) -> None:
+    (tmp_path / "lb.pem").write_text(_PEM_KEY + _PEM_CERT)
+    lines = (
+        'tls = "implicit"\ntls_certificate = "lb.pem"\naccept_proxy = true\nproxy_trusted = ["::1"]'
+    )
+    name, found = problems(tmp_path, _tls_frontend(MINIMAL, lines))
+    assert found == [
+        f'{name}:7: frontends[0].accept_proxy: cannot work with tls = "implicit" (TLS from the '
+        'first byte); use tls = "explicit", or let the upstream terminate TLS'
+    ]

@@ -112,10 +112,11 @@ def test_failed_client_handshake_ends_with_client_tls_failed_and_the_alert() -> 
 # ----------------------------------------------------------- the vocabulary
 
 
-def test_refusals_are_exactly_limit_and_no_server() -> None:
+def test_refusals_are_exactly_limit_no_server_and_proxy_refused() -> None:
     assert {reason for reason in EndReason if reason.refused} == {
         EndReason.LIMIT,
         EndReason.NO_SERVER,
+        EndReason.PROXY_REFUSED,
     }
 
 
@@ -131,6 +132,7 @@ def test_end_reason_values_are_the_documented_labels() -> None:
         "protocol_error",
         "no_server",
         "limit",
+        "proxy_refused",
         "shutdown",
         "closed",
         "idle_timeout",

@@ -203,6 +203,8 @@ def test_refusals_connect_failures_and_passive_listeners(directory: str, config:
     log.notify("passive", frontend="ftp")
     log.warning(LogWarning.FOREIGN_DATA_REFUSED, side="client", peer="x")
     log.warning(LogWarning.ORPHAN_DATA_REFUSED, frontend="ftp", client="x", server="s1")
+    log.warning(LogWarning.PROXY_HEADER_REFUSED, frontend="tcp", peer="x", reason="not_proxy")
+    session(log, "-", EndReason.PROXY_REFUSED)
     metrics.flush()
     got = collect(directory)
     assert value(got, "ftplb_server_connect_failures_total", server="s2", backend="pool") == 1
@@ -213,6 +215,8 @@ def test_refusals_connect_failures_and_passive_listeners(directory: str, config:
     assert value(got, "ftplb_passive_listeners_total", result="failed") == 1
     assert value(got, "ftplb_data_connections_refused_total", frontend="-") == 1
     assert value(got, "ftplb_data_connections_refused_total", frontend="ftp") == 1
+    assert value(got, "ftplb_data_connections_refused_total", frontend="tcp") == 1
+    assert value(got, "ftplb_refusals_total", reason="proxy_refused") == 1
 
 
 def test_tcp_mode_data_connections_count_as_transfers(directory: str, config: Config) -> None:
@@ -251,7 +255,9 @@ def test_each_end_reason_counts_under_its_own_label(
     }
     assert ends == {reason.value: 1}
     assert refusals == (
-        {reason.value: 1} if reason in (EndReason.LIMIT, EndReason.NO_SERVER) else {}
+        {reason.value: 1}
+        if reason in (EndReason.LIMIT, EndReason.NO_SERVER, EndReason.PROXY_REFUSED)
+        else {}
     )
 
 

@@ -75,3 +75,8 @@ class Backend(Section):
     tls_min_version: TlsVersion = "1.2"
     tls_max_version: TlsVersion = "1.3"
     tls_ciphers: TlsCiphers | None = None
+    # A PROXY protocol header naming the client, at the start of each connection
+    # to a server: the control connection, and the data connections too with
+    # send_proxy_data.
+    send_proxy: Literal["none", "v1", "v2"] = "none"
+    send_proxy_data: bool = False

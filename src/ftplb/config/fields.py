@@ -22,6 +22,7 @@ from ftplb.config.problems import as_written
 
 __all__ = [
     "BindAddress",
+    "Cidr",
     "Count",
     "Duration",
     "Endpoint",
@@ -271,6 +272,26 @@ def _check_ip_literal(value: object) -> str:
 
 
 IpLiteral = Annotated[str, PlainValidator(_check_ip_literal)]
+
+
+def _check_cidr(value: object) -> str:
+    # Host bits set ("10.0.0.1/8") are refused rather than masked: the writer
+    # meant either the network or the host, and only they know which.
+    if isinstance(value, str):
+        try:
+            return str(ipaddress.ip_network(value))
+        except ValueError:
+            pass
+    raise PydanticCustomError(
+        "cidr",
+        "invalid network {value}: expected an address or a CIDR such as "
+        '"10.0.0.0/8" or "2001:db8::/32", without host bits',
+        {"value": as_written(value)},
+    )
+
+
+Cidr = Annotated[str, PlainValidator(_check_cidr)]
+"""An IPv4 or IPv6 network in canonical CIDR text; a bare address is a /32 or /128."""
 
 
 def _check_reply_text(value: object) -> str:

@@ -8,6 +8,7 @@ from pydantic import Field
 
 from ftplb.config.fields import (
     BindAddress,
+    Cidr,
     Count,
     FilePath,
     IpLiteral,
@@ -53,3 +54,7 @@ class Frontend(Section):
     tls_ciphers: TlsCiphers | None = None
     tls_session_reuse: Literal["optional", "required"] = "optional"
     tls_sni: list[SniCertificate] = Field(default_factory=list)
+    # A PROXY protocol header (v1 or v2) before the first byte of every
+    # connection, from these sources only.
+    accept_proxy: bool = False
+    proxy_trusted: list[Cidr] = Field(default_factory=list)

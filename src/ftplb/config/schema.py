@@ -118,6 +118,7 @@ def cross_check(whole: Config | Sections) -> list[Problem]:
         *_user_routing_in_tcp_mode(config),
         *_frontend_tls_settings(config),
         *_backend_tls_settings(config),
+        *_proxy_protocol_settings(config),
         *_passive_ranges_for_workers(config),
         *_admin_settings(config),
     ]
@@ -380,6 +381,33 @@ def _backend_tls_settings(config: Sections) -> Iterator[Problem]:
         for key in (key for key, set_ in changed.items() if set_):
             yield Problem(
                 ("backends", b, key), 'has no effect without tls = "explicit" or "implicit"'
+            )
+
+
+def _proxy_protocol_settings(config: Sections) -> Iterator[Problem]:
+    """PROXY protocol keys that need their companion key."""
+    for f, frontend in present(config.frontends):
+        if frontend.accept_proxy and not frontend.proxy_trusted:
+            yield Problem(
+                ("frontends", f, "proxy_trusted"),
+                "missing: accept_proxy = true needs the networks allowed to send the header",
+            )
+        elif frontend.proxy_trusted and not frontend.accept_proxy:
+            yield Problem(("frontends", f, "proxy_trusted"), "has no effect without accept_proxy")
+        if frontend.accept_proxy and frontend.tls == "implicit":
+            # The listener's TLS handshake would read the header as a ClientHello,
+            # and a session cannot take the header first and hand the rest to TLS:
+            # uvloop delivers the first bytes even after connection_made paused reading.
+            yield Problem(
+                ("frontends", f, "accept_proxy"),
+                'cannot work with tls = "implicit" (TLS from the first byte); '
+                'use tls = "explicit", or let the upstream terminate TLS',
+            )
+    for b, backend in present(config.backends):
+        if backend.send_proxy_data and backend.send_proxy == "none":
+            yield Problem(
+                ("backends", b, "send_proxy_data"),
+                'has no effect without send_proxy = "v1" or "v2"',
             )
 
 

@@ -34,6 +34,10 @@ class EndReason(StrEnum):
     not be connected; the detail names the connect error."""
     LIMIT = "limit"
     """Refused at accept: a ``max_connections`` limit was reached."""
+    PROXY_REFUSED = "proxy_refused"
+    """Refused at accept on an ``accept_proxy`` frontend: the connection came from
+    outside ``proxy_trusted``, or brought no valid PROXY header in time; the
+    detail says which (``untrusted_source``, ``not_proxy``, ``v1_malformed``, ...)."""
     SHUTDOWN = "shutdown"
     """The balancer was stopping."""
     CLOSED = "closed"
@@ -56,7 +60,7 @@ class EndReason(StrEnum):
         return self in _REFUSALS
 
 
-_REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT))
+_REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT, EndReason.PROXY_REFUSED))
 
 
 class LoginStatus(StrEnum):

@@ -17,6 +17,7 @@ from ftplb.runtime.connect import open_connection
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.proxy_protocol import ProxyIntake, receive_header, send_header
 from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
@@ -87,12 +88,19 @@ class _Acceptor:
     A connection from any other address is closed and logged, and the
     listener keeps waiting: that is what stops a third party from stealing a
     transfer by racing the client to the advertised port.
+
+    Behind an upstream balancer (``intake``), a connection from a trusted
+    upstream must start with a PROXY header, and the header's source is the
+    peer that is checked. Any other connection is checked by its own address,
+    so a client may also reach the passive ports directly.
     """
 
     __slots__ = (
         "_expected_ip",
+        "_intake",
         "_log",
         "_loop",
+        "_reading",
         "_session_id",
         "_side",
         "address",
@@ -108,8 +116,12 @@ class _Acceptor:
         log: EventLog,
         side: str,
         session_id: str,
+        intake: ProxyIntake | None = None,
     ) -> None:
         self.listener = listener
+        self._intake = intake
+        # Connections from the upstream whose PROXY header is being read.
+        self._reading: set[asyncio.Task[None]] = set()
         host, port = listener.getsockname()[:2]
         self.address = HostPort(kernel_host(host), port)
         self._expected_ip = expected_ip
@@ -134,23 +146,54 @@ class _Acceptor:
                     self.conn.set_exception(error)
                 return
             peer_ip = kernel_host(peer[0])
-            if peer_ip == self._expected_ip:
-                conn.setblocking(False)
-                self._stop_listening()
-                if not self.conn.done():
-                    self.conn.set_result(conn)
-                else:
-                    conn.close()
+            conn.setblocking(False)
+            if self._intake is not None and self._intake.trusts(peer_ip):
+                task = self._loop.create_task(self._read_header(conn, peer_ip, self._intake))
+                self._reading.add(task)
+                task.add_done_callback(self._reading.discard)
+                continue
+            if self._admit(conn, peer_ip):
                 return
+
+    def _admit(self, conn: socket.socket, peer_ip: str) -> bool:
+        """Take ``conn`` if ``peer_ip`` is the expected peer; else close and log it."""
+        if peer_ip == self._expected_ip:
+            self._stop_listening()
+            if not self.conn.done():
+                self.conn.set_result(conn)
+            else:
+                conn.close()
+            return True
+        conn.close()
+        self._log.warning(
+            LogWarning.FOREIGN_DATA_REFUSED,
+            session=self._session_id,
+            side=self._side,
+            peer=peer_ip,
+            expected=self._expected_ip,
+            port=self.address.port,
+        )
+        return False
+
+    async def _read_header(self, conn: socket.socket, upstream: str, intake: ProxyIntake) -> None:
+        try:
+            got = await receive_header(self._loop, conn, intake.timeout)
+        except BaseException:
+            conn.close()
+            raise
+        if isinstance(got, str):
             conn.close()
             self._log.warning(
-                LogWarning.FOREIGN_DATA_REFUSED,
+                LogWarning.PROXY_HEADER_REFUSED,
                 session=self._session_id,
                 side=self._side,
-                peer=peer_ip,
-                expected=self._expected_ip,
+                peer=upstream,
+                reason=got,
                 port=self.address.port,
             )
+            return
+        # A header that names no client (LOCAL) leaves the upstream as the peer.
+        self._admit(conn, got.source.host if got.source is not None else upstream)
 
     def _stop_listening(self) -> None:
         if self.listener.fileno() >= 0:
@@ -159,6 +202,8 @@ class _Acceptor:
 
     def close(self) -> None:
         self._stop_listening()
+        for task in self._reading:
+            task.cancel()
         if self.conn.done() and not self.conn.cancelled() and self.conn.exception() is None:
             self.conn.result().close()
         else:
@@ -175,6 +220,8 @@ class DataChannel:
         "_held_port",
         "_log",
         "_loop",
+        "_proxy_header",
+        "_proxy_intake",
         "_server_acceptor",
         "_session_id",
         "_settings",
@@ -191,6 +238,8 @@ class DataChannel:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         session_id: str = "-",
+        proxy_intake: ProxyIntake | None = None,
+        proxy_header: bytes = b"",
     ) -> None:
         # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() call.
         self._loop = loop or asyncio.get_running_loop()
@@ -200,6 +249,10 @@ class DataChannel:
         self._log = log
         self._session_id = session_id
         """The control session's id, on every line about its data connections."""
+        self._proxy_intake = proxy_intake
+        """The frontend's ``accept_proxy``: data connections from its upstream carry a header."""
+        self._proxy_header = proxy_header
+        """Sent first on each data connection to the server (``send_proxy_data``), if any."""
         self._client_acceptor: _Acceptor | None = None
         self._server_acceptor: _Acceptor | None = None
         self._client_go: asyncio.Event | None = None
@@ -210,7 +263,13 @@ class DataChannel:
         self._release_port()
         listener = ports.listen(self._addresses.client_local_ip)
         self._client_acceptor = _Acceptor(
-            self._loop, listener, self._addresses.client_ip, self._log, "client", self._session_id
+            self._loop,
+            listener,
+            self._addresses.client_ip,
+            self._log,
+            "client",
+            self._session_id,
+            self._proxy_intake,
         )
         port = self._client_acceptor.address.port
         self._held_port = (ports, port)
@@ -382,7 +441,14 @@ class DataChannel:
             # From the address of our control connection to this server: vsftpd
             # refuses data connections from any other ("425 Security: Bad IP").
             source = self._addresses.server_local_ip or None
-            return await open_connection(self._loop, side.address.host, side.address.port, source)
+            sock = await open_connection(self._loop, side.address.host, side.address.port, source)
+            if self._proxy_header:
+                try:
+                    await send_header(self._loop, sock, self._proxy_header)
+                except BaseException:
+                    sock.close()
+                    raise
+            return sock
         acceptor = self._server_acceptor
         if acceptor is None:
             raise OSError("no listener for the server's data connection")

@@ -16,6 +16,7 @@ from ftplb.balancing.state import AdminState, Server
 from ftplb.health.state import HealthState
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.probes import PROBE_KINDS, ProbeResult, probe
+from ftplb.runtime.proxy_protocol import ProxyOutlet
 from ftplb.runtime.tls import BackendTls
 
 CHECK_KINDS = ("none", *PROBE_KINDS)
@@ -40,6 +41,7 @@ class HealthChecker:
         *,
         tls: BackendTls | None = None,
         log: EventLog | None = None,
+        proxy: ProxyOutlet | None = None,
     ) -> None:
         if kind not in CHECK_KINDS:
             raise ValueError(f"unknown health check {kind!r}; expected one of {CHECK_KINDS}")
@@ -53,6 +55,7 @@ class HealthChecker:
         self._password = password
         self._on_change = on_change
         self._tls = tls
+        self._proxy = proxy
         self._log = log or EventLog()
         # Each machine starts from the server's current flag: servers start
         # healthy, and a checker rebuilt on reload must not resurrect a DOWN one.
@@ -110,6 +113,7 @@ class HealthChecker:
                 user=self._user,
                 password=self._password,
                 tls=self._tls,
+                proxy=self._proxy,
             )
             self._record(server, result)
             # Pace from the start of the check, so the interval is the period

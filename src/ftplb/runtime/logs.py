@@ -32,6 +32,8 @@ class LogWarning(StrEnum):
     """No passive listener could be opened for a client (no free port, say)."""
     FOREIGN_DATA_REFUSED = "foreign_data_refused"
     """A data connection came from another address than the session's peer (port theft)."""
+    PROXY_HEADER_REFUSED = "proxy_header_refused"
+    """A data connection from a trusted upstream brought no valid PROXY header."""
     ORPHAN_DATA_REFUSED = "orphan_data_refused"
     """``mode = "tcp"``: a data connection from an address with no control session."""
     CLIENT_TLS_FAILED = "client_tls_failed"
@@ -78,6 +80,7 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.CONNECT_FAILED: "server connect failed",
     LogWarning.PASSIVE_LISTENER_FAILED: "cannot open a passive listener",
     LogWarning.FOREIGN_DATA_REFUSED: "refused a data connection from a foreign address",
+    LogWarning.PROXY_HEADER_REFUSED: "refused a data connection without a valid PROXY header",
     LogWarning.ORPHAN_DATA_REFUSED: (
         "data connection refused: no control session from this address to the server"
     ),

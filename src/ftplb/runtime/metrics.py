@@ -260,7 +260,7 @@ def _instruments() -> _Instruments:
             ),
             refusals=counter(
                 "ftplb_refusals",
-                "Clients refused with 421 (reason: limit, no_server).",
+                "Clients refused (reason: limit, no_server, proxy_refused).",
                 ("frontend", "backend", "reason"),
             ),
             passive_listeners=counter(
@@ -956,4 +956,10 @@ class Metrics:
 
 
 _HEALTH_STATES = frozenset(("UP", "DOWN"))
-_DATA_REFUSALS = frozenset((LogWarning.FOREIGN_DATA_REFUSED, LogWarning.ORPHAN_DATA_REFUSED))
+_DATA_REFUSALS = frozenset(
+    (
+        LogWarning.FOREIGN_DATA_REFUSED,
+        LogWarning.ORPHAN_DATA_REFUSED,
+        LogWarning.PROXY_HEADER_REFUSED,
+    )
+)

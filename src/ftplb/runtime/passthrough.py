@@ -65,13 +65,20 @@ from ftplb.config.backends import Backend
 from ftplb.config.fields import PortRange
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Defaults
-from ftplb.proto.addresses import unmap_ipv4
+from ftplb.proto.addresses import HostPort, kernel_host, unmap_ipv4
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.progress import RunningTransfer, data_key
+from ftplb.runtime.proxy_protocol import (
+    UNTRUSTED,
+    ProxyIntake,
+    ProxyOutlet,
+    receive_header,
+    send_header,
+)
 from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.session import SessionLimit
 from ftplb.runtime.session_ids import next_session_id
@@ -113,6 +120,10 @@ class PassthroughSettings:
     """Control sessions on this frontend at once; 0 = unlimited."""
     source_ip: str | None
     """Local address for connections to the servers (control and data alike)."""
+    proxy_intake: ProxyIntake | None = None
+    """``accept_proxy``: connections from the trusted upstream start with a PROXY header."""
+    proxy_outlet: ProxyOutlet | None = None
+    """``send_proxy``: a PROXY header starts each connection to a server."""
 
     @classmethod
     def from_config(
@@ -135,6 +146,12 @@ class PassthroughSettings:
             failover=FailoverPolicy(defaults.retries, defaults.redispatch),
             max_connections=frontend.max_connections,
             source_ip=backend.source,
+            proxy_intake=(
+                ProxyIntake.of(frontend.proxy_trusted, defaults.timeout_client)
+                if frontend.accept_proxy
+                else None
+            ),
+            proxy_outlet=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
         )
 
 
@@ -159,6 +176,15 @@ class _Control:
     detail: str = ""
     session_id: str = field(default_factory=next_session_id)
     meter: RelayMeter = field(default_factory=RelayMeter)
+    reached: HostPort | None = None
+    """The address the client connected to, when a PROXY header named it."""
+
+    def frontend_address(self) -> HostPort:
+        """The address the client connected to: the header's, or our end of the socket."""
+        if self.reached is not None:
+            return self.reached
+        local = self.client.getsockname()
+        return HostPort(kernel_host(local[0]), local[1])
 
     def progress(self, to_server: int, to_client: int) -> None:
         self.to_server = to_server
@@ -419,7 +445,13 @@ class PassthroughFrontend:
 
     async def _serve_control(self, control: _Control) -> None:
         try:
-            picked = await self._connect_server(control.client_ip, control.session_id)
+            intake = self.settings.proxy_intake
+            if intake is not None:
+                refusal = await self._take_header(control, intake)
+                if refusal:
+                    control.end, control.detail = EndReason.PROXY_REFUSED, refusal
+                    return
+            picked = await self._connect_server(control)
             if isinstance(picked, str):
                 control.end, control.detail = EndReason.NO_SERVER, picked
                 return
@@ -448,23 +480,48 @@ class PassthroughFrontend:
         finally:
             self._finish_control(control)
 
-    async def _connect_server(
-        self, client_ip: str, session_id: str
-    ) -> tuple[Server, socket.socket] | str:
+    async def _take_header(self, control: _Control, intake: ProxyIntake) -> str:
+        """Read the upstream's PROXY header: its source becomes the client. Returns
+        why the connection is refused, or "" when it is not."""
+        if not intake.trusts(control.client_ip):
+            return UNTRUSTED
+        got = await receive_header(asyncio.get_running_loop(), control.client, intake.timeout)
+        if isinstance(got, str):
+            return got
+        if got.source is not None and got.destination is not None:
+            control.client_ip, control.client_port = got.source.host, got.source.port
+            control.reached = got.destination
+        return ""
+
+    async def _connect_server(self, control: _Control) -> tuple[Server, socket.socket] | str:
         """A connected server socket, or the reason why no server could be connected."""
+
+        async def connect_control(server: Server) -> socket.socket:
+            sock = await self._connect(server.host, server.port)
+            outlet = self.settings.proxy_outlet
+            if outlet is not None:
+                client = HostPort(control.client_ip, control.client_port)
+                await self._send_header(sock, outlet.header(client, control.frontend_address()))
+            return sock
+
         return await connect_with_failover(
             self.pool,
             self.settings.failover,
-            client_ip,
+            control.client_ip,
             None,
-            self._connect_control,
+            connect_control,
             self._log,
             self.name,
-            session=session_id,
+            session=control.session_id,
         )
 
-    async def _connect_control(self, server: Server) -> socket.socket:
-        return await self._connect(server.host, server.port)
+    @staticmethod
+    async def _send_header(sock: socket.socket, header: bytes) -> None:
+        try:
+            await send_header(asyncio.get_running_loop(), sock, header)
+        except BaseException:
+            sock.close()
+            raise
 
     async def _connect(self, host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -537,6 +594,38 @@ class PassthroughFrontend:
         return on_connection
 
     def _on_data(self, conn: socket.socket, peer: Peer, server: Server, port: int) -> None:
+        intake = self.settings.proxy_intake
+        if intake is not None and intake.trusts(peer[0]) and not self._stopping:
+            self._spawn(self._data_header(conn, peer, server, port, intake), "-")
+            return
+        self._admit_data(conn, peer, server, port)
+
+    async def _data_header(
+        self, conn: socket.socket, peer: Peer, server: Server, port: int, intake: ProxyIntake
+    ) -> None:
+        """A data connection from the trusted upstream: its header names the client."""
+        try:
+            got = await receive_header(asyncio.get_running_loop(), conn, intake.timeout)
+        except BaseException:
+            conn.close()
+            raise
+        if isinstance(got, str):
+            conn.close()
+            self._log.warning(
+                LogWarning.PROXY_HEADER_REFUSED,
+                session="-",
+                frontend=self.name,
+                side="client",
+                peer=peer[0],
+                reason=got,
+                port=port,
+            )
+            return
+        if got.source is not None:
+            peer = (got.source.host, got.source.port)
+        self._admit_data(conn, peer, server, port)
+
+    def _admit_data(self, conn: socket.socket, peer: Peer, server: Server, port: int) -> None:
         client_ip, client_port = peer
         if self._stopping or not self._occupancy.has_session(server.name, client_ip):
             conn.close()
@@ -569,6 +658,12 @@ class PassthroughFrontend:
         try:
             try:
                 upstream = await self._connect(server.host, port)
+                outlet = self.settings.proxy_outlet
+                if outlet is not None and outlet.on_data:
+                    local = conn.getsockname()
+                    reached = HostPort(kernel_host(local[0]), local[1])
+                    header = outlet.header(HostPort(client_ip, client_port), reached)
+                    await self._send_header(upstream, header)
             except (OSError, TimeoutError) as error:
                 end, detail = EndReason.NO_SERVER, describe(error)
                 return

@@ -15,6 +15,7 @@ import ssl
 import time
 from dataclasses import dataclass
 
+from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.upstream import (
     Credentials,
     DialogueReady,
@@ -23,6 +24,7 @@ from ftplb.proto.upstream import (
     ServerDialogue,
     StartServerTls,
 )
+from ftplb.runtime.proxy_protocol import ProxyOutlet
 from ftplb.runtime.tls import BackendTls
 
 PROBE_KINDS = ("tcp", "ftp", "login")
@@ -93,6 +95,7 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
     password: str | None = None,
     *,
     tls: BackendTls | None = None,
+    proxy: ProxyOutlet | None = None,
 ) -> ProbeResult:
     """Check ``host:port`` with a ``kind`` probe ("tcp", "ftp" or "login").
 
@@ -104,6 +107,10 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
     handshake right after connecting when it is implicit, and "login" sends
     AUTH TLS and handshakes before USER when it is explicit.  A failed
     handshake is reported at layer "L6".
+
+    With ``proxy`` (the backend's ``send_proxy``), every probe starts with a
+    PROXY header naming its own two addresses, since a server that expects
+    the header refuses a connection without one.
     """
     started = time.monotonic()
     progress = _Progress()
@@ -127,6 +134,7 @@ async def probe(  # noqa: PLR0917 - the runtime calls it positionally
                 password=password,
                 progress=progress,
                 tls=tls,
+                proxy=proxy,
             )
     except (TimeoutError, OSError) as exc:
         if progress.passed:
@@ -195,11 +203,21 @@ async def _run(
     password: str | None,
     progress: _Progress,
     tls: BackendTls | None = None,
+    proxy: ProxyOutlet | None = None,
 ) -> tuple[str, str]:
     """Carry out the probe; returns (layer, detail) on success, raises on failure."""
     reader, writer = await asyncio.open_connection(host, port)
     closed_cleanly = False
     try:
+        if proxy is not None:
+            local, peer = writer.get_extra_info("sockname"), writer.get_extra_info("peername")
+            writer.write(
+                proxy.header(
+                    HostPort(kernel_host(local[0]), local[1]),
+                    HostPort(kernel_host(peer[0]), peer[1]),
+                )
+            )
+            await writer.drain()
         if kind == "tcp":
             return "L4", "connected"
         if tls is not None and tls.mode == "implicit":

@@ -22,6 +22,7 @@ from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.outcomes import EndReason, LoginStatus
+from ftplb.proto.proxy_header import Malformed, NeedMore, TlsFacts, parse_proxy_header
 from ftplb.proto.replies import format_reply
 from ftplb.proto.upstream import (
     DialogueAction,
@@ -46,6 +47,15 @@ from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, descri
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.ports import PortPool
 from ftplb.runtime.progress import RunningTransfer, cut_short_detail
+from ftplb.runtime.proxy_protocol import (
+    CLOSED_BEFORE_HEADER,
+    NO_HEADER_IN_TIME,
+    UNTRUSTED,
+    ProxyIntake,
+    ProxyOutlet,
+    send_header,
+    tls_facts,
+)
 from ftplb.runtime.session_ids import next_session_id
 from ftplb.runtime.tls import BackendTls, FrontendTls, TlsSetupError, session_of
 
@@ -95,6 +105,10 @@ class FrontendContext:
     """The frontend's TLS towards clients (AUTH TLS, implicit, and PROT P data)."""
     backend_tls: BackendTls | None = None
     """TLS towards the servers; None offloads (plain FTP to them)."""
+    proxy_intake: ProxyIntake | None = None
+    """``accept_proxy``: each connection starts with a PROXY header from a trusted upstream."""
+    proxy_outlet: ProxyOutlet | None = None
+    """``send_proxy``: a PROXY header starts each connection to a server."""
 
     def running_transfers(self) -> Iterable[RunningTransfer]:
         return self.running.values()
@@ -223,6 +237,7 @@ class Session(asyncio.Protocol):
         "_connect_task",
         "_ctx",
         "_data",
+        "_header",
         "_last_client",
         "_last_server",
         "_link",
@@ -239,6 +254,7 @@ class Session(asyncio.Protocol):
         "_transfer_started",
         "client",
         "core",
+        "frontend_address",
         "local_ip",
         "session_id",
         "transport",
@@ -270,7 +286,12 @@ class Session(asyncio.Protocol):
         self._last_client = self._last_server = 0.0
         self.transport: asyncio.Transport | None = None
         self.client = HostPort("0.0.0.0", 0)
+        """The client's address: the socket's peer, or a trusted PROXY header's source."""
+        self.frontend_address = HostPort("0.0.0.0", 0)
+        """The address the client connected to: ours, or the header's destination."""
         self.local_ip = ""
+        # The bytes of a PROXY header read so far, while one is awaited.
+        self._header: bytearray | None = None
 
     @property
     def server_name(self) -> str:
@@ -293,29 +314,29 @@ class Session(asyncio.Protocol):
         local = transport.get_extra_info("sockname")
         self.client = HostPort(kernel_host(peer[0]), peer[1])
         self.local_ip = kernel_host(local[0])
+        self.frontend_address = HostPort(self.local_ip, local[1])
         sock = transport.get_extra_info("socket")
         if sock is not None:
             # Clients send ABOR behind a Telnet "urgent" mark; keep that byte in
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        intake = self._ctx.proxy_intake
+        if intake is None:
+            self._admit()
+        elif not intake.trusts(self.client.host):
+            self._refuse(EndReason.PROXY_REFUSED, UNTRUSTED)
+        else:
+            self._header = bytearray()
+            self._timer = self._loop.call_later(intake.timeout, self._header_late)
+
+    def _admit(self) -> None:
+        """The client's address is known (the socket's, or its PROXY header's): take
+        the session, or refuse it over a limit."""
         ctx = self._ctx
         ctx.log.notify("accept", frontend=ctx.name)
         if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
-            self.transport.write(format_reply(421, "Too many connections, try again later."))
-            self.transport.close()
-            self._closed = True
-            ctx.log.session(
-                session=self.session_id,
-                frontend=ctx.name,
-                client=f"{self.client.host}:{self.client.port}",
-                server="-",
-                user="-",
-                login=LoginStatus.NONE,
-                login_failures=0,
-                duration=0.0,
-                bytes_in=0,
-                bytes_out=0,
-                end=EndReason.LIMIT,
+            self._refuse(
+                EndReason.LIMIT, reply=format_reply(421, "Too many connections, try again later.")
             )
             return
         ctx.sessions.add(self)
@@ -326,8 +347,59 @@ class Session(asyncio.Protocol):
         self._arm_timer()
         self._do(self.core.start())
 
+    def _refuse(self, reason: EndReason, detail: str = "", reply: bytes = b"") -> None:
+        """Close a connection that never became a session, with its one log line."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.transport is not None:
+            if reply:
+                self.transport.write(reply)
+            self.transport.close()
+        self._closed = True
+        self._ctx.log.session(
+            session=self.session_id,
+            frontend=self._ctx.name,
+            client=f"{self.client.host}:{self.client.port}",
+            server="-",
+            user="-",
+            login=LoginStatus.NONE,
+            login_failures=0,
+            duration=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            end=reason,
+            detail=detail,
+        )
+
+    # ---------------------------------------------------- PROXY header intake
+    def _header_data(self, header: bytearray, data: bytes) -> None:
+        header += data
+        parsed = parse_proxy_header(bytes(header))
+        if isinstance(parsed, NeedMore):
+            return  # the parser bounds the header's length
+        if isinstance(parsed, Malformed):
+            self._refuse(EndReason.PROXY_REFUSED, parsed.problem.value)
+            return
+        self._header = None
+        if self._timer is not None:
+            self._timer.cancel()
+        # A header that names no client (LOCAL, UNKNOWN) leaves the socket's addresses.
+        if parsed.source is not None and parsed.destination is not None:
+            self.client, self.frontend_address = parsed.source, parsed.destination
+        self._admit()
+        rest = bytes(header[parsed.length :])
+        if rest and not self._closed:
+            self.data_received(rest)  # the client's first bytes, in the same segment
+
+    def _header_late(self) -> None:
+        if self._header is not None and not self._closed:
+            self._refuse(EndReason.PROXY_REFUSED, NO_HEADER_IN_TIME)
+
     def data_received(self, data: bytes) -> None:
         if self._closed:
+            return
+        if self._header is not None:
+            self._header_data(self._header, data)
             return
         self._bytes_in += len(data)
         self._last_client = self._loop.time()
@@ -342,7 +414,9 @@ class Session(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self._closed:
+        if self._header is not None and not self._closed:
+            self._refuse(EndReason.PROXY_REFUSED, CLOSED_BEFORE_HEADER)
+        elif not self._closed:
             self._do(self.core.client_closed())
 
     # ------------------------------------------------------- server events
@@ -501,6 +575,8 @@ class Session(asyncio.Protocol):
             async with asyncio.timeout(self._ctx.timeouts.connect):
                 sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
                 try:
+                    if self._ctx.proxy_outlet is not None:
+                        await send_header(loop, sock, self._proxy_header(tls_facts(self.transport)))
                     if tls is not None and tls.mode == "implicit":
                         await loop.create_connection(
                             lambda: link,
@@ -520,6 +596,18 @@ class Session(asyncio.Protocol):
             raise
         return link
 
+    def _proxy_header(self, tls: TlsFacts | None = None) -> bytes:
+        """The PROXY header for a connection to a server: this session's client and the
+        address it reached, and the TLS facts of its control connection when it had TLS."""
+        outlet = self._ctx.proxy_outlet
+        return b"" if outlet is None else outlet.header(self.client, self.frontend_address, tls)
+
+    def _data_proxy_header(self) -> bytes:
+        outlet = self._ctx.proxy_outlet
+        if outlet is None or not outlet.on_data:
+            return b""
+        return self._proxy_header(tls_facts(self.transport))
+
     # ----------------------------------------------------------- data legs
     def _channel(self) -> DataChannel:
         if self._data is None:
@@ -536,6 +624,8 @@ class Session(asyncio.Protocol):
                 self._data_tls(),
                 self._loop,
                 session_id=self.session_id,
+                proxy_intake=self._ctx.proxy_intake,
+                proxy_header=self._data_proxy_header(),
             )
         return self._data
 

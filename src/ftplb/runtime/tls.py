@@ -20,6 +20,7 @@ from typing import Literal
 
 from ftplb.config.backends import Backend
 from ftplb.config.frontends import Frontend
+from ftplb.runtime.proxy_protocol import remember_server_names
 
 __all__ = [
     "BackendTls",
@@ -104,6 +105,7 @@ class FrontendTls:
         "_default",
         "_files",
         "_policy",
+        "_remember_names",
         "_wildcards",
         "context",
         "reuse_required",
@@ -111,6 +113,7 @@ class FrontendTls:
 
     def __init__(self, frontend: Frontend, certificate: str) -> None:
         self._files = (certificate, frontend.tls_key)
+        self._remember_names = False
         self.reuse_required = frontend.tls_session_reuse == "required"
         self._policy = policy = TlsPolicy.of(frontend)
         self._by_name: dict[str, ssl.SSLContext] = {}
@@ -137,7 +140,19 @@ class FrontendTls:
         context = frontend_context(*self._files, self._policy)
         if self._by_name or self._wildcards:
             context.sni_callback = self._pick_certificate
+        if self._remember_names:
+            remember_server_names(context)
         return context
+
+    def remember_server_names(self) -> None:
+        """Keep each client's SNI on its connection, for a version 2 PROXY header.
+
+        Every context a connection starts in keeps it: the listener's, and
+        each session's own when session reuse is required.
+        """
+        if not self._remember_names:
+            self._remember_names = True
+            remember_server_names(self.context)
 
     def certificate_for(self, server_name: str | None) -> ssl.SSLContext | None:
         """The context of the ``tls_sni`` certificate for ``server_name``; None for the default."""
