@@ -22,8 +22,10 @@ from ftplb.balancing.state import Server
 from ftplb.config.backends import Backend
 from ftplb.config.fields import Endpoint
 from ftplb.config.frontends import Frontend
+from ftplb.config.limits import resolve_limits
 from ftplb.config.schema import Config
 from ftplb.proto.control import SessionPolicy
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.data import DataSettings
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
@@ -163,6 +165,7 @@ class Balancer:
             max_connections=frontend.max_connections,
             source_ip=backend.source,
             overall=self._overall,
+            gate=ClientGate(resolve_limits(frontend, defaults)),
             log=self.log,
             data=DataSettings(
                 timeout_data=defaults.timeout_data,

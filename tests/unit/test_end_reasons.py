@@ -112,9 +112,11 @@ def test_failed_client_handshake_ends_with_client_tls_failed_and_the_alert() -> 
 # ----------------------------------------------------------- the vocabulary
 
 
-def test_refusals_are_exactly_limit_and_no_server() -> None:
+def test_refusals_are_exactly_the_limits_and_no_server() -> None:
     assert {reason for reason in EndReason if reason.refused} == {
         EndReason.LIMIT,
+        EndReason.SESSIONS_PER_IP,
+        EndReason.SESSION_RATE,
         EndReason.NO_SERVER,
     }
 
@@ -131,6 +133,8 @@ def test_end_reason_values_are_the_documented_labels() -> None:
         "protocol_error",
         "no_server",
         "limit",
+        "sessions_per_ip",
+        "session_rate",
         "shutdown",
         "closed",
         "idle_timeout",

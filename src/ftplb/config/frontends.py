@@ -14,15 +14,16 @@ from ftplb.config.fields import (
     Name,
     PortRangeField,
     ReplyText,
-    Section,
     TlsMode,
 )
+from ftplb.config.limits import ClientLimitOverrides
 
 __all__ = ["Frontend"]
 
 
-class Frontend(Section):
-    """Where clients connect, and the backend that serves them."""
+class Frontend(ClientLimitOverrides):
+    """Where clients connect, and the backend that serves them; its per-client
+    limits, when set, come from its base class."""
 
     name: Name
     bind: Annotated[list[BindAddress], Field(min_length=1)]

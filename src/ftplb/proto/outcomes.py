@@ -34,6 +34,11 @@ class EndReason(StrEnum):
     not be connected; the detail names the connect error."""
     LIMIT = "limit"
     """Refused at accept: a ``max_connections`` limit was reached."""
+    SESSIONS_PER_IP = "sessions_per_ip"
+    """Refused at accept: the client's address holds ``max_sessions_per_ip`` sessions."""
+    SESSION_RATE = "session_rate"
+    """Refused at accept: the client's address opened ``sessions_per_second_per_ip``
+    sessions within the last second."""
     SHUTDOWN = "shutdown"
     """The balancer was stopping."""
     CLOSED = "closed"
@@ -56,7 +61,9 @@ class EndReason(StrEnum):
         return self in _REFUSALS
 
 
-_REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT))
+_REFUSALS = frozenset(
+    (EndReason.NO_SERVER, EndReason.LIMIT, EndReason.SESSIONS_PER_IP, EndReason.SESSION_RATE)
+)
 
 
 class LoginStatus(StrEnum):

@@ -65,8 +65,10 @@ from ftplb.config.backends import Backend
 from ftplb.config.fields import PortRange
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Defaults
+from ftplb.config.limits import ClientLimits, resolve_limits
 from ftplb.proto.addresses import unmap_ipv4
 from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
@@ -113,6 +115,8 @@ class PassthroughSettings:
     """Control sessions on this frontend at once; 0 = unlimited."""
     source_ip: str | None
     """Local address for connections to the servers (control and data alike)."""
+    limits: ClientLimits = field(default_factory=ClientLimits)
+    """The per-client limits; only the session limits apply to a tcp frontend."""
 
     @classmethod
     def from_config(
@@ -135,6 +139,7 @@ class PassthroughSettings:
             failover=FailoverPolicy(defaults.retries, defaults.redispatch),
             max_connections=frontend.max_connections,
             source_ip=backend.source,
+            limits=resolve_limits(frontend, defaults),
         )
 
 
@@ -259,6 +264,7 @@ class PassthroughFrontend:
         self._tasks: set[asyncio.Task[None]] = set()
         # Shared with the other generation of this frontend after take_over().
         self._occupancy = _Occupancy()
+        self._gate = ClientGate(settings.limits)
         self._draining = False
         self._stopping = False
 
@@ -407,6 +413,8 @@ class PassthroughFrontend:
                 end=EndReason.SHUTDOWN if self._stopping else EndReason.LIMIT,
             )
             return
+        if not self._admit_client(conn, peer):
+            return
         # Control traffic is small request/reply exchanges: Nagle's algorithm
         # would hold the second segment of a multi-segment reply for an ACK.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -415,6 +423,27 @@ class PassthroughFrontend:
         self._controls.add(control)
         self._overall.active += 1
         control.task = self._spawn(self._serve_control(control), control.session_id)
+
+    def _admit_client(self, conn: socket.socket, peer: Peer) -> bool:
+        """The per-client checks at connect, once the client's address is known:
+        count the connection against its address's limits, or close it unanswered
+        (the stream may be TLS from its first byte)."""
+        refusal = self._gate.admit(peer[0])
+        if refusal is None:
+            return True
+        conn.close()
+        self._log.session(
+            session=next_session_id(),
+            frontend=self.name,
+            mode="tcp",
+            client=show_address(*peer),
+            server="-",
+            duration=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            end=refusal,
+        )
+        return False
 
     async def _serve_control(self, control: _Control) -> None:
         try:
@@ -504,6 +533,7 @@ class PassthroughFrontend:
             return
         self._controls.discard(control)
         self._overall.active -= 1
+        self._gate.session_ended(control.client_ip)
         if control.timer is not None:
             control.timer.cancel()
             control.timer = None

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from ftplb.balancing.client_limits import TokenBucket
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.proto import actions as act
@@ -33,6 +34,7 @@ from ftplb.proto.upstream import (
     ServerDialogue,
     StartServerTls,
 )
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
@@ -81,6 +83,8 @@ class FrontendContext:
     log: EventLog
     data: DataSettings
     overall: SessionLimit = field(default_factory=SessionLimit)
+    gate: ClientGate = field(default_factory=ClientGate)
+    """The per-client limits (sessions, passive listeners, transfer rates)."""
     sessions: set[Session] = field(default_factory=set)
     running: dict[str, RunningTransfer] = field(default_factory=dict)
     """The transfers running now, by session id: counted while they run."""
@@ -213,6 +217,7 @@ class Session(asyncio.Protocol):
         "_bytes_out",
         "_closed",
         "_connect_task",
+        "_counted",
         "_ctx",
         "_data",
         "_last_client",
@@ -220,6 +225,7 @@ class Session(asyncio.Protocol):
         "_link",
         "_loop",
         "_paused",
+        "_rate",
         "_running",
         "_server",
         "_start",
@@ -242,6 +248,10 @@ class Session(asyncio.Protocol):
         # Cached: asyncio.get_running_loop() costs a getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._counted = False
+        """Admitted by the client limits: its end is counted off them."""
+        self._rate: TokenBucket | None = None
+        """``transfer_rate_per_session``: the bucket all its transfers share."""
         self._paused = False
         self._server: Server | None = None
         self._link: _ServerLink | None = None
@@ -290,22 +300,9 @@ class Session(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         ctx = self._ctx
         if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
-            self.transport.write(format_reply(421, "Too many connections, try again later."))
-            self.transport.close()
-            self._closed = True
-            ctx.log.session(
-                session=self.session_id,
-                frontend=ctx.name,
-                client=f"{self.client.host}:{self.client.port}",
-                server="-",
-                user="-",
-                login=LoginStatus.NONE,
-                login_failures=0,
-                duration=0.0,
-                bytes_in=0,
-                bytes_out=0,
-                end=EndReason.LIMIT,
-            )
+            self._refuse(EndReason.LIMIT)
+            return
+        if not self._admit_client():
             return
         ctx.sessions.add(self)
         ctx.overall.active += 1
@@ -314,6 +311,37 @@ class Session(asyncio.Protocol):
         self._last_client = self._last_server = self._loop.time()
         self._arm_timer()
         self._do(self.core.start())
+
+    def _admit_client(self) -> bool:
+        """The per-client checks at connect, once the client's address is known:
+        count the session against its address's limits, or refuse it."""
+        refusal = self._ctx.gate.admit(self.client.host)
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        self._counted = True
+        self._rate = self._ctx.gate.session_bucket()
+        return True
+
+    def _refuse(self, reason: EndReason) -> None:
+        """Turn the client away at connect with 421, before any server is asked."""
+        assert self.transport is not None
+        self.transport.write(_REFUSALS[reason])
+        self.transport.close()
+        self._closed = True
+        self._ctx.log.session(
+            session=self.session_id,
+            frontend=self._ctx.name,
+            client=f"{self.client.host}:{self.client.port}",
+            server="-",
+            user="-",
+            login=LoginStatus.NONE,
+            login_failures=0,
+            duration=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            end=reason,
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -530,10 +558,26 @@ class Session(asyncio.Protocol):
         return DataTls(ctx.client_tls, ctx.backend_tls, server_session, ctx.timeouts.data)
 
     def _open_client_listener(self) -> None:
-        advertised = self._ctx.passive_address or self.local_ip
+        ctx, client_ip = self._ctx, self.client.host
+        if not ctx.gate.open_passive(client_ip):
+            ctx.log.warning(
+                LogWarning.PASSIVE_PER_IP,
+                session=self.session_id,
+                frontend=ctx.name,
+                client=client_ip,
+                limit=ctx.gate.limits.max_passive_per_ip,
+            )
+            self._do(self.core.client_listener_refused())
+            return
+        advertised = ctx.passive_address or self.local_ip
+
+        def stopped_waiting() -> None:
+            ctx.gate.close_passive(client_ip)
+
         try:
-            address = self._channel().open_client_listener(self._ctx.ports, advertised)
+            address = self._channel().open_client_listener(ctx.ports, advertised, stopped_waiting)
         except OSError as error:
+            stopped_waiting()
             self._ctx.log.warning(
                 LogWarning.PASSIVE_LISTENER_FAILED,
                 session=self.session_id,
@@ -568,7 +612,8 @@ class Session(asyncio.Protocol):
         self._running = running
         self._start = start
         self._ctx.running[self.session_id] = running
-        self._channel().start(start, self._on_transfer_outcome, running.meter)
+        pace = self._ctx.gate.pace(self.client.host, self.core.user, self._rate)
+        self._channel().start(start, self._on_transfer_outcome, running.meter, pace)
 
     def _on_transfer_outcome(self, outcome: TransferOutcome) -> None:
         if self._closed:
@@ -668,6 +713,8 @@ class Session(asyncio.Protocol):
         ctx = self._ctx
         ctx.sessions.discard(self)
         ctx.overall.active -= 1
+        if self._counted:
+            ctx.gate.session_ended(self.client.host)
         if self._timer is not None:
             self._timer.cancel()
         if self._connect_task is not None and not self._connect_task.done():
@@ -708,6 +755,16 @@ class Session(asyncio.Protocol):
         """The graceful stop is over: end the session, and a running transfer with 426."""
         if not self._closed:
             self._do(self.core.stop_now())
+
+
+_REFUSALS = {
+    EndReason.LIMIT: format_reply(421, "Too many connections, try again later."),
+    EndReason.SESSIONS_PER_IP: format_reply(421, "Too many connections from your address."),
+    EndReason.SESSION_RATE: format_reply(
+        421, "Too many new connections from your address, try again later."
+    ),
+}
+"""ftplb's 421 to a client it turns away at connect, by the limit that refused it."""
 
 
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
