@@ -120,7 +120,8 @@ def parse_byte_rate(value: object) -> int:
         match = _RATE_RE.fullmatch(value)
         if match is not None:
             rate = float(match[1]) * _RATE_UNITS[match[2]]
-    if rate is not None and 0 <= rate <= _RATE_MAX:
+    # A rate below one byte per second would round to 0, which means unlimited.
+    if rate is not None and (rate == 0 or 1 <= rate <= _RATE_MAX):
         return round(rate)
     raise PydanticCustomError(
         "byte_rate",
