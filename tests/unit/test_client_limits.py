@@ -19,7 +19,8 @@ from ftplb.balancing.client_limits import (
 )
 from ftplb.config.fields import parse_byte_rate
 from ftplb.config.limits import ClientLimits, resolve_limits
-from ftplb.config.load import ConfigError, load_config, load_config_text
+from ftplb.config.load import ConfigError, config_warnings, load_config, load_config_text
+from ftplb.config.schema import TCP_IGNORES_ADVICE
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.client_limits import ClientGate
 from tests.config_texts import ONE_SERVER
@@ -405,3 +406,33 @@ def test_gate_memory_follows_the_clients_present() -> None:
     clock.advance(1)
     assert gate.admit("10.9.9.9") is None
     assert gate.tracked == 2  # the new address, counted in sessions and in the window
+
+
+def test_check_warns_of_limits_a_tcp_frontend_ignores(tmp_path: Path) -> None:
+    text = """\
+[defaults]
+transfer_rate_per_ip = "1MB"
+
+[[frontends]]
+name = "tcp"
+bind = ["127.0.0.1:2121"]
+mode = "tcp"
+backend = "pool"
+max_sessions_per_ip = 3
+transfer_rate_per_user = "1MB"
+max_passive_per_ip = 0
+
+[[backends]]
+name = "pool"
+
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+passive_ports = "50000-50009"
+"""
+    path = tmp_path / "ftplb.toml"
+    path.write_text(text)
+    # Only what the frontend sets itself: the default is for its ftp siblings.
+    assert config_warnings(path) == [
+        f"{path}:10: frontends[0].transfer_rate_per_user: warning: {TCP_IGNORES_ADVICE}"
+    ]
