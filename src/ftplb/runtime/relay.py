@@ -576,9 +576,10 @@ class _SpliceDirection(_Direction):
             self._end_of_stream()
             return
         splice = os.splice
+        pace = self._pace  # one attribute read per wake-up; unpaced, that is all it costs
         for _ in range(_ROUNDS_PER_WAKEUP):
             size = self._pipe_size
-            if self._pace is not None and not (size := self._allowed(size)):
+            if pace is not None and not (size := self._allowed(size)):
                 return
             try:
                 moved = splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
@@ -595,8 +596,8 @@ class _SpliceDirection(_Direction):
                 return
             self._in_pipe += moved
             self.received += moved
-            if self._pace is not None:
-                take(self._pace, moved)
+            if pace is not None:
+                take(pace, moved)
             if not self._flush():
                 return
         # Out of rounds with the source possibly still readable: the
@@ -651,9 +652,10 @@ class _CopyDirection(_Direction):
             self._end_of_stream()
             return
         src = self._src
+        pace = self._pace  # one attribute read per wake-up; unpaced, that is all it costs
         for _ in range(_ROUNDS_PER_WAKEUP):
             buffer = self._buffer
-            if self._pace is not None:
+            if pace is not None:
                 if not (size := self._allowed(len(buffer))):
                     return
                 buffer = buffer[:size]
@@ -673,8 +675,8 @@ class _CopyDirection(_Direction):
                 return
             if self._tls_source is not None:
                 received = self._gather_records(received, len(buffer))
-            if self._pace is not None:
-                take(self._pace, received)
+            if pace is not None:
+                take(pace, received)
             self._start = 0
             self._end = received
             self.received += received
