@@ -116,7 +116,8 @@ class SessionWindow(Generic[K]):
         return True
 
     def _sweep(self, since: float) -> None:
-        for key in [key for key, times in self._log.items() if not times or times[-1] <= since]:
+        # A remembered key always holds its newest session (admit never leaves one empty).
+        for key in [key for key, times in self._log.items() if times[-1] <= since]:
             del self._log[key]
 
 
