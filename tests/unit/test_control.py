@@ -1114,6 +1114,22 @@ def test_client_listener_failure_gives_425() -> None:
     assert state(playbook) == IDLE
 
 
+def test_transfer_command_names_the_running_transfer_only() -> None:
+    playbook = logged_in()
+    assert playbook.session.transfer_command is None
+    running(playbook)
+    assert playbook.session.transfer_command == ("RETR", b"f")
+    assert (
+        playbook
+        >> DataDone()
+        >> ServerSends(b"226 done\r\n")
+        << act.SendToClient(b"226 done\r\n")
+        << done(226)
+        << act.CloseData("transfer complete")
+    )
+    assert playbook.session.transfer_command is None
+
+
 def test_passive_limit_refuses_with_425_and_the_next_command_runs() -> None:
     playbook = logged_in()
     assert (
