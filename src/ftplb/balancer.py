@@ -165,7 +165,7 @@ class Balancer:
             max_connections=frontend.max_connections,
             source_ip=backend.source,
             overall=self._overall,
-            gate=ClientGate(resolve_limits(frontend, defaults)),
+            gate=self._client_gate(frontend),
             log=self.log,
             data=DataSettings(
                 timeout_data=defaults.timeout_data,
@@ -175,6 +175,16 @@ class Balancer:
             client_tls=client_tls,
             backend_tls=server_tls,
         )
+
+    def _client_gate(self, frontend: Frontend) -> ClientGate:
+        # With the same limits, the old generation's gate goes on: its sessions
+        # still count against their addresses until they end.
+        limits = resolve_limits(frontend, self.config.defaults)
+        if self._previous is not None:
+            for ctx in self._previous.frontends:
+                if ctx.name == frontend.name and ctx.gate.limits == limits:
+                    return ctx.gate
+        return ClientGate(limits)
 
     def _port_pool(self, frontend: Frontend) -> PortPool:
         first, last = (

@@ -11,6 +11,7 @@ import contextlib
 import ftplib
 import hashlib
 import os
+import signal
 import socket
 from collections.abc import Iterator
 
@@ -206,3 +207,18 @@ def test_tcp_mode_closes_a_session_over_the_per_ip_limits_without_a_word() -> No
         ends = [fields["end"] for fields in sessions_of(lb, CLIENT)]
         assert sorted(ends) == ["closed", "session_rate", "sessions_per_ip"]
         assert [fields["end"] for fields in sessions_of(lb, OTHER)] == ["closed"]
+
+
+def test_a_reload_keeps_counting_the_sessions_of_the_old_generation() -> None:
+    with farms.farm(hosts=["127.0.0.11"], frontend="max_sessions_per_ip = 1") as farm:
+        lb = farm.lb
+        with knocks(lb, CLIENT, 1) as [greeting]:
+            assert greeting[:4] == b"220 "
+            lb.process.send_signal(signal.SIGHUP)  # the same file: the same limits
+            wait_until(lambda: "reloaded" in lb.log_text(), TIMEOUT, "the reload")
+            # The session held in the old generation still counts in the new one.
+            with knocks(lb, CLIENT, 1) as [again]:
+                assert again == b"421 Too many connections from your address.\r\n"
+        wait_until(lambda: len(sessions_of(lb, CLIENT)) == 2, TIMEOUT, "the session to end")
+        with knocks(lb, CLIENT, 1) as [last]:
+            assert last[:4] == b"220 "

@@ -677,10 +677,14 @@ class PassthroughFrontend:
         Call it before ``start()``. A data connection that reaches this
         frontend for a session that ``old`` still relays then passes the
         port-theft check, and holds that session's idle timer while it runs.
+        With the same per-client limits, the counts of ``old``'s sessions go
+        on too.
         """
         if old.name != self.name:
             raise ValueError(f"frontend {self.name!r} cannot take over {old.name!r}")
         self._occupancy = old._occupancy
+        if old._gate.limits == self._gate.limits:
+            self._gate = old._gate
 
     def hand_over(self) -> None:
         """Leave every port to the next generation; the running relays go on to their end.
