@@ -275,9 +275,14 @@ def test_wait_is_the_time_to_refill_one_chunk() -> None:
     assert wait([bucket]) == 0.0
     bucket.take(250_000)
     assert wait([bucket]) == pytest.approx(RESUME_CHUNK / 1_000_000)
-    small = TokenBucket(1000, clock)  # holds less than a chunk: waits until full
+    slow = TokenBucket(1000, clock)  # a second of its rate is less than a chunk
+    slow.take(MIN_BURST)
+    assert slow.wait() == pytest.approx(1.0)
+    clock.advance(0.25)
+    assert slow.wait() == pytest.approx(0.75)
+    small = TokenBucket(10_000, clock)  # holds less than a second's worth: waits until full
     small.take(MIN_BURST)
-    assert small.wait() == pytest.approx(MIN_BURST / 1000)
+    assert small.wait() == pytest.approx(MIN_BURST / 10_000)
 
 
 def test_the_strictest_bucket_sets_the_allowance_and_all_pay() -> None:

@@ -31,7 +31,9 @@ MIN_BURST = 4096
 
 RESUME_CHUNK = 64 * 1024
 """What an empty bucket waits to refill before a paced transfer moves again:
-one system call's worth, so pacing costs a wake-up per chunk, not per packet."""
+one system call's worth, so pacing costs a wake-up per chunk, not per packet.
+A low rate waits for one second of its rate instead, so that a paced transfer
+never goes quiet long enough to look idle."""
 
 WINDOW = 1.0
 """The span of ``sessions_per_second_per_ip``: one second."""
@@ -156,8 +158,9 @@ class TokenBucket:
         self._tokens -= count
 
     def wait(self) -> float:
-        """Seconds until the bucket holds ``RESUME_CHUNK`` tokens (or is full, if smaller)."""
-        wanted = min(self.capacity, RESUME_CHUNK)
+        """Seconds until the bucket holds ``RESUME_CHUNK`` tokens, or a second's worth
+        if that is less (never more than a second), or is full."""
+        wanted = min(self.capacity, self.rate, RESUME_CHUNK)
         missing = wanted - self._refill()
         return max(0.0, missing / self.rate)
 
