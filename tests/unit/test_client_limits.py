@@ -224,6 +224,20 @@ def test_window_keeps_an_address_seen_within_the_second() -> None:
     assert not window.admit("recent")  # still within its second: refused
 
 
+def test_window_sweeps_once_a_second_not_on_every_session() -> None:
+    clock = Clock(10.0)
+    window: SessionWindow[str] = SessionWindow(1, clock)
+    assert window.admit("old")
+    clock.advance(0.5)
+    assert window.admit("b")
+    clock.advance(0.5)
+    assert window.admit("c")  # a second since the start: the sweep takes "old"
+    assert len(window) == 2
+    clock.advance(0.625)
+    assert window.admit("d")  # "b" is stale now, but the next sweep is not due
+    assert len(window) == 3
+
+
 def test_window_without_a_limit_remembers_nothing() -> None:
     window: SessionWindow[str] = SessionWindow(0, Clock())
     assert all(window.admit("a") for _ in range(1000))
@@ -243,8 +257,13 @@ def test_bucket_starts_full_with_a_quarter_second_of_its_rate() -> None:
 def test_bucket_holds_at_least_the_minimum_burst() -> None:
     bucket = TokenBucket(1000, Clock())
     assert bucket.capacity == MIN_BURST
+    assert TokenBucket(1, Clock()).capacity == MIN_BURST  # one byte a second is a rate
     with pytest.raises(ValueError, match="rate"):
         TokenBucket(0, Clock())
+
+
+def test_bucket_capacity_is_whole_bytes() -> None:
+    assert TokenBucket(2_000_002, Clock()).capacity == 500_000
 
 
 def test_bucket_refills_at_its_rate_up_to_its_capacity() -> None:
