@@ -7,6 +7,8 @@ expected time is (size - rate / 4) / rate, 9.75 s here, well inside the band.
 The download and the upload run at the same time, in two sessions, so the pair
 costs the suite 10 s, not 20 s. Bytes are checked by sha256.
 
+An FTPS download is paced too, through the buffered TLS relay.
+
 The per-user test uses two 5 MB downloads (not 2 x 20 MB, to keep the suite
 short): under a 2 MB/s user limit, together they take about 5 s, where each
 alone at 2 MB/s would take 2.5 s.
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import trustme
 
 from tests.integration import clients, farms
 from tests.integration.clients import ClientResult
@@ -105,3 +108,28 @@ def test_two_downloads_of_one_user_share_the_users_rate(tmp_path: Path) -> None:
     assert 4.5 <= together <= 5.5, f"both took {together:.2f} s"
     # Each was held back by the other: neither got the whole rate to itself.
     assert min(seconds for _, seconds in results) > alone * 1.4
+
+
+def test_an_ftps_download_is_paced_too(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    certificate = tmp_path / "server.pem"
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(certificate))
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    content = os.urandom(4 * MB)
+    download = tmp_path / "down.bin"
+    with farms.farm(
+        hosts=["127.0.0.11"],
+        files={"big.bin": content},
+        frontend=f'tls = "explicit"\ntls_certificate = "{certificate}"\n'
+        'transfer_rate_per_ip = "2MB"',
+    ) as farm:
+        url = clients.ftp_url(farm.lb.host, farm.lb.port, "big.bin", farm.user, farm.password)
+        tls = ["--ssl-reqd", "--cacert", str(ca_file)]
+        started = time.monotonic()
+        got = clients.curl_retr(url, download, "epsv", CLIENT, tls).check()
+        elapsed = time.monotonic() - started
+    assert "PROT P" in got.commands
+    assert clients.sha256_file(download) == sha256(content)
+    expected = (4 * MB - RATE / 4) / RATE  # 1.75 s
+    assert expected * 0.9 <= elapsed <= expected * 1.3, f"took {elapsed:.2f} s"
