@@ -105,7 +105,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--paths",
         default=",".join(p.key for p in setups.ALL_PATHS),
-        help="paths to measure (direct,ftplb,haproxy,haproxy_tuned,proftpd; "
+        help="paths to measure (direct,ftplb,ftplb_limited,haproxy,haproxy_tuned,proftpd; "
         "ftplb_tls,haproxy_tls for the TLS phase)",
     )
     parser.add_argument(

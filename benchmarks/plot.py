@@ -23,6 +23,7 @@ OPS = (("retr_mb_s", "RETR"), ("stor_mb_s", "STOR"))
 COLORS = {
     "direct": "#9e9e9e",
     "ftplb": "#1f77b4",
+    "ftplb_limited": "#9467bd",
     "haproxy": "#ff7f0e",
     "haproxy_tuned": "#d62728",
     "proftpd": "#2ca02c",

@@ -40,6 +40,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
+from ftplb.balancing.client_limits import TokenBucket
 from ftplb.runtime.pipes import DEFAULT_PIPE_SIZE, PipeBudget
 from ftplb.runtime.relay import CLEAN, relay
 
@@ -56,17 +57,24 @@ class Config:
     loop: str | None  # None: direct, no relay
     force_copy: bool = False
     pipe_size: int = MiB
+    paced: bool = False
+    """Paced by three token buckets at 1 TB/s (the three transfer rate limits, far
+    above the link): what pacing costs when it never waits."""
 
 
 CONFIGS = [
     Config("direct (no relay)", None),
     Config("splice 1 MiB pipe, asyncio", "asyncio"),
     Config("splice 1 MiB pipe, uvloop", "uvloop"),
+    Config("splice 1 MiB pipe, uvloop, paced", "uvloop", paced=True),
     Config("splice 64 KiB pipe, asyncio", "asyncio", pipe_size=DEFAULT_PIPE_SIZE),
     Config("splice 64 KiB pipe, uvloop", "uvloop", pipe_size=DEFAULT_PIPE_SIZE),
     Config("copy 256 KiB buffer, asyncio", "asyncio", force_copy=True),
     Config("copy 256 KiB buffer, uvloop", "uvloop", force_copy=True),
+    Config("copy 256 KiB buffer, uvloop, paced", "uvloop", force_copy=True, paced=True),
 ]
+FAR_ABOVE_THE_LINK = 1000**4
+"""1 TB/s, the highest rate the configuration takes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,10 +145,16 @@ def relay_main(report: Connection, config: Config, target_port: int, timeout: fl
     with client, server, asyncio.Runner(loop_factory=_loop_factory(config.loop)) as runner:
         client.setblocking(False)
         server.setblocking(False)
+        pace = (
+            tuple(TokenBucket(FAR_ABOVE_THE_LINK, time.monotonic) for _ in range(3))
+            if config.paced
+            else ()
+        )
         before = resource.getrusage(resource.RUSAGE_SELF)
         result = runner.run(
             asyncio.wait_for(
-                relay(client, server, budget=budget, force_copy=config.force_copy), timeout
+                relay(client, server, budget=budget, force_copy=config.force_copy, pace=pace),
+                timeout,
             )
         )
         after = resource.getrusage(resource.RUSAGE_SELF)

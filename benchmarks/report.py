@@ -12,10 +12,20 @@ from typing import Any, Literal
 
 from benchmarks.stats import fmt, fmt_ratio, median, ratio
 
-PATH_ORDER = ("direct", "ftplb", "haproxy", "haproxy_tuned", "proftpd", "ftplb_tls", "haproxy_tls")
+PATH_ORDER = (
+    "direct",
+    "ftplb",
+    "ftplb_limited",
+    "haproxy",
+    "haproxy_tuned",
+    "proftpd",
+    "ftplb_tls",
+    "haproxy_tls",
+)
 PATH_LABELS = {
     "direct": "direct (client → vsftpd)",
     "ftplb": "ftplb (mode ftp)",
+    "ftplb_limited": "ftplb, rate limits far above the link",
     "haproxy": "HAProxy 2.6 tcp (seed config)",
     "haproxy_tuned": "HAProxy 2.6 tcp + splice",
     "proftpd": "ProFTPD mod_proxy (reverse)",
@@ -284,6 +294,18 @@ def check_targets(raw: Mapping[str, Any], figures: Sequence[Figure]) -> list[Tar
                 "RSS ≤ 16 KiB per idle logged-in session, 5,000 held, none failing",
                 f"{per_kib:.1f} KiB at {entry['held']:,} held of {top:,}, {failed} failed",
                 met,
+            )
+        )
+    for key, op in (("retr_mb_s", "RETR"), ("stor_mb_s", "STOR")):
+        limited = _ratio(figures, key, "ftplb_limited", "direct")
+        unlimited = _ratio(figures, key, "ftplb", "direct")
+        # Both as ratios to direct in the same run, so machine noise cancels out.
+        share = ratio(limited, unlimited) if limited is not None else None
+        checks.append(
+            TargetCheck(
+                f"{op} with rate limits far above the link ≥ 0.95 x without",
+                "not measured" if share is None else f"{fmt_ratio(share)} x",
+                _at_least(share, 0.95),
             )
         )
     tls_ratio = _ratio(figures, "tls_retr_mb_s", "ftplb_tls", "haproxy_tls")

@@ -10,6 +10,7 @@ is bound to its own loopback address, and is stopped by its PID:
     127.0.0.5                ProFTPD mod_proxy, reverse, round robin
     127.0.0.6                ftplb terminating explicit FTPS (AUTH TLS), plain to the servers
     127.0.0.7                HAProxy mode tcp with ``ssl crt`` on every bind (implicit FTPS)
+    127.0.0.8                ftplb, mode ftp, with transfer rate limits far above the link
 
 The HAProxy paths need what the seeds' configuration needs from the servers:
 each vsftpd advertises the balancer's address (``pasv_address``) and its own
@@ -52,6 +53,7 @@ HAPROXY_TUNED_HOST = "127.0.0.4"
 PROFTPD_HOST = "127.0.0.5"
 FTPLB_TLS_HOST = "127.0.0.6"
 HAPROXY_TLS_HOST = "127.0.0.7"
+FTPLB_LIMITED_HOST = "127.0.0.8"
 
 # Each server's own passive range (the HAProxy scheme); the balancers' client-side ranges.
 SERVER_PASSIVE_FIRST = 50000
@@ -59,6 +61,15 @@ SERVER_PASSIVE_SIZE = 500
 FTPLB_PASSIVE = (40000, 40999)
 FTPLB_TLS_PASSIVE = (41000, 41999)
 PROFTPD_PASSIVE = (42000, 42999)
+FTPLB_LIMITED_PASSIVE = (43000, 43999)
+
+# Every transfer rate limit set, at 1 TB/s: far above any link, so the figures show
+# what pacing costs when it never has to wait (the buckets' bookkeeping per chunk).
+FAR_ABOVE_THE_LINK = """\
+transfer_rate_per_session = "1000GB"
+transfer_rate_per_user = "1000GB"
+transfer_rate_per_ip = "1000GB"
+"""
 
 # Room for 5,000 held sessions (2 fds each), and in the tuned case maxconn/4 pipes
 # (2 fds each), under the hard limit of 20,000 fds.
@@ -87,12 +98,13 @@ class PathSpec:
 
 DIRECT = PathSpec("direct", "direct (client → vsftpd)")
 FTPLB = PathSpec("ftplb", "ftplb (mode ftp)")
+FTPLB_LIMITED = PathSpec("ftplb_limited", "ftplb, rate limits far above the link")
 HAPROXY = PathSpec("haproxy", "HAProxy 2.6 tcp (seed config)")
 HAPROXY_TUNED = PathSpec("haproxy_tuned", "HAProxy 2.6 tcp + splice")
 PROFTPD = PathSpec("proftpd", "ProFTPD mod_proxy (reverse)")
 FTPLB_TLS = PathSpec("ftplb_tls", "ftplb, explicit FTPS terminated")
 HAPROXY_TLS = PathSpec("haproxy_tls", "HAProxy 2.6 tcp + ssl crt (implicit FTPS)")
-PLAIN_PATHS = (DIRECT, FTPLB, HAPROXY, HAPROXY_TUNED, PROFTPD)
+PLAIN_PATHS = (DIRECT, FTPLB, FTPLB_LIMITED, HAPROXY, HAPROXY_TUNED, PROFTPD)
 TLS_PATHS = (FTPLB_TLS, HAPROXY_TLS)
 ALL_PATHS = (*PLAIN_PATHS, *TLS_PATHS)
 
@@ -211,9 +223,15 @@ def direct_path(backends: list[FtpServer]) -> PathUnderTest:
 # --------------------------------------------------------------------------- ftplb
 
 
-def ftplb_config(backends: list[FtpServer]) -> str:
-    """mode ftp, round robin, no health checks (HAProxy and mod_proxy run none either)."""
-    first, last = FTPLB_PASSIVE
+def ftplb_config(
+    backends: list[FtpServer],
+    host: str = FTPLB_HOST,
+    passive: tuple[int, int] = FTPLB_PASSIVE,
+    limits: str = "",
+) -> str:
+    """mode ftp, round robin, no health checks (HAProxy and mod_proxy run none either);
+    ``limits`` adds lines to ``[defaults]``."""
+    first, last = passive
     servers_toml = "\n".join(
         f'[[backends.servers]]\nname = "s{i}"\naddress = "{s.host}:{s.port}"\n'
         for i, s in enumerate(backends, start=1)
@@ -225,10 +243,10 @@ def ftplb_config(backends: list[FtpServer]) -> str:
         timeout_connect = "5s"
         timeout_client = "600s"
         timeout_server = "600s"
-
+        LIMITS
         [[frontends]]
         name = "ftp"
-        bind = ["{FTPLB_HOST}:{CONTROL_PORT}"]
+        bind = ["{host}:{CONTROL_PORT}"]
         mode = "ftp"
         backend = "pool"
         passive_ports = "{first}-{last}"
@@ -239,13 +257,22 @@ def ftplb_config(backends: list[FtpServer]) -> str:
         health = {{ type = "none" }}
 
         """
-        )
+        ).replace("LIMITS\n", limits)
         + servers_toml
     )
 
 
 def start_ftplb(backends: list[FtpServer]) -> PathUnderTest:
-    running: RunningBalancer = start_balancer(ftplb_config(backends), FTPLB_HOST, CONTROL_PORT)
+    return _start_ftplb(FTPLB, ftplb_config(backends), FTPLB_HOST)
+
+
+def start_ftplb_limited(backends: list[FtpServer]) -> PathUnderTest:
+    text = ftplb_config(backends, FTPLB_LIMITED_HOST, FTPLB_LIMITED_PASSIVE, FAR_ABOVE_THE_LINK)
+    return _start_ftplb(FTPLB_LIMITED, text, FTPLB_LIMITED_HOST)
+
+
+def _start_ftplb(spec: PathSpec, config: str, host: str) -> PathUnderTest:
+    running: RunningBalancer = start_balancer(config, host, CONTROL_PORT)
 
     def stop() -> None:
         status = running.stop()
@@ -253,7 +280,7 @@ def start_ftplb(backends: list[FtpServer]) -> PathUnderTest:
             print(f"  ftplb exited with {status}:\n{running.log_text()[-2000:]}", flush=True)
         shutil.rmtree(running.workdir, ignore_errors=True)
 
-    return PathUnderTest(FTPLB, ((FTPLB_HOST, CONTROL_PORT),), pid=running.process.pid, stop=stop)
+    return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=running.process.pid, stop=stop)
 
 
 # --------------------------------------------------------------------------- HAProxy
@@ -523,6 +550,7 @@ def wait_for_tls_banner(proc: ForegroundProcess, host: str, port: int, pki: Benc
 STARTERS: dict[str, Callable[[list[FtpServer]], PathUnderTest]] = {
     DIRECT.key: direct_path,
     FTPLB.key: start_ftplb,
+    FTPLB_LIMITED.key: start_ftplb_limited,
     HAPROXY.key: lambda b: start_haproxy(b, tuned=False),
     HAPROXY_TUNED.key: lambda b: start_haproxy(b, tuned=True),
     PROFTPD.key: start_proftpd_proxy,

@@ -22,8 +22,10 @@ from ftplb.balancing.state import Server
 from ftplb.config.backends import Backend
 from ftplb.config.fields import Endpoint
 from ftplb.config.frontends import Frontend
+from ftplb.config.limits import resolve_limits
 from ftplb.config.schema import Config
 from ftplb.proto.control import SessionPolicy
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.data import DataSettings
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
@@ -168,6 +170,7 @@ class Balancer:
             max_connections=frontend.max_connections,
             source_ip=backend.source,
             overall=self._overall,
+            gate=self._client_gate(frontend),
             log=self.log,
             data=DataSettings(
                 timeout_data=defaults.timeout_data,
@@ -183,6 +186,16 @@ class Balancer:
             ),
             proxy_outlet=outlet,
         )
+
+    def _client_gate(self, frontend: Frontend) -> ClientGate:
+        # With the same limits, the old generation's gate goes on: its sessions
+        # still count against their addresses until they end.
+        limits = resolve_limits(frontend, self.config.defaults)
+        if self._previous is not None:
+            for ctx in self._previous.frontends:
+                if ctx.name == frontend.name and ctx.gate.limits == limits:
+                    return ctx.gate
+        return ClientGate(limits)
 
     def _port_pool(self, frontend: Frontend) -> PortPool:
         first, last = (

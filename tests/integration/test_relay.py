@@ -35,6 +35,7 @@ try:
 except ImportError:  # pragma: no cover - a dependency on Linux
     uvloop = None  # type: ignore[assignment]
 
+from ftplb.balancing.client_limits import TokenBucket
 from ftplb.runtime.pipes import DEFAULT_PIPE_SIZE, PipeBudget
 from ftplb.runtime.relay import (
     CLEAN,
@@ -949,3 +950,155 @@ def test_relay_with_small_budget_mixes_pipe_sizes_and_releases_them(
     assert at_a == Received(len(down), sha256(down))
     assert result == RelayResult(len(up), len(down), CLEAN, spliced=True)
     assert budget.in_use == 0
+
+
+# --------------------------------------------------------------------------- pacing
+
+
+def _bucket(rate: int) -> TokenBucket:
+    return TokenBucket(rate, time.monotonic)
+
+
+def _paced_time(size: int, rate: int) -> float:
+    """The least time ``size`` bytes take at ``rate``: a full bucket goes at once."""
+    return (size - _bucket(rate).capacity) / rate
+
+
+def test_paced_relay_moves_at_the_rate_and_intact(
+    run: Runner[Any], force_copy: bool, make_wiring: Callable[..., Wiring], payload_50mb: bytes
+) -> None:
+    w = make_wiring()
+    data = payload_50mb[: 3 * 1000 * 1000]
+    rate = 4_000_000
+
+    async def scenario() -> tuple[RelayResult, Received, float]:
+        started = time.monotonic()
+        result, _, received = await asyncio.gather(
+            relay(
+                w.relay_a,
+                w.relay_b,
+                force_copy=force_copy,
+                pace=(_bucket(rate),),
+                finish_with="a_to_b",
+            ),
+            asyncio.to_thread(send_all_then_eof, w.peer_a, data),
+            asyncio.to_thread(receive_until_eof, w.peer_b),
+        )
+        elapsed = time.monotonic() - started
+        assert_unregistered(w.relay_a, w.relay_b)
+        return result, received, elapsed
+
+    result, received, elapsed = run(scenario())
+    assert received == Received(len(data), sha256(data))
+    assert result.a_to_b == len(data) and result.spliced is not force_copy
+    assert elapsed >= _paced_time(len(data), rate) * 0.98
+    assert elapsed < _paced_time(len(data), rate) * 2
+
+
+def test_relays_sharing_a_bucket_share_its_rate(
+    run: Runner[Any], force_copy: bool, make_wiring: Callable[..., Wiring], payload_50mb: bytes
+) -> None:
+    first, second = make_wiring(), make_wiring()
+    data = payload_50mb[: 2 * 1000 * 1000]
+    rate = 4_000_000
+    shared = _bucket(rate)
+
+    async def scenario() -> tuple[list[Received], float]:
+        started = time.monotonic()
+        results = await asyncio.gather(
+            *(
+                relay(
+                    w.relay_a,
+                    w.relay_b,
+                    force_copy=force_copy,
+                    pace=(shared,),
+                    finish_with="a_to_b",
+                )
+                for w in (first, second)
+            ),
+            *(asyncio.to_thread(send_all_then_eof, w.peer_a, data) for w in (first, second)),
+            *(asyncio.to_thread(receive_until_eof, w.peer_b) for w in (first, second)),
+        )
+        return [r for r in results if isinstance(r, Received)], time.monotonic() - started
+
+    received, elapsed = run(scenario())
+    assert received == [Received(len(data), sha256(data))] * 2
+    assert elapsed >= _paced_time(2 * len(data), rate) * 0.98
+
+
+def test_the_strictest_bucket_sets_the_pace(
+    run: Runner[Any], make_wiring: Callable[..., Wiring], payload_50mb: bytes
+) -> None:
+    w = make_wiring()
+    data = payload_50mb[: 3 * 1000 * 1000]
+    slow = 2_000_000
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await asyncio.gather(
+            relay(
+                w.relay_a,
+                w.relay_b,
+                pace=(_bucket(1000 * slow), _bucket(slow)),
+                finish_with="a_to_b",
+            ),
+            asyncio.to_thread(send_all_then_eof, w.peer_a, data),
+            asyncio.to_thread(receive_until_eof, w.peer_b),
+        )
+        return time.monotonic() - started
+
+    assert run(scenario()) >= _paced_time(len(data), slow) * 0.98
+
+
+def test_tls_download_is_paced(
+    run: Runner[Any], make_wiring: Callable[..., Wiring], tls_contexts: Any, payload_50mb: bytes
+) -> None:
+    w = make_wiring()
+    tls_peer, tls_relay = _tls_wrap_a(w, tls_contexts)
+    data = payload_50mb[: 3 * 1000 * 1000]
+    rate = 2_000_000
+
+    def download() -> Received:
+        received = receive_until_eof(tls_peer)
+        tls_peer.unwrap()
+        return received
+
+    async def scenario() -> tuple[Received, float]:
+        started = time.monotonic()
+        client = asyncio.create_task(asyncio.to_thread(download))
+        await asyncio.gather(
+            relay(tls_relay, w.relay_b, pace=(_bucket(rate),)),
+            asyncio.to_thread(send_all_then_eof, w.peer_b, data),
+        )
+        await asyncio.to_thread(_close_tls, tls_relay)
+        received = await client
+        return received, time.monotonic() - started
+
+    received, elapsed = run(scenario())
+    assert received == Received(len(data), sha256(data))
+    assert elapsed >= _paced_time(len(data), rate) * 0.98
+
+
+def test_cancelling_a_paused_relay_leaves_no_timer_behind(
+    run: Runner[Any], force_copy: bool, make_wiring: Callable[..., Wiring]
+) -> None:
+    w = make_wiring()
+    bucket = _bucket(100_000)  # 25 kB at once, then paused for a quarter second
+
+    async def scenario() -> None:
+        task = asyncio.create_task(
+            relay(w.relay_a, w.relay_b, force_copy=force_copy, pace=(bucket,))
+        )
+        await asyncio.to_thread(w.peer_a.sendall, b"x" * 64 * 1024)
+        got = await asyncio.to_thread(receive_exactly, w.peer_b, bucket.capacity)
+        assert len(got) == bucket.capacity
+        assert not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert_unregistered(w.relay_a, w.relay_b)
+        queued = bytes_queued(w.relay_a)
+        await asyncio.sleep(bucket.wait() + 0.2)  # a leftover resume timer would read now
+        assert queued > 0 and bytes_queued(w.relay_a) == queued
+
+    run(scenario())

@@ -106,6 +106,12 @@ class ClientListenerFails:
 
 
 @dataclass(frozen=True)
+class ClientListenerRefused:
+    def __call__(self, session: ControlSession) -> list[act.Action]:
+        return session.client_listener_refused()
+
+
+@dataclass(frozen=True)
 class ServerListenerReady:
     address: HostPort
 

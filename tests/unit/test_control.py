@@ -19,6 +19,7 @@ from tests.unit.playbook import (
     ClientCloses,
     ClientListenerFails,
     ClientListenerReady,
+    ClientListenerRefused,
     ClientSends,
     ClientTlsFails,
     ClientTlsStarted,
@@ -1113,6 +1114,50 @@ def test_client_listener_failure_gives_425() -> None:
     assert state(playbook) == IDLE
 
 
+def test_transfer_command_names_the_running_transfer_only() -> None:
+    playbook = logged_in()
+    assert playbook.session.transfer_command is None
+    running(playbook)
+    assert playbook.session.transfer_command == ("RETR", b"f")
+    assert (
+        playbook
+        >> DataDone()
+        >> ServerSends(b"226 done\r\n")
+        << act.SendToClient(b"226 done\r\n")
+        << done(226)
+        << act.CloseData("transfer complete")
+    )
+    assert playbook.session.transfer_command is None
+
+
+def test_passive_limit_refuses_with_425_and_the_next_command_runs() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"EPSV\r\nNOOP\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerRefused()
+        << act.CloseData("too many passive listeners for the client")
+        << act.SendToClient(b"425 Too many passive connections from your address.\r\n")
+        << act.SendToServer(b"NOOP\r\n")
+    )
+
+
+def test_passive_limit_leaves_no_data_setup_behind() -> None:
+    playbook = logged_in()
+    assert (
+        playbook
+        >> ClientSends(b"PASV\r\n")
+        << act.OpenClientListener()
+        >> ClientListenerRefused()
+        << act.CloseData("too many passive listeners for the client")
+        << act.SendToClient(b"425 Too many passive connections from your address.\r\n")
+        >> ClientSends(b"RETR f\r\n")
+        << act.SendToClient(b"425 Use PORT, PASV, EPRT or EPSV first.\r\n")
+    )
+    assert state(playbook) == IDLE
+
+
 def test_server_listener_failure_gives_425() -> None:
     playbook = logged_in(SessionPolicy(server_data_mode="active"))
     assert (
@@ -1919,6 +1964,7 @@ def test_every_event_after_the_close_is_ignored() -> None:
         >> ServerConnected()
         >> ClientListenerReady(LISTENER)
         >> ClientListenerFails("late")
+        >> ClientListenerRefused()
         >> ServerListenerReady(SERVER_LISTENER)
         >> ServerListenerFails("late")
         >> ClientTlsStarted()
@@ -1935,6 +1981,7 @@ def test_events_out_of_phase_are_ignored() -> None:
         >> ServerConnected()
         >> ClientListenerReady(LISTENER)
         >> ClientListenerFails("stray")
+        >> ClientListenerRefused()
         >> ServerListenerReady(SERVER_LISTENER)
         >> ServerListenerFails("stray")
         >> ClientTlsStarted()

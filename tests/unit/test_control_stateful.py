@@ -437,8 +437,12 @@ class ControlMachine(RuleBasedStateMachine):
                 session.server_listener_failed,
                 40002,
             )
-        if data.draw(st.integers(0, 9), label=f"{side} listener fails (9)") == 9:
+        outcome = data.draw(st.integers(0, 9), label=f"{side} listener fails (9, 8)")
+        if outcome == 9:
             self.run(f"{side}_listener_failed", partial(failed, "EADDRINUSE"), data)
+        elif outcome == 8 and side == "client":
+            # The client's address holds max_passive_per_ip listeners already.
+            self.run("client_listener_refused", session.client_listener_refused, data)
         else:
             address = HostPort.of("127.0.0.1" if family == 1 else "::1", port)
             self.run(f"{side}_listener_ready", partial(ready, address), data)
@@ -905,6 +909,7 @@ class ControlMachine(RuleBasedStateMachine):
             session.client_tls_started,
             partial(session.client_tls_failed, "late"),
             partial(session.client_listener_ready, HostPort.of("127.0.0.1", 40001)),
+            session.client_listener_refused,
             partial(session.server_listener_failed, "late"),
             partial(session.server_connected, "127.0.0.11", 1),
             partial(session.server_unavailable, "late"),

@@ -112,9 +112,11 @@ def test_failed_client_handshake_ends_with_client_tls_failed_and_the_alert() -> 
 # ----------------------------------------------------------- the vocabulary
 
 
-def test_refusals_are_exactly_limit_no_server_and_proxy_refused() -> None:
+def test_refusals_are_exactly_the_limits_no_server_and_proxy_refused() -> None:
     assert {reason for reason in EndReason if reason.refused} == {
         EndReason.LIMIT,
+        EndReason.SESSIONS_PER_IP,
+        EndReason.SESSION_RATE,
         EndReason.NO_SERVER,
         EndReason.PROXY_REFUSED,
     }
@@ -133,6 +135,8 @@ def test_end_reason_values_are_the_documented_labels() -> None:
         "no_server",
         "limit",
         "proxy_refused",
+        "sessions_per_ip",
+        "session_rate",
         "shutdown",
         "closed",
         "idle_timeout",

@@ -256,7 +256,14 @@ def test_each_end_reason_counts_under_its_own_label(
     assert ends == {reason.value: 1}
     assert refusals == (
         {reason.value: 1}
-        if reason in (EndReason.LIMIT, EndReason.NO_SERVER, EndReason.PROXY_REFUSED)
+        if reason
+        in (
+            EndReason.LIMIT,
+            EndReason.SESSIONS_PER_IP,
+            EndReason.SESSION_RATE,
+            EndReason.NO_SERVER,
+            EndReason.PROXY_REFUSED,
+        )
         else {}
     )
 

@@ -147,6 +147,22 @@ def test_worker_share_slices_frontend_ranges_and_divides_limits() -> None:
         assert share.backends[0].name == config.backends[0].name
 
 
+def test_per_client_limits_are_not_divided() -> None:
+    # One address always reaches one worker: each worker counts all of it.
+    text = config_text(workers=3).replace(
+        "[defaults]",
+        "[defaults]\nmax_sessions_per_ip = 5\nsessions_per_second_per_ip = 2\n"
+        'transfer_rate_per_ip = "3MB"',
+    )
+    config = load_config_text(text)
+    assert config.defaults.max_sessions_per_ip == 5
+    for index in range(3):
+        share = worker_share(config, WorkerSlot(index, 3)).defaults
+        assert share.max_sessions_per_ip == 5
+        assert share.sessions_per_second_per_ip == 2
+        assert share.transfer_rate_per_ip == 3_000_000
+
+
 def test_a_single_worker_serves_the_config_as_it_is() -> None:
     config = load_config_text(config_text(workers=1))
     assert worker_share(config, WorkerSlot(0, 1)) is config

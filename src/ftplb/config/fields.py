@@ -22,6 +22,7 @@ from ftplb.config.problems import as_written
 
 __all__ = [
     "BindAddress",
+    "ByteRate",
     "Cidr",
     "Count",
     "Duration",
@@ -40,6 +41,7 @@ __all__ = [
     "TlsMode",
     "TlsServerName",
     "TlsVersion",
+    "parse_byte_rate",
     "parse_duration",
     "parse_endpoint",
     "parse_port_range",
@@ -90,6 +92,51 @@ Duration = Annotated[float, PlainValidator(parse_duration)]
 
 PositiveDuration = Annotated[Duration, Field(gt=0)]
 """A duration that bounds a wait: zero would fail (or spin) every time."""
+
+
+# --------------------------------------------------------------------------
+# Byte rates
+# --------------------------------------------------------------------------
+
+# Decimal units as network rates are sold ("2MB" = 2,000,000 B/s), and the
+# binary ones for those who think in pipes and buffers.
+_RATE_UNITS = {
+    "": 1,
+    "B": 1,
+    "KB": 1000,
+    "MB": 1000**2,
+    "GB": 1000**3,
+    "KiB": 1024,
+    "MiB": 1024**2,
+    "GiB": 1024**3,
+}
+_RATE_RE = re.compile(r"(\d+(?:\.\d+)?) ?([KMG]i?B|B|)")
+_RATE_FORMS = 'bytes per second: "0" (unlimited), "500", "500KB", "2MB", "1GB", "512KiB" or "2MiB"'
+_RATE_MAX = 1000**4
+"""1 TB/s: far beyond any link, and small enough to stay an exact integer."""
+
+
+def parse_byte_rate(value: object) -> int:
+    """Bytes per second from ``"500"``, ``"500KB"``, ``"2MB"``, ``"1GiB"`` or an integer."""
+    rate: float | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        rate = value
+    elif isinstance(value, str):
+        match = _RATE_RE.fullmatch(value)
+        if match is not None:
+            rate = float(match[1]) * _RATE_UNITS[match[2]]
+    # A rate below one byte per second would round to 0, which means unlimited.
+    if rate is not None and (rate == 0 or 1 <= rate <= _RATE_MAX):
+        return round(rate)
+    raise PydanticCustomError(
+        "byte_rate",
+        "invalid rate {value}: expected {forms}",
+        {"value": as_written(value), "forms": _RATE_FORMS},
+    )
+
+
+ByteRate = Annotated[int, PlainValidator(parse_byte_rate)]
+"""Bytes per second as an integer, 0 for unlimited; the file may write ``"2MB"``."""
 
 
 # --------------------------------------------------------------------------

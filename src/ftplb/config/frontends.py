@@ -21,6 +21,7 @@ from ftplb.config.fields import (
     TlsMode,
     TlsVersion,
 )
+from ftplb.config.limits import ClientLimitOverrides
 
 __all__ = ["Frontend", "SniCertificate"]
 
@@ -33,8 +34,9 @@ class SniCertificate(Section):
     key: FilePath | None = None
 
 
-class Frontend(Section):
-    """Where clients connect, and the backend that serves them."""
+class Frontend(ClientLimitOverrides):
+    """Where clients connect, and the backend that serves them; its per-client
+    limits, when set, come from its base class."""
 
     name: Name
     bind: Annotated[list[BindAddress], Field(min_length=1)]

@@ -18,6 +18,7 @@ from ftplb.config.fields import (
     Section,
     parse_endpoint,
 )
+from ftplb.config.limits import ClientLimitDefaults
 from ftplb.config.password_hash import PasswordHashError, parse_password_hash
 from ftplb.config.problems import as_written
 
@@ -114,8 +115,9 @@ SystemUser = Annotated[str, PlainValidator(_check_user)]
 SystemGroup = Annotated[str, PlainValidator(_check_group)]
 
 
-class Defaults(Section):
-    """Settings for the whole balancer: timeouts, retries, logging, global limits."""
+class Defaults(ClientLimitDefaults):
+    """Settings for the whole balancer: timeouts, retries, logging, global limits,
+    and the per-client limits of every frontend (its base class)."""
 
     timeout_connect: PositiveDuration = 5.0
     timeout_client: PositiveDuration = 300.0

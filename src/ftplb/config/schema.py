@@ -90,11 +90,29 @@ PLAIN_PASSWORD_ADVICE = (
 )
 
 
+TCP_IGNORES_ADVICE = 'ignored in mode = "tcp", where ftplb does not read the FTP dialogue'
+TCP_IGNORED_LIMITS = (
+    "max_passive_per_ip",
+    "transfer_rate_per_session",
+    "transfer_rate_per_user",
+    "transfer_rate_per_ip",
+)
+"""Per-client limits a tcp frontend cannot enforce: they need the FTP dialogue."""
+
+
 def advisories(config: Config) -> list[Problem]:
     """What a valid configuration had better not do, each at the path of the value."""
+    found: list[Problem] = []
     if config.admin is not None and config.admin.plain_password:
-        return [Problem(("admin", "password"), PLAIN_PASSWORD_ADVICE)]
-    return []
+        found.append(Problem(("admin", "password"), PLAIN_PASSWORD_ADVICE))
+    for index, frontend in enumerate(config.frontends):
+        if frontend.mode == "tcp":
+            found += [
+                Problem(("frontends", index, key), TCP_IGNORES_ADVICE)
+                for key in TCP_IGNORED_LIMITS
+                if getattr(frontend, key)
+            ]
+    return found
 
 
 # --------------------------------------------------------------------------

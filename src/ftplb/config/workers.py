@@ -12,6 +12,9 @@ listeners, so anything that must hold for the balancer as a whole is split:
 * **Connection limits** (``max_connections`` of the defaults, of each frontend
   and of each server) are divided among the workers, rounded up, so that a
   global limit holds for the whole balancer (give or take ``N - 1``).
+* **Per-client limits** (``max_sessions_per_ip`` and the like) are not
+  divided: the steering program sends every connection of one client
+  address to one worker, which therefore counts all of that address.
 
 Everything here is pure: a :class:`Config` goes in, a :class:`Config` comes out.
 """

@@ -82,6 +82,9 @@ _REUSE_REQUIRED = format_reply(
     "TLS session reuse required: the data connection must resume this control "
     "connection's TLS session.",
 )
+# 425, not 421: the session itself is welcome, only this data setup is not; the
+# client may retry once one of its other transfers is under way.
+_TOO_MANY_PASSIVE = format_reply(425, "Too many passive connections from your address.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +386,14 @@ class ControlSession:
         if self._phase is not Phase.OPENING_LISTENER:
             return []
         out = self._setup_failed(f"cannot open a passive listener: {reason}")
+        return out + self._pump()
+
+    def client_listener_refused(self) -> list[act.Action]:
+        """The client's address already holds as many passive listeners as it may
+        (``max_passive_per_ip``): no listener was opened."""
+        if self._phase is not Phase.OPENING_LISTENER:
+            return []
+        out = self._setup_failed("too many passive listeners for the client", _TOO_MANY_PASSIVE)
         return out + self._pump()
 
     def server_listener_ready(self, address: HostPort) -> list[act.Action]:
@@ -708,10 +719,10 @@ class ControlSession:
         self._move(Trigger.ANSWERED)
         return self._say(_data_setup_reply(setup))
 
-    def _setup_failed(self, reason: str) -> list[act.Action]:
+    def _setup_failed(self, reason: str, reply: bytes = _CANT_OPEN_DATA) -> list[act.Action]:
         self._setup = None
         self._move(Trigger.ANSWERED)
-        return [act.CloseData(reason), *self._say(_CANT_OPEN_DATA)]
+        return [act.CloseData(reason), *self._say(reply)]
 
     def _drop_data(self, reason: str) -> list[act.Action]:
         if self._prepared is None:

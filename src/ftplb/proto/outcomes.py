@@ -38,6 +38,11 @@ class EndReason(StrEnum):
     """Refused at accept on an ``accept_proxy`` frontend: the connection came from
     outside ``proxy_trusted``, or brought no valid PROXY header in time; the
     detail says which (``untrusted_source``, ``not_proxy``, ``v1_malformed``, ...)."""
+    SESSIONS_PER_IP = "sessions_per_ip"
+    """Refused at accept: the client's address holds ``max_sessions_per_ip`` sessions."""
+    SESSION_RATE = "session_rate"
+    """Refused at accept: the client's address opened ``sessions_per_second_per_ip``
+    sessions within the last second."""
     SHUTDOWN = "shutdown"
     """The balancer was stopping."""
     CLOSED = "closed"
@@ -60,7 +65,15 @@ class EndReason(StrEnum):
         return self in _REFUSALS
 
 
-_REFUSALS = frozenset((EndReason.NO_SERVER, EndReason.LIMIT, EndReason.PROXY_REFUSED))
+_REFUSALS = frozenset(
+    (
+        EndReason.NO_SERVER,
+        EndReason.LIMIT,
+        EndReason.SESSIONS_PER_IP,
+        EndReason.SESSION_RATE,
+        EndReason.PROXY_REFUSED,
+    )
+)
 
 
 class LoginStatus(StrEnum):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from ftplb.proto import actions as act
 from ftplb.proto.addresses import HostPort, kernel_host
+from ftplb.runtime.client_limits import Pace
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.pipes import PipeBudget
@@ -100,6 +101,7 @@ class _Acceptor:
         "_intake",
         "_log",
         "_loop",
+        "_on_stop",
         "_reading",
         "_session_id",
         "_side",
@@ -117,11 +119,14 @@ class _Acceptor:
         side: str,
         session_id: str,
         intake: ProxyIntake | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
         self.listener = listener
         self._intake = intake
         # Connections from the upstream whose PROXY header is being read.
         self._reading: set[asyncio.Task[None]] = set()
+        self._on_stop = on_stop
+        """Called once, when the listener stops waiting (a connection, an error, a close)."""
         host, port = listener.getsockname()[:2]
         self.address = HostPort(kernel_host(host), port)
         self._expected_ip = expected_ip
@@ -199,6 +204,9 @@ class _Acceptor:
         if self.listener.fileno() >= 0:
             self._loop.remove_reader(self.listener.fileno())
             self.listener.close()
+        on_stop, self._on_stop = self._on_stop, None
+        if on_stop is not None:
+            on_stop()
 
     def close(self) -> None:
         self._stop_listening()
@@ -259,7 +267,11 @@ class DataChannel:
         self._transfer: asyncio.Task[TransferOutcome] | None = None
         self._held_port: tuple[PortPool, int] | None = None
 
-    def open_client_listener(self, ports: PortPool, advertised_ip: str) -> HostPort:
+    def open_client_listener(
+        self, ports: PortPool, advertised_ip: str, on_stop: Callable[[], None] | None = None
+    ) -> HostPort:
+        """A listener for the client's next data connection; ``on_stop`` runs once it
+        stops waiting for it (the client connected, or the listener closed)."""
         self._release_port()
         listener = ports.listen(self._addresses.client_local_ip)
         self._client_acceptor = _Acceptor(
@@ -270,6 +282,7 @@ class DataChannel:
             "client",
             self._session_id,
             self._proxy_intake,
+            on_stop,
         )
         port = self._client_acceptor.address.port
         self._held_port = (ports, port)
@@ -293,16 +306,20 @@ class DataChannel:
         start: act.StartTransfer,
         on_done: Callable[[TransferOutcome], None],
         meter: RelayMeter | None = None,
+        pace: Pace | None = None,
     ) -> None:
-        """Run the transfer; ``meter`` shows its bytes while it runs (the client is side a)."""
+        """Run the transfer; ``meter`` shows its bytes while it runs (the client is side a),
+        ``pace`` holds the rate limits' buckets, released when the transfer ends."""
         if start.client.__class__ is act.ClientActive:
             self._client_go = asyncio.Event()
-        task = self._loop.create_task(self._run(start, meter))
+        task = self._loop.create_task(self._run(start, meter, pace))
         self._transfer = task
 
         def finished(done: asyncio.Task[TransferOutcome]) -> None:
             # Cancelled too: a task cancelled before its first step never runs its body.
             self._release_port()
+            if pace is not None:
+                pace.release()
             if not done.cancelled():
                 on_done(done.result())
 
@@ -322,7 +339,9 @@ class DataChannel:
         if self._transfer is None or self._transfer.done():
             self._release_port()  # else the transfer releases it as it ends
 
-    async def _run(self, start: act.StartTransfer, meter: RelayMeter | None) -> TransferOutcome:
+    async def _run(
+        self, start: act.StartTransfer, meter: RelayMeter | None, pace: Pace | None
+    ) -> TransferOutcome:
         client: socket.socket | None = None
         server: socket.socket | None = None
         try:
@@ -357,6 +376,7 @@ class DataChannel:
                 finish_with="a_to_b" if start.upload else "b_to_a",
                 loop=self._loop,
                 meter=meter,
+                pace=pace.buckets if pace is not None else (),
             )
             problem, detail = transfer_error(result.outcome)
             if problem is None and isinstance(server, ssl.SSLSocket) and self._tls is not None:

@@ -30,6 +30,8 @@ class LogWarning(StrEnum):
     """A connect to a server failed (refused, timed out, bad greeting); failover goes on."""
     PASSIVE_LISTENER_FAILED = "passive_listener_failed"
     """No passive listener could be opened for a client (no free port, say)."""
+    PASSIVE_PER_IP = "passive_per_ip"
+    """A PASV/EPSV was refused: the client's address holds ``max_passive_per_ip`` listeners."""
     FOREIGN_DATA_REFUSED = "foreign_data_refused"
     """A data connection came from another address than the session's peer (port theft)."""
     PROXY_HEADER_REFUSED = "proxy_header_refused"
@@ -79,6 +81,7 @@ class LogWarning(StrEnum):
 _MESSAGES: dict[LogWarning, str] = {
     LogWarning.CONNECT_FAILED: "server connect failed",
     LogWarning.PASSIVE_LISTENER_FAILED: "cannot open a passive listener",
+    LogWarning.PASSIVE_PER_IP: "refused a passive listener: too many for the client's address",
     LogWarning.FOREIGN_DATA_REFUSED: "refused a data connection from a foreign address",
     LogWarning.PROXY_HEADER_REFUSED: "refused a data connection without a valid PROXY header",
     LogWarning.ORPHAN_DATA_REFUSED: (

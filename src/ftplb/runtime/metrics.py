@@ -260,12 +260,13 @@ def _instruments() -> _Instruments:
             ),
             refusals=counter(
                 "ftplb_refusals",
-                "Clients refused (reason: limit, no_server, proxy_refused).",
+                "Clients refused "
+                "(reason: limit, sessions_per_ip, session_rate, no_server, proxy_refused).",
                 ("frontend", "backend", "reason"),
             ),
             passive_listeners=counter(
                 "ftplb_passive_listeners",
-                "Passive data listeners for clients (result: opened, failed).",
+                "Passive data listeners for clients (result: opened, failed, refused).",
                 ("frontend", "result"),
             ),
             data_refused=counter(
@@ -931,6 +932,8 @@ class Metrics:
             self._add(ins.connect_failures, self._labels(fields))
         elif warning is LogWarning.PASSIVE_LISTENER_FAILED:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "failed"))
+        elif warning is LogWarning.PASSIVE_PER_IP:
+            self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "refused"))
         elif warning in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
 

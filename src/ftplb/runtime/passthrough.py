@@ -65,8 +65,10 @@ from ftplb.config.backends import Backend
 from ftplb.config.fields import PortRange
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Defaults
+from ftplb.config.limits import ClientLimits, resolve_limits
 from ftplb.proto.addresses import HostPort, kernel_host, unmap_ipv4
 from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
@@ -124,6 +126,8 @@ class PassthroughSettings:
     """``accept_proxy``: connections from the trusted upstream start with a PROXY header."""
     proxy_outlet: ProxyOutlet | None = None
     """``send_proxy``: a PROXY header starts each connection to a server."""
+    limits: ClientLimits = field(default_factory=ClientLimits)
+    """The per-client limits; only the session limits apply to a tcp frontend."""
 
     @classmethod
     def from_config(
@@ -152,6 +156,7 @@ class PassthroughSettings:
                 else None
             ),
             proxy_outlet=ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data),
+            limits=resolve_limits(frontend, defaults),
         )
 
 
@@ -178,6 +183,8 @@ class _Control:
     meter: RelayMeter = field(default_factory=RelayMeter)
     reached: HostPort | None = None
     """The address the client connected to, when a PROXY header named it."""
+    counted: bool = False
+    """Counted against its client address's limits (so released at its end)."""
 
     def frontend_address(self) -> HostPort:
         """The address the client connected to: the header's, or our end of the socket."""
@@ -285,6 +292,7 @@ class PassthroughFrontend:
         self._tasks: set[asyncio.Task[None]] = set()
         # Shared with the other generation of this frontend after take_over().
         self._occupancy = _Occupancy()
+        self._gate = ClientGate(settings.limits)
         self._draining = False
         self._stopping = False
 
@@ -434,14 +442,39 @@ class PassthroughFrontend:
                 end=EndReason.SHUTDOWN if self._stopping else EndReason.LIMIT,
             )
             return
+        # Behind an upstream, the client's address is known from the header only.
+        if self.settings.proxy_intake is None and not self._admit_client(conn, peer):
+            return
         # Control traffic is small request/reply exchanges: Nagle's algorithm
         # would hold the second segment of a multi-segment reply for an ACK.
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         now = asyncio.get_running_loop().time()
         control = _Control(conn, client_ip, client_port, time.monotonic(), now)
+        control.counted = self.settings.proxy_intake is None
         self._controls.add(control)
         self._overall.active += 1
         control.task = self._spawn(self._serve_control(control), control.session_id)
+
+    def _admit_client(self, conn: socket.socket, peer: Peer) -> bool:
+        """The per-client checks at connect, once the client's address is known:
+        count the connection against its address's limits, or close it unanswered
+        (the stream may be TLS from its first byte) and log it."""
+        refusal = self._gate.admit(peer[0])
+        if refusal is None:
+            return True
+        conn.close()
+        self._log.session(
+            session=next_session_id(),
+            frontend=self.name,
+            mode="tcp",
+            client=show_address(*peer),
+            server="-",
+            duration=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            end=refusal,
+        )
+        return False
 
     async def _serve_control(self, control: _Control) -> None:
         try:
@@ -451,6 +484,11 @@ class PassthroughFrontend:
                 if refusal:
                     control.end, control.detail = EndReason.PROXY_REFUSED, refusal
                     return
+                limited = self._gate.admit(control.client_ip)
+                if limited is not None:
+                    control.end = limited
+                    return
+                control.counted = True
             picked = await self._connect_server(control)
             if isinstance(picked, str):
                 control.end, control.detail = EndReason.NO_SERVER, picked
@@ -562,6 +600,8 @@ class PassthroughFrontend:
             return
         self._controls.discard(control)
         self._overall.active -= 1
+        if control.counted:
+            self._gate.session_ended(control.client_ip)
         if control.timer is not None:
             control.timer.cancel()
             control.timer = None
@@ -743,10 +783,14 @@ class PassthroughFrontend:
         Call it before ``start()``. A data connection that reaches this
         frontend for a session that ``old`` still relays then passes the
         port-theft check, and holds that session's idle timer while it runs.
+        With the same per-client limits, the counts of ``old``'s sessions go
+        on too.
         """
         if old.name != self.name:
             raise ValueError(f"frontend {self.name!r} cannot take over {old.name!r}")
         self._occupancy = old._occupancy
+        if old._gate.limits == self._gate.limits:
+            self._gate = old._gate
 
     def hand_over(self) -> None:
         """Leave every port to the next generation; the running relays go on to their end.

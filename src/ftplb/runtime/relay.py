@@ -27,6 +27,12 @@ that is "full" below its size because it fills per packet fragment); with an
 empty pipe it can only mean the socket is empty. The bytes in the pipe are still
 counted, since splice(pipe -> socket) may move only part of them.
 
+**Pacing** (transfer rate limits): with ``pace``, a direction moves at most the
+tokens its buckets hold, so splice stays zero-copy and only its length
+shrinks. With the buckets empty, it stops watching the source and resumes
+from a ``call_later`` timer once they hold a chunk again. Without ``pace``,
+the data path pays one attribute check per round.
+
 It is over 500 lines because the splice and copy engines share one control
 structure; splitting the engines apart would split that structure too.
 """
@@ -38,11 +44,12 @@ import errno
 import os
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum, auto
 from typing import Literal
 
+from ftplb.balancing.client_limits import TokenBucket, allowance, take, wait
 from ftplb.runtime.pipes import Pipe, PipeBudget, default_budget
 
 __all__ = [
@@ -171,6 +178,7 @@ async def relay(
     finish_with: Literal["a_to_b", "b_to_a"] | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     meter: RelayMeter | None = None,
+    pace: Sequence[TokenBucket] = (),
 ) -> RelayResult:
     """Relay bytes between ``a`` and ``b`` until both directions end.
 
@@ -195,6 +203,8 @@ async def relay(
 
     ``loop`` saves looking the running loop up (a system call on Python 3.11).
     ``meter`` shows the running totals to whoever holds it.
+    ``pace``: token buckets that every direction takes from, byte for byte
+    (the strictest sets the rate); others may share them.
     """
     for name, sock in (("a", a), ("b", b)):
         if sock.fileno() < 0:
@@ -219,7 +229,7 @@ async def relay(
     splice_a_to_b = use_splice and finish_with != "b_to_a"
     splice_b_to_a = use_splice and finish_with != "a_to_b"
     pipes: list[Pipe] = []
-    session = _Session(loop, idle_timeout, on_progress)
+    session = _Session(loop, idle_timeout, on_progress, tuple(pace) or None)
     try:
         a_to_b = _direction(
             session,
@@ -310,6 +320,7 @@ class _Session:
         "live",
         "loop",
         "outcome",
+        "pace",
         "payload",
     )
 
@@ -318,8 +329,10 @@ class _Session:
         loop: asyncio.AbstractEventLoop,
         idle_timeout: float | None,
         on_progress: ProgressCallback | None,
+        pace: tuple[TokenBucket, ...] | None = None,
     ) -> None:
         self.loop = loop
+        self.pace = pace
         self.outcome: asyncio.Future[RelayOutcome] = loop.create_future()
         self.finished = False
         self.live = 2
@@ -413,7 +426,9 @@ class _Direction:
         "_dst_fd",
         "_eof",
         "_loop",
+        "_pace",
         "_reading",
+        "_resume",
         "_session",
         "_src",
         "_src_fd",
@@ -434,6 +449,8 @@ class _Direction:
     ) -> None:
         self._session = session
         self._loop = session.loop
+        self._pace = session.pace
+        self._resume: asyncio.TimerHandle | None = None
         self._src = src
         self._dst = dst
         self._src_fd = src.fileno()
@@ -462,6 +479,27 @@ class _Direction:
         if self._writing:
             self._loop.remove_writer(self._dst_fd)
             self._writing = False
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+
+    def _allowed(self, most: int) -> int:
+        """What the buckets let this direction move now, at most ``most``; 0 pauses it."""
+        assert self._pace is not None
+        allowed = allowance(self._pace, most)
+        if allowed == 0:
+            # Out of tokens: watch nothing until the buckets refill. Nothing is
+            # buffered here (the flush came first), so the destination can wait.
+            self.unregister()
+            if self._resume is None:
+                self._resume = self._loop.call_later(wait(self._pace), self._resume_reading)
+        return allowed
+
+    def _resume_reading(self) -> None:
+        self._resume = None
+        if not self._session.finished:
+            self._watch_source()
+            self.pump()
 
     def _watch_source(self) -> None:
         if self._writing:
@@ -538,9 +576,13 @@ class _SpliceDirection(_Direction):
             self._end_of_stream()
             return
         splice = os.splice
+        pace = self._pace  # one attribute read per wake-up; unpaced, that is all it costs
         for _ in range(_ROUNDS_PER_WAKEUP):
+            size = self._pipe_size
+            if pace is not None and not (size := self._allowed(size)):
+                return
             try:
-                moved = splice(self._src_fd, self._pipe_w, self._pipe_size, flags=_SPLICE_FLAGS)
+                moved = splice(self._src_fd, self._pipe_w, size, flags=_SPLICE_FLAGS)
             except BlockingIOError:
                 # The pipe is empty here, so this can only mean "socket empty".
                 self._watch_source()
@@ -554,6 +596,8 @@ class _SpliceDirection(_Direction):
                 return
             self._in_pipe += moved
             self.received += moved
+            if pace is not None:
+                take(pace, moved)
             if not self._flush():
                 return
         # Out of rounds with the source possibly still readable: the
@@ -608,9 +652,15 @@ class _CopyDirection(_Direction):
             self._end_of_stream()
             return
         src = self._src
+        pace = self._pace  # one attribute read per wake-up; unpaced, that is all it costs
         for _ in range(_ROUNDS_PER_WAKEUP):
+            buffer = self._buffer
+            if pace is not None:
+                if not (size := self._allowed(len(buffer))):
+                    return
+                buffer = buffer[:size]
             try:
-                received = src.recv_into(self._buffer)
+                received = src.recv_into(buffer)
             except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 # SSLWantWriteError on a read only happens in a TLS 1.2
                 # renegotiation; waiting for input is the closest we can do.
@@ -624,7 +674,9 @@ class _CopyDirection(_Direction):
                 self._end_of_stream()
                 return
             if self._tls_source is not None:
-                received = self._gather_records(received)
+                received = self._gather_records(received, len(buffer))
+            if pace is not None:
+                take(pace, received)
             self._start = 0
             self._end = received
             self.received += received
@@ -639,8 +691,8 @@ class _CopyDirection(_Direction):
             # event will announce them: come back on the next loop iteration.
             self._retry = self._loop.call_soon(self.pump)
 
-    def _gather_records(self, end: int) -> int:
-        """Read more of a TLS source into the buffer after ``end``; the new end.
+    def _gather_records(self, end: int, most: int) -> int:
+        """Read more of a TLS source into the buffer after ``end``, up to ``most``; the new end.
 
         A TLS read returns one record, 16 KiB at most: gathering the records
         already here lets one send carry up to a whole buffer, not a syscall
@@ -648,9 +700,9 @@ class _CopyDirection(_Direction):
         left for the next read to raise.
         """
         src, buffer = self._src, self._buffer
-        while end < len(buffer):
+        while end < most:
             try:
-                received = src.recv_into(buffer[end:])
+                received = src.recv_into(buffer[end:most])
             except (OSError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
                 break
             if received == 0:

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import cast
 
+from ftplb.balancing.client_limits import TokenBucket
 from ftplb.balancing.pool import Pool
 from ftplb.balancing.state import Server
 from ftplb.proto import actions as act
@@ -34,6 +35,7 @@ from ftplb.proto.upstream import (
     ServerDialogue,
     StartServerTls,
 )
+from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import (
     Addresses,
@@ -98,6 +100,8 @@ class FrontendContext:
     log: EventLog
     data: DataSettings
     overall: SessionLimit = field(default_factory=SessionLimit)
+    gate: ClientGate = field(default_factory=ClientGate)
+    """The per-client limits (sessions, passive listeners, transfer rates)."""
     sessions: set[Session] = field(default_factory=set)
     running: dict[str, RunningTransfer] = field(default_factory=dict)
     """The transfers running now, by session id: counted while they run."""
@@ -235,6 +239,7 @@ class Session(asyncio.Protocol):
         "_client_context",
         "_closed",
         "_connect_task",
+        "_counted",
         "_ctx",
         "_data",
         "_header",
@@ -243,6 +248,7 @@ class Session(asyncio.Protocol):
         "_link",
         "_loop",
         "_paused",
+        "_rate",
         "_running",
         "_server",
         "_start",
@@ -266,6 +272,10 @@ class Session(asyncio.Protocol):
         # Cached: asyncio.get_running_loop() costs a getpid() system call each time.
         self._loop = asyncio.get_running_loop()
         self._closed = False
+        self._counted = False
+        """Admitted by the client limits: its end is counted off them."""
+        self._rate: TokenBucket | None = None
+        """``transfer_rate_per_session``: the bucket all its transfers share."""
         self._paused = False
         self._server: Server | None = None
         self._link: _ServerLink | None = None
@@ -320,6 +330,7 @@ class Session(asyncio.Protocol):
             # Clients send ABOR behind a Telnet "urgent" mark; keep that byte in
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        self._ctx.log.notify("accept", frontend=self._ctx.name)
         intake = self._ctx.proxy_intake
         if intake is None:
             self._admit()
@@ -333,11 +344,10 @@ class Session(asyncio.Protocol):
         """The client's address is known (the socket's, or its PROXY header's): take
         the session, or refuse it over a limit."""
         ctx = self._ctx
-        ctx.log.notify("accept", frontend=ctx.name)
         if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
-            self._refuse(
-                EndReason.LIMIT, reply=format_reply(421, "Too many connections, try again later.")
-            )
+            self._refuse(EndReason.LIMIT)
+            return
+        if not self._admit_client():
             return
         ctx.sessions.add(self)
         ctx.overall.active += 1
@@ -347,12 +357,25 @@ class Session(asyncio.Protocol):
         self._arm_timer()
         self._do(self.core.start())
 
-    def _refuse(self, reason: EndReason, detail: str = "", reply: bytes = b"") -> None:
-        """Close a connection that never became a session, with its one log line."""
+    def _admit_client(self) -> bool:
+        """The per-client checks at connect, once the client's address is known:
+        count the session against its address's limits, or refuse it."""
+        refusal = self._ctx.gate.admit(self.client.host)
+        if refusal is not None:
+            self._refuse(refusal)
+            return False
+        self._counted = True
+        self._rate = self._ctx.gate.session_bucket()
+        return True
+
+    def _refuse(self, reason: EndReason, detail: str = "") -> None:
+        """Close a connection that never became a session, with its one log line: with
+        a 421 over a limit, without a reply when it is no client of ours (PROXY)."""
         if self._timer is not None:
             self._timer.cancel()
         if self.transport is not None:
-            if reply:
+            reply = _REFUSALS.get(reason)
+            if reply is not None:
                 self.transport.write(reply)
             self.transport.close()
         self._closed = True
@@ -655,10 +678,26 @@ class Session(asyncio.Protocol):
         return ClientDataTls(context, tls.pinned(chosen), tls.reuse_required)
 
     def _open_client_listener(self) -> None:
-        advertised = self._ctx.passive_address or self.local_ip
+        ctx, client_ip = self._ctx, self.client.host
+        if not ctx.gate.open_passive(client_ip):
+            ctx.log.warning(
+                LogWarning.PASSIVE_PER_IP,
+                session=self.session_id,
+                frontend=ctx.name,
+                client=client_ip,
+                limit=ctx.gate.limits.max_passive_per_ip,
+            )
+            self._do(self.core.client_listener_refused())
+            return
+        advertised = ctx.passive_address or self.local_ip
+
+        def stopped_waiting() -> None:
+            ctx.gate.close_passive(client_ip)
+
         try:
-            address = self._channel().open_client_listener(self._ctx.ports, advertised)
+            address = self._channel().open_client_listener(ctx.ports, advertised, stopped_waiting)
         except OSError as error:
+            stopped_waiting()
             self._ctx.log.warning(
                 LogWarning.PASSIVE_LISTENER_FAILED,
                 session=self.session_id,
@@ -693,7 +732,8 @@ class Session(asyncio.Protocol):
         self._running = running
         self._start = start
         self._ctx.running[self.session_id] = running
-        self._channel().start(start, self._on_transfer_outcome, running.meter)
+        pace = self._ctx.gate.pace(self.client.host, self.core.user, self._rate)
+        self._channel().start(start, self._on_transfer_outcome, running.meter, pace)
 
     def _on_transfer_outcome(self, outcome: TransferOutcome) -> None:
         if self._closed:
@@ -793,6 +833,8 @@ class Session(asyncio.Protocol):
         ctx = self._ctx
         ctx.sessions.discard(self)
         ctx.overall.active -= 1
+        if self._counted:
+            ctx.gate.session_ended(self.client.host)
         if self._timer is not None:
             self._timer.cancel()
         if self._connect_task is not None and not self._connect_task.done():
@@ -833,6 +875,16 @@ class Session(asyncio.Protocol):
         """The graceful stop is over: end the session, and a running transfer with 426."""
         if not self._closed:
             self._do(self.core.stop_now())
+
+
+_REFUSALS = {
+    EndReason.LIMIT: format_reply(421, "Too many connections, try again later."),
+    EndReason.SESSIONS_PER_IP: format_reply(421, "Too many connections from your address."),
+    EndReason.SESSION_RATE: format_reply(
+        421, "Too many new connections from your address, try again later."
+    ),
+}
+"""ftplb's 421 to a client it turns away at connect, by the limit that refused it."""
 
 
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
