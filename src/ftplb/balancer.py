@@ -25,6 +25,7 @@ from ftplb.config.frontends import Frontend
 from ftplb.config.schema import Config
 from ftplb.proto.control import SessionPolicy
 from ftplb.runtime.data import DataSettings
+from ftplb.runtime.defender import Defender, DefenderStore, MemoryStore
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
 from ftplb.runtime.listeners import KeptListeners, ListenError, resolve_host
@@ -51,6 +52,9 @@ class Balancer:
     ``listeners`` keeps the listening sockets across generations (a lone
     balancer gets its own). ``previous`` is the generation this one replaces
     on a reload: its pools' runtime state and passive port pools carry over.
+    ``defender_store`` holds the login defender's failures and bans for the
+    whole process (a file shared with the other workers): every generation
+    reads and adds to the same one.
     """
 
     def __init__(
@@ -61,6 +65,7 @@ class Balancer:
         listeners: KeptListeners | None = None,
         previous: Balancer | None = None,
         generation: int = 1,
+        defender_store: DefenderStore | None = None,
     ) -> None:
         self.config = config
         self.log = log or EventLog(config.defaults.log_format)
@@ -78,6 +83,12 @@ class Balancer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = PipeBudget()
         self._overall = SessionLimit(config.defaults.max_connections)
+        self.defender: Defender | None = None
+        """The login defender of this generation, over the process's store; None without one."""
+        if config.defender is not None:
+            self.defender = Defender(
+                config.defender.policy(), defender_store or MemoryStore(), self.log
+            )
 
     # --------------------------------------------------------------- build
     def _pool(self, backend: Backend) -> Pool:
@@ -171,6 +182,7 @@ class Balancer:
             ),
             client_tls=client_tls,
             backend_tls=server_tls,
+            defender=self.defender,
         )
 
     def _port_pool(self, frontend: Frontend) -> PortPool:
@@ -250,6 +262,7 @@ class Balancer:
             log=self.log,
             budget=self._budget,
             listen=self._keep_listening,
+            defender=self.defender,
         )
         if self._previous is not None:
             for old in self._previous.passthroughs:

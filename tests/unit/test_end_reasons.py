@@ -112,10 +112,12 @@ def test_failed_client_handshake_ends_with_client_tls_failed_and_the_alert() -> 
 # ----------------------------------------------------------- the vocabulary
 
 
-def test_refusals_are_exactly_limit_and_no_server() -> None:
+def test_refusals_are_exactly_limit_no_server_banned_and_denied() -> None:
     assert {reason for reason in EndReason if reason.refused} == {
         EndReason.LIMIT,
         EndReason.NO_SERVER,
+        EndReason.BANNED,
+        EndReason.DENIED,
     }
 
 
@@ -137,6 +139,8 @@ def test_end_reason_values_are_the_documented_labels() -> None:
         "client_reset",
         "server_reset",
         "internal_error",
+        "banned",
+        "denied",
     ]
 
 

@@ -67,6 +67,7 @@ from ftplb.config.frontends import Frontend
 from ftplb.config.general import Defaults
 from ftplb.proto.addresses import unmap_ipv4
 from ftplb.proto.outcomes import EndReason
+from ftplb.runtime.defender import Defender
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
@@ -239,6 +240,7 @@ class PassthroughFrontend:
         log: EventLog,
         budget: PipeBudget,
         listen: Callable[[str, int, int], socket.socket] = listening_socket,
+        defender: Defender | None = None,
     ) -> None:
         for name in settings.passive_ranges:
             pool.server(name)  # KeyError for a range of a server the pool lacks
@@ -247,6 +249,7 @@ class PassthroughFrontend:
         self._overall = overall
         self._log = log
         self._budget = budget
+        self._defender = defender
         # How a listening socket is opened: a reload hands in one that gives
         # each generation a duplicate of one kept socket per address.
         self._listen_socket = listen
@@ -392,8 +395,9 @@ class PassthroughFrontend:
     # ------------------------------------------------------- control relays
     def _on_control(self, conn: socket.socket, peer: Peer) -> None:
         client_ip, client_port = peer
-        limit = self.settings.max_connections
-        if self._stopping or (limit and len(self._controls) >= limit) or self._overall.full():
+        refusal = self._refusal(client_ip)
+        if refusal is not None:
+            # Closed without a word: the stream may be TLS (or SSH) from its first byte.
             conn.close()
             self._log.session(
                 session=next_session_id(),
@@ -404,7 +408,7 @@ class PassthroughFrontend:
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
-                end=EndReason.SHUTDOWN if self._stopping else EndReason.LIMIT,
+                end=refusal,
             )
             return
         # Control traffic is small request/reply exchanges: Nagle's algorithm
@@ -415,6 +419,20 @@ class PassthroughFrontend:
         self._controls.add(control)
         self._overall.active += 1
         control.task = self._spawn(self._serve_control(control), control.session_id)
+
+    def _refusal(self, client_ip: str) -> EndReason | None:
+        """Why a control connection from ``client_ip`` is refused, or None: asked once
+        the client's address is known."""
+        if self._stopping:
+            return EndReason.SHUTDOWN
+        if self._defender is not None:
+            refusal = self._defender.refusal(client_ip)
+            if refusal is not None:
+                return refusal
+        limit = self.settings.max_connections
+        if (limit and len(self._controls) >= limit) or self._overall.full():
+            return EndReason.LIMIT
+        return None
 
     async def _serve_control(self, control: _Control) -> None:
         try:

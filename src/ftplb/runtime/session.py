@@ -35,6 +35,7 @@ from ftplb.proto.upstream import (
 )
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.data import Addresses, DataChannel, DataSettings, DataTls, TransferOutcome
+from ftplb.runtime.defender import Defender
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.ports import PortPool
@@ -44,6 +45,13 @@ from ftplb.runtime.tls import BackendTls, session_of
 
 _MAX_BACKLOG = 64
 """Pipelined client commands held before reading from the client pauses."""
+
+_REFUSAL_TEXTS = {
+    EndReason.LIMIT: "Too many connections, try again later.",
+    EndReason.BANNED: "Too many failed logins from your address, try again later.",
+    EndReason.DENIED: "Access denied.",
+}
+"""The 421 text of each refusal at connect."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,8 @@ class FrontendContext:
     """The frontend's TLS server context (AUTH TLS, implicit, and PROT P data)."""
     backend_tls: BackendTls | None = None
     """TLS towards the servers; None offloads (plain FTP to them)."""
+    defender: Defender | None = None
+    """The login defender (``[defender]``); None without one."""
 
     def running_transfers(self) -> Iterable[RunningTransfer]:
         return self.running.values()
@@ -289,23 +299,9 @@ class Session(asyncio.Protocol):
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
         ctx = self._ctx
-        if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
-            self.transport.write(format_reply(421, "Too many connections, try again later."))
-            self.transport.close()
-            self._closed = True
-            ctx.log.session(
-                session=self.session_id,
-                frontend=ctx.name,
-                client=f"{self.client.host}:{self.client.port}",
-                server="-",
-                user="-",
-                login=LoginStatus.NONE,
-                login_failures=0,
-                duration=0.0,
-                bytes_in=0,
-                bytes_out=0,
-                end=EndReason.LIMIT,
-            )
+        refusal = self.refusal()
+        if refusal is not None:
+            self._refuse(refusal)
             return
         ctx.sessions.add(self)
         ctx.overall.active += 1
@@ -314,6 +310,37 @@ class Session(asyncio.Protocol):
         self._last_client = self._last_server = self._loop.time()
         self._arm_timer()
         self._do(self.core.start())
+
+    def refusal(self) -> EndReason | None:
+        """Why this client may not start a session, or None: asked once its address is known."""
+        ctx = self._ctx
+        if ctx.defender is not None:
+            refusal = ctx.defender.refusal(self.client.host)
+            if refusal is not None:
+                return refusal
+        if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
+            return EndReason.LIMIT
+        return None
+
+    def _refuse(self, reason: EndReason) -> None:
+        """Answer 421, close, and log the session that never started."""
+        assert self.transport is not None
+        self.transport.write(format_reply(421, _REFUSAL_TEXTS[reason]))
+        self.transport.close()
+        self._closed = True
+        self._ctx.log.session(
+            session=self.session_id,
+            frontend=self._ctx.name,
+            client=f"{self.client.host}:{self.client.port}",
+            server="-",
+            user="-",
+            login=LoginStatus.NONE,
+            login_failures=0,
+            duration=0.0,
+            bytes_in=0,
+            bytes_out=0,
+            end=reason,
+        )
 
     def data_received(self, data: bytes) -> None:
         if self._closed:
@@ -389,6 +416,8 @@ class Session(asyncio.Protocol):
                 server=self.server_name,
                 result="ok" if action.ok else "failed",
             )
+            if not action.ok:
+                self._login_failed()
         elif isinstance(action, act.CommandSeen):
             self._ctx.log.write(
                 "command",
@@ -399,6 +428,16 @@ class Session(asyncio.Protocol):
             )
         elif isinstance(action, act.Close):
             self._close(action.reason, action.detail)
+
+    def _login_failed(self) -> None:
+        """Count the failure; the one that earns a ban (or follows it) ends the session."""
+        defender = self._ctx.defender
+        if defender is not None and defender.failed_login(
+            self.client.host, frontend=self._ctx.name, session=self.session_id
+        ):
+            if self.transport is not None:
+                self.transport.write(format_reply(421, _REFUSAL_TEXTS[EndReason.BANNED]))
+            self._close(EndReason.BANNED)
 
     # ------------------------------------------------------------ client TLS
     def _start_client_tls(self) -> None:
