@@ -15,8 +15,8 @@ from ftplb.config.load import ConfigError
 from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot, worker_share
 from ftplb.generations import Generations
-from ftplb.runtime.defender import DefenderStore, FileStore, MemoryStore
 from ftplb.monitoring import Monitoring
+from ftplb.runtime.defender import DefenderStore, FileStore, MemoryStore
 from ftplb.runtime.listeners import share_listeners
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted

@@ -252,7 +252,9 @@ def test_each_end_reason_counts_under_its_own_label(
     }
     assert ends == {reason.value: 1}
     assert refusals == (
-        {reason.value: 1} if reason in (EndReason.LIMIT, EndReason.NO_SERVER) else {}
+        {reason.value: 1}
+        if reason in (EndReason.LIMIT, EndReason.NO_SERVER, EndReason.BANNED, EndReason.DENIED)
+        else {}
     )
 
 
