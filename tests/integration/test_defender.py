@@ -21,7 +21,15 @@ import pytest
 
 from ftplb.runtime.steering import steered_index
 from tests.integration import clients
-from tests.integration.admin_api import OPS, VIEWER, VIEWER_PASSWORD, Api, admin_section
+from tests.integration.admin_api import (
+    OPS,
+    OPS_PASSWORD,
+    VIEWER,
+    VIEWER_PASSWORD,
+    Api,
+    admin_section,
+    ftplb,
+)
 from tests.integration.balancer import RunningBalancer, balancer, server_entries
 from tests.integration.farms import Farm, farm, started_servers
 from tests.integration.test_admin_live import free_port_for_admin
@@ -191,13 +199,25 @@ def test_brute_force_is_banned_while_another_client_works_and_the_ban_doubles(
         "DELETE", f"/api/bans/{ATTACKER}", user=VIEWER, password=VIEWER_PASSWORD
     )
     assert status == 403, answer
-    status, _, answer = guarded.call("DELETE", f"/api/bans/{ATTACKER}")
-    assert status == 200 and isinstance(answer, dict) and answer["address"] == ATTACKER
+    password = {"FTPLB_ADMIN_PASSWORD": OPS_PASSWORD}
+    shown = ftplb("admin", "--url", guarded.url, "--user", OPS, "bans", env=password)
+    assert shown.returncode == 0, shown.stderr
+    assert [ban["address"] for ban in json.loads(shown.stdout)] == [ATTACKER]
+    lifted_now = ftplb(
+        "admin", "--url", guarded.url, "--user", OPS, "unban", ATTACKER, env=password
+    )
+    assert lifted_now.returncode == 0, lifted_now.stderr
+    assert json.loads(lifted_now.stdout)["address"] == ATTACKER
     assert attempt(lb, ATTACKER, group.user, group.password) == ("230", "200")
     lifted = [f for f in records(lb, "info") if f.get("message") == "ban lifted"]
     assert [(f["user"], f["client"]) for f in lifted] == [(OPS, ATTACKER)]
     status, _, answer = guarded.call("DELETE", f"/api/bans/{ATTACKER}")
     assert (status, answer) == (404, {"error": f"{ATTACKER} is not banned"})
+    again = ftplb("admin", "--url", guarded.url, "--user", OPS, "unban", ATTACKER, env=password)
+    assert (again.returncode, again.stderr) == (
+        1,
+        f"ftplb admin: not found: {ATTACKER} is not banned (HTTP 404)\n",
+    )
     status, _, answer = guarded.call("DELETE", "/api/bans/not-an-address")
     assert status == 400, answer
 
