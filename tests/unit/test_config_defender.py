@@ -83,3 +83,30 @@ def test_problems_name_file_line_and_key(tmp_path: Path, line: str, message: str
         problem.startswith(f"{path}:{line_number}: ") and message in problem
         for problem in raised.value.problems
     ), raised.value.problems
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _documented_sections() -> list[str]:
+    """Every [defender] example: the docs' TOML blocks, and the example file's commented one."""
+    found = []
+    for page in ("docs/security.md", "docs/configuration.md"):
+        text = (ROOT / page).read_text(encoding="utf-8")
+        found += [
+            block.split("```", 1)[0]
+            for block in text.split("```toml\n")[1:]
+            if block.startswith("[defender]")
+        ]
+    example = (ROOT / "examples" / "ftplb.toml").read_text(encoding="utf-8")
+    commented = example[example.index("# [defender]") :]
+    found.append("\n".join(line.removeprefix("# ") for line in commented.splitlines()))
+    return found
+
+
+def test_every_documented_example_is_valid() -> None:
+    sections = _documented_sections()
+    assert len(sections) == 3
+    for section in sections:
+        defender = load_config_text(ONE_SERVER + section).defender
+        assert defender is not None and defender.max_failures == 5
