@@ -197,26 +197,28 @@ class Defender:
         now = self._clock()
         policy = self.policy
 
-        def count(record: DefenderRecord) -> tuple[Ban | None, int, bool]:
-            # The failures of this address so far, for the log line of its ban.
-            failures = len(record.failures.get(canonical, ())) + 1
-            ban = record.fail(policy, canonical, now)
-            return ban, failures, record.ban_of(canonical, now) is not None
+        def count(record: DefenderRecord) -> tuple[Ban | None, bool]:
+            # (the ban this failure earns, whether the address was banned already)
+            if record.ban_of(canonical, now) is not None:
+                return None, True  # a session opened before the ban: the ban stands
+            return record.fail(policy, canonical, now), False
 
         try:
-            ban, failures, banned = self.store.change(count)
+            ban, banned_already = self.store.change(count)
         except StoreError as error:
             self._log.warning(LogWarning.DEFENDER_UNREADABLE, reason=str(error))
             return False
+        if banned_already:
+            return True
         self._log.notify("defender_failure", frontend=frontend)
         if ban is None:
-            return banned
+            return False
         self._log.warning(
             LogWarning.CLIENT_BANNED,
             frontend=frontend,
             session=session,
             client=canonical,
-            failures=failures,
+            failures=policy.max_failures,
             offence=ban.offence,
             ban_time=round(ban.until - ban.since, 3),
             until=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ban.until)),
