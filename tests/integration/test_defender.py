@@ -266,7 +266,7 @@ health = {{ type = "none" }}
 [[backends]]
 name = "relay"
 health = {{ type = "none" }}
-{server_entries([(server.host, server.port)], passive_ports=passive_range(20))}
+{server_entries([(server.host, server.port)], passive_ports=passive_range(20, bindable=True))}
 {DEFENDER}
 """
         with balancer(text, "127.0.0.1", ftp_port) as lb:
