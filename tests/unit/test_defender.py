@@ -6,6 +6,8 @@ import ipaddress
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ftplb.balancing import defender as defender_module
 from ftplb.balancing.defender import (
@@ -338,3 +340,39 @@ def test_the_record_goes_through_json_unchanged() -> None:
 def test_a_bad_record_is_refused_naming_the_place(document: object, message: str) -> None:
     with pytest.raises(DefenderRecordError, match=message.replace(".", r"\.")):
         record_from_json(document)
+
+
+# ------------------------------------------------------------------ properties
+
+ADDRESSES = ("198.51.100.1", "198.51.100.2", "2001:db9::1", "10.1.1.1", "192.0.2.9")
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(ADDRESSES), st.floats(min_value=0.0, max_value=40.0)),
+        max_size=60,
+    )
+)
+def test_any_run_of_failures_keeps_the_rules(events: list[tuple[str, float]]) -> None:
+    rules = policy()
+    record = DefenderRecord()
+    now = T0
+    counted: dict[str, list[float]] = {}
+    for address, step in events:
+        now += step
+        banned_before = record.ban_of(address, now) is not None
+        ban = record.fail(rules, address, now)
+        if rules.listed(address) is not None or banned_before:
+            assert ban is None
+            continue
+        counted.setdefault(address, []).append(now)
+        recent = [t for t in counted[address] if t > now - rules.window]
+        # A ban comes exactly when max_failures fall within the window.
+        assert (ban is not None) == (len(recent) >= rules.max_failures)
+        if ban is not None:
+            counted[address] = []
+            length = ban.until - ban.since
+            assert length == min(rules.ban_time * 2 ** (ban.offence - 1), rules.ban_time_max)
+            assert record.verdict(rules, address, now) is Verdict.BANNED
+        assert all(len(times) < rules.max_failures for times in record.failures.values())
+        assert record_from_json(json.loads(json.dumps(record_to_json(record)))) == record
