@@ -250,10 +250,10 @@ def _object(document: Mapping[str, object], key: str) -> Mapping[str, object]:
 
 def _check_address(where: str, address: str) -> None:
     try:
-        canonical = client_address(address)
+        canonical = client_address(address) == address
     except ValueError:
-        canonical = ""
-    if canonical != address:
+        canonical = False
+    if not canonical:
         raise DefenderRecordError(f"{where}: not a canonical IP address")
 
 
