@@ -31,6 +31,7 @@ from tests.integration.admin_api import (
     ftplb,
 )
 from tests.integration.balancer import RunningBalancer, balancer, server_entries
+from tests.integration.conftest import require_ipv6
 from tests.integration.farms import Farm, farm, started_servers
 from tests.integration.test_admin_live import free_port_for_admin
 from tests.integration.workers_farm import records, wait_ready
@@ -295,6 +296,35 @@ health = {{ type = "none" }}
             assert sorted(tcp_ends) == sorted(
                 [(NEIGHBOUR, "closed"), (DENIED, "denied"), (ATTACKER, "banned")]
             )
+
+
+def test_an_ipv6_client_is_refused_by_an_ipv6_deny_network() -> None:
+    """No server is ever reached: the refusal comes before one is chosen."""
+    require_ipv6()
+    port = free_port("::1")
+    text = f"""
+[[frontends]]
+name = "ftp"
+bind = ["[::1]:{port}"]
+backend = "pool"
+
+[[backends]]
+name = "pool"
+health = {{ type = "none" }}
+[[backends.servers]]
+name = "s1"
+address = "127.0.0.11:21"
+
+[defender]
+deny = ["2001:db8::/32", "::1/128"]
+"""
+    with balancer(text, "::1", port) as lb:
+        ftp = ftplib.FTP(timeout=10)
+        with pytest.raises(ftplib.error_temp, match=r"^421 Access denied"):
+            ftp.connect("::1", port)
+        ftp.close()
+        # The harness's own probe of the listener was denied too.
+        wait_until(lambda: ends(lb, "::1") == ["denied"] * 2, 5, "the denied sessions' lines")
 
 
 # ------------------------------------------------------------ shared by workers
