@@ -254,3 +254,11 @@ def test_a_ban_shows_its_times_in_utc_and_the_time_left() -> None:
         "203.0.113.9", "2027-01-15T08:00:00Z", "2027-01-15T08:10:00Z", 499.75, 1
     )
     assert ban_info(ban, 1_800_000_700.0).remaining == 0.0
+
+
+def test_the_terminal_shows_the_bans_too() -> None:
+    console = Console(width=120, record=True, color_system=None)
+    console.print(snapshot_view(replace(SNAPSHOT, bans=BANS), width=120))
+    text = console.export_text()
+    for shown in ("Banned client addresses", "203.0.113.9", "2001:db8::7", "16m40s"):
+        assert shown in text, shown
