@@ -11,6 +11,7 @@ from __future__ import annotations
 import ftplib
 import hashlib
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -239,6 +240,22 @@ def test_the_allow_list_is_never_banned_and_the_deny_list_always_refused(guarded
         5,
         "the session lines of the denied addresses",
     )
+
+
+def test_a_ban_outlives_a_reload(guarded: Api) -> None:
+    group, lb = guarded.farm, guarded.farm.lb
+    source = "127.0.0.152"
+    assert brute_force(group, source)[-1] == ("421", "-")
+    before = len([f for f in records(lb, "info") if f.get("message") == "reloaded"])
+    lb.process.send_signal(signal.SIGHUP)
+    wait_until(
+        lambda: len([f for f in records(lb, "info") if f.get("message") == "reloaded"]) > before,
+        10,
+        "the reload",
+    )
+    assert attempt(lb, source, group.user, group.password) == ("421", "-")
+    status, _, answer = guarded.call("DELETE", f"/api/bans/{source}")
+    assert status == 200, answer
 
 
 def test_in_tcp_mode_denied_and_banned_addresses_are_closed_at_connect() -> None:
