@@ -1,6 +1,6 @@
 """``ftplb admin``: the runtime API of a running ftplb, from a shell.
 
-A thin client of ``/api/servers`` (urllib from the standard library): it
+A thin client of ``/api/servers`` and ``/api/bans`` (urllib from the standard library): it
 sends one request and turns the answer into the server's JSON or into a
 sentence that says what went wrong. Where the listener is, and who logs in,
 come from the command line, the configuration file and the environment.
@@ -105,6 +105,14 @@ class AdminClient:
     def act(self, target: tuple[str, str], action: dict[str, object]) -> Any:
         """Send ``action`` (``{"state": "drain"}``, ``{"weight": 3}``); the server after it."""
         return self._request("POST", _server_path(target), action)
+
+    def bans(self) -> Any:
+        """The login defender's bans in force."""
+        return self._request("GET", "/api/bans")
+
+    def unban(self, address: str) -> Any:
+        """Lift the ban on ``address``; the ban that was lifted."""
+        return self._request("DELETE", "/api/bans/" + urllib.parse.quote(address, safe=""))
 
     def _request(self, method: str, path: str, body: object = None) -> Any:
         headers = {"Accept": "application/json"}

@@ -16,6 +16,7 @@ from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot, worker_share
 from ftplb.generations import Generations
 from ftplb.monitoring import Monitoring
+from ftplb.runtime.defender import DefenderStore, FileStore, MemoryStore
 from ftplb.runtime.listeners import share_listeners
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted
@@ -44,6 +45,7 @@ async def serve(
     on_ready: Callable[[], None] | None = None,
     metrics_dir: str | None = None,
     reload_source: ConfigSource | None = None,
+    run_dir: str | None = None,
 ) -> None:
     """Run until SIGTERM or SIGINT (or until ``stop`` is set); reload on SIGHUP.
 
@@ -55,7 +57,8 @@ async def serve(
     a worker records into its master's, and a lone process records into its
     own and serves it on its ``[admin]`` listener.
     ``reload_source`` gives the configuration on SIGHUP (without it, SIGHUP
-    is ignored).
+    is ignored). ``run_dir`` is the master's run directory, where the workers
+    share the login defender's record; a lone process keeps it in memory.
     """
     stop = stop or asyncio.Event()
     hurry = asyncio.Event()
@@ -80,7 +83,9 @@ async def serve(
         config, log = _become_worker(config, worker, identity)
     release_library_logs = capture_library_logs(log)
     try:
-        process = _Process(config, log, worker, metrics_dir, reload_source, identity=identity)
+        process = _Process(
+            config, log, worker, metrics_dir, reload_source, identity=identity, run_dir=run_dir
+        )
         await _run(process, stop, hurry, reloads, on_ready)
     finally:
         release_library_logs()
@@ -99,11 +104,14 @@ class _Process:
         reload_source: ConfigSource | None,
         *,
         identity: Identity | None = None,
+        run_dir: str | None = None,
     ) -> None:
         self.config = config
         self.log = log
         self.worker = worker
         self.metrics_dir = metrics_dir
+        self.defender_store: DefenderStore = FileStore(run_dir) if run_dir else MemoryStore()
+        """The login defender's record: the master's file shared by workers, or memory."""
         self.reload_source = reload_source
         self.identity = identity
         """Whom to run as once the listeners are open (``[defaults] user``)."""
@@ -168,7 +176,7 @@ async def _run(
 ) -> None:
     config = process.config
     monitoring = Monitoring.for_process(process.metrics_dir)
-    generations = Generations(process.log, monitoring)
+    generations = Generations(process.log, monitoring, process.defender_store)
     try:
         balancer = await generations.start(config)
     except BaseException:
@@ -183,7 +191,7 @@ async def _run(
                 balancer.log, balancer.pools, config, balancer.checkers, frontends, worker=worker
             )
             if process.worker is None:  # a lone process hosts its own admin listener
-                await monitoring.serve_admin(config, process.log)
+                await monitoring.serve_admin(config, process.log, process.defender_store)
         process.drop_privileges(monitoring)
         if on_ready is not None:
             on_ready()

@@ -27,6 +27,7 @@ from ftplb.config.schema import Config
 from ftplb.proto.control import SessionPolicy
 from ftplb.runtime.client_limits import ClientGate
 from ftplb.runtime.data import DataSettings
+from ftplb.runtime.defender import Defender, DefenderStore, MemoryStore
 from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
 from ftplb.runtime.listeners import KeptListeners, ListenError, resolve_host
@@ -54,6 +55,9 @@ class Balancer:
     ``listeners`` keeps the listening sockets across generations (a lone
     balancer gets its own). ``previous`` is the generation this one replaces
     on a reload: its pools' runtime state and passive port pools carry over.
+    ``defender_store`` holds the login defender's failures and bans for the
+    whole process (a file shared with the other workers): every generation
+    reads and adds to the same one.
     """
 
     def __init__(
@@ -64,6 +68,7 @@ class Balancer:
         listeners: KeptListeners | None = None,
         previous: Balancer | None = None,
         generation: int = 1,
+        defender_store: DefenderStore | None = None,
     ) -> None:
         self.config = config
         self.log = log or EventLog(config.defaults.log_format)
@@ -81,6 +86,12 @@ class Balancer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = PipeBudget()
         self._overall = SessionLimit(config.defaults.max_connections)
+        self.defender: Defender | None = None
+        """The login defender of this generation, over the process's store; None without one."""
+        if config.defender is not None:
+            self.defender = Defender(
+                config.defender.policy(), defender_store or MemoryStore(), self.log
+            )
 
     # --------------------------------------------------------------- build
     def _pool(self, backend: Backend) -> Pool:
@@ -185,6 +196,7 @@ class Balancer:
                 else None
             ),
             proxy_outlet=outlet,
+            defender=self.defender,
         )
 
     def _client_gate(self, frontend: Frontend) -> ClientGate:
@@ -274,6 +286,7 @@ class Balancer:
             log=self.log,
             budget=self._budget,
             listen=self._keep_listening,
+            defender=self.defender,
         )
         if self._previous is not None:
             for old in self._previous.passthroughs:

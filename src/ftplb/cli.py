@@ -103,7 +103,7 @@ def _target(text: str) -> tuple[str, str]:
 def _admin_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     admin = commands.add_parser(
         "admin",
-        help="act on a running ftplb's servers: drain, maint, ready, weight, show",
+        help="act on a running ftplb: drain, maint, ready, weight, show; bans, unban",
         description=(
             "Send one request to the admin listener's API. The password comes from "
             "FTPLB_ADMIN_PASSWORD, or a prompt."
@@ -125,6 +125,9 @@ def _admin_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     weight.add_argument("weight", type=int, metavar="N")
     show = actions.add_parser("show", help="every server, or one")
     show.add_argument("target", type=_target, nargs="?", metavar="BACKEND/SERVER")
+    actions.add_parser("bans", help="the client addresses the login defender bans now")
+    unban = actions.add_parser("unban", help="lift the login defender's ban on an address")
+    unban.add_argument("address", metavar="ADDRESS")
 
 
 def _hash_password() -> int:
@@ -171,6 +174,10 @@ def _admin(args: argparse.Namespace) -> int:
         client = AdminClient(url, user, read_password(user, settings) if user else "")
         if args.action == "show":
             result = client.show(args.target)
+        elif args.action == "bans":
+            result = client.bans()
+        elif args.action == "unban":
+            result = client.unban(args.address)
         elif args.action == "weight":
             result = client.act(args.target, {"weight": args.weight})
         else:

@@ -22,6 +22,7 @@ from ftplb.balancing.carry import restore, save_settings
 from ftplb.config.changes import server_changes
 from ftplb.config.schema import Config
 from ftplb.monitoring import Monitoring
+from ftplb.runtime.defender import DefenderStore, MemoryStore
 from ftplb.runtime.listeners import KeptListeners
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.metrics import SessionCounted
@@ -32,9 +33,16 @@ __all__ = ["Generations"]
 class Generations:
     """The running generation of this process, and the retiring ones."""
 
-    def __init__(self, log: EventLog, monitoring: Monitoring | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        monitoring: Monitoring | None = None,
+        defender_store: DefenderStore | None = None,
+    ) -> None:
         self.log = log
         self.monitoring = monitoring
+        self.defender_store = defender_store or MemoryStore()
+        """The login defender's record: one for every generation, so bans survive a reload."""
         self.listeners = KeptListeners()
         self.current: Balancer | None = None
         self._retiring: dict[Balancer, asyncio.Task[None]] = {}
@@ -43,7 +51,9 @@ class Generations:
 
     async def start(self, config: Config) -> Balancer:
         """Start the first generation; StartupError if it cannot."""
-        balancer = Balancer(config, self.log, listeners=self.listeners)
+        balancer = Balancer(
+            config, self.log, listeners=self.listeners, defender_store=self.defender_store
+        )
         try:
             await balancer.start()
         except BaseException:
@@ -64,7 +74,12 @@ class Generations:
             assert old is not None, "reload before start"
             number = generation if generation is not None else old.generation + 1
             balancer = Balancer(
-                config, self.log, listeners=self.listeners, previous=old, generation=number
+                config,
+                self.log,
+                listeners=self.listeners,
+                previous=old,
+                generation=number,
+                defender_store=self.defender_store,
             )
             saved = save_settings(old.pools.values())
             try:

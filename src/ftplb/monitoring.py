@@ -15,6 +15,7 @@ from ftplb.admin.server import AdminServer, start_admin
 from ftplb.balancing.pool import Pool
 from ftplb.config.schema import Config
 from ftplb.runtime import metrics
+from ftplb.runtime.defender import DefenderStore
 from ftplb.runtime.logs import EventLog
 from ftplb.runtime.metrics import CheckResults, Metrics, SessionCounted
 
@@ -56,16 +57,24 @@ class Monitoring:
         self.recorder = recorder
         self._log = log
 
-    async def serve_admin(self, config: Config, log: EventLog | None = None) -> None:
+    async def serve_admin(
+        self,
+        config: Config,
+        log: EventLog | None = None,
+        defender: DefenderStore | None = None,
+    ) -> None:
         """Open the admin listener of ``config`` (AdminError if it cannot listen).
 
         Its warnings and the admin actions go to ``log``; by default the log
         this process records from, or a new one in the configured format.
+        ``defender`` is the login defender's record, whose bans it shows and lifts.
         """
         if config.admin is not None:
             # Only reads the files of the processes that record: no enable() here.
             log = log or self._log or EventLog(config.defaults.log_format)
-            self.admin = await start_admin(config.admin, self.directory, config, log)
+            self.admin = await start_admin(
+                config.admin, self.directory, config, log, defender=defender
+            )
 
     def watch_worker_peaks(self) -> None:
         """In the master of workers: record the peaks of their sums (see ftplb.admin.peaks)."""

@@ -66,6 +66,7 @@ from ftplb.config.schema import Config
 from ftplb.config.workers import WorkerSlot
 from ftplb.monitoring import Monitoring
 from ftplb.runtime import metrics
+from ftplb.runtime.defender import FileStore
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.notify import NOTIFY_SOCKET_ENV, Notifier
@@ -93,6 +94,10 @@ RELOAD_FILE_ENV = "FTPLB_RELOAD_FILE"
 """Environment variable naming the file a worker reads its configuration from on SIGHUP."""
 
 RELOAD_FILE = "config.json"
+
+RUN_DIR_ENV = "FTPLB_RUN_DIR"
+"""Environment variable naming the master's run directory, where workers share the
+login defender's record (``defender.json``)."""
 
 MASTER_PID_ENV = "FTPLB_MASTER_PID"
 """The master's PID, so that a worker started after its master died stops at once."""
@@ -231,7 +236,9 @@ class Supervisor:
                 self._hand_over_directories()
                 if monitoring is not None:
                     # The master hosts the admin listener and sums the workers' files.
-                    await monitoring.serve_admin(self.config, self.log)
+                    await monitoring.serve_admin(
+                        self.config, self.log, defender=FileStore(self.run_dir)
+                    )
                     monitoring.watch_worker_peaks()
                     self._monitoring = monitoring
                 try:
@@ -341,6 +348,7 @@ class Supervisor:
         env[MASTER_PID_ENV] = str(os.getpid())
         if self.run_dir is not None:
             env[RELOAD_FILE_ENV] = os.path.join(self.run_dir, RELOAD_FILE)
+            env[RUN_DIR_ENV] = self.run_dir
         if self.metrics_dir is not None:
             env[METRICS_DIR_ENV] = self.metrics_dir
             # prometheus_client's documented multiprocess mode: set before the
@@ -610,6 +618,7 @@ def run_worker(config_path: str, slot: WorkerSlot, status_fd: int) -> int:
                 on_ready=lambda: report(ready=True),
                 metrics_dir=worker_metrics_dir(),
                 reload_source=reload_source,
+                run_dir=os.environ.get(RUN_DIR_ENV) or None,
             )
         )
     except StartupError as error:

@@ -114,6 +114,7 @@ def test_the_schema_walk_finds_every_table() -> None:
         "[[backends.servers]]",
         "[admin]",
         "[[admin.users]]",
+        "[defender]",
     ]
 
 

@@ -112,13 +112,15 @@ def test_failed_client_handshake_ends_with_client_tls_failed_and_the_alert() -> 
 # ----------------------------------------------------------- the vocabulary
 
 
-def test_refusals_are_exactly_the_limits_no_server_and_proxy_refused() -> None:
+def test_refusals_are_exactly_the_limits_no_server_proxy_refused_and_the_defenders() -> None:
     assert {reason for reason in EndReason if reason.refused} == {
         EndReason.LIMIT,
         EndReason.SESSIONS_PER_IP,
         EndReason.SESSION_RATE,
         EndReason.NO_SERVER,
         EndReason.PROXY_REFUSED,
+        EndReason.BANNED,
+        EndReason.DENIED,
     }
 
 
@@ -143,6 +145,8 @@ def test_end_reason_values_are_the_documented_labels() -> None:
         "client_reset",
         "server_reset",
         "internal_error",
+        "banned",
+        "denied",
     ]
 
 

@@ -22,6 +22,7 @@ from ftplb.admin.process_metrics import labelled_pids, start_time
 from ftplb.admin.snapshot import (
     STATS_VERSION,
     BackendStats,
+    BanInfo,
     FrontendStats,
     ProcessStats,
     ServerStats,
@@ -386,7 +387,15 @@ except RuntimeError as error:
 def test_admin_md_documents_every_stats_json_field_and_the_metrics_content_type() -> None:
     text = (Path(__file__).parents[2] / "docs" / "admin.md").read_text()
     section = text[text.index("### `/stats.json`") : text.index("### `/metrics`")]
-    kinds = (Snapshot, FrontendStats, BackendStats, ServerStats, TransferInProgress, ProcessStats)
+    kinds = (
+        Snapshot,
+        FrontendStats,
+        BackendStats,
+        ServerStats,
+        TransferInProgress,
+        ProcessStats,
+        BanInfo,
+    )
     for kind in kinds:
         for item in fields(kind):
             assert f"`{item.name}`" in section, (kind.__name__, item.name)

@@ -263,6 +263,8 @@ def test_each_end_reason_counts_under_its_own_label(
             EndReason.SESSION_RATE,
             EndReason.NO_SERVER,
             EndReason.PROXY_REFUSED,
+            EndReason.BANNED,
+            EndReason.DENIED,
         )
         else {}
     )
@@ -604,3 +606,21 @@ def test_observers_see_records_and_never_break_the_log() -> None:
     log.remove_observer(broken)
     log.info("x")
     assert seen[-1][0] == "info"
+
+
+def test_the_defenders_failures_and_bans_are_counted_per_frontend(
+    directory: str, config: Config
+) -> None:
+    metrics, log = attached(config)
+    for _ in range(3):
+        log.notify("defender_failure", frontend="ftp")
+    log.warning(LogWarning.CLIENT_BANNED, frontend="ftp", client="203.0.113.9")
+    session(log, "-", EndReason.BANNED)
+    session(log, "-", EndReason.DENIED)
+    metrics.flush()
+    got = collect(directory)
+    assert value(got, "ftplb_defender_failures_total", frontend="ftp") == 3
+    assert value(got, "ftplb_defender_bans_made_total", frontend="ftp") == 1
+    assert value(got, "ftplb_refusals_total", reason="banned") == 1
+    assert value(got, "ftplb_refusals_total", reason="denied") == 1
+    assert value(got, "ftplb_warnings_total", warning="client_banned") == 1

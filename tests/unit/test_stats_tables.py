@@ -10,9 +10,10 @@ import pytest
 from rich.console import Console
 
 from ftplb.admin.page_tables import backend_table, process_facts, tables
-from ftplb.admin.snapshot import Snapshot, snapshot_dict
+from ftplb.admin.snapshot import BanInfo, Snapshot, ban_info, snapshot_dict
 from ftplb.admin.stats_page import render
 from ftplb.admin.units import human_bytes, human_duration, human_rate, sessions_rate
+from ftplb.balancing.defender import Ban
 from ftplb.console.reading import StatsFormatError, snapshot_from_json
 from ftplb.console.view import snapshot_view
 from tests.unit.stats_sample import BACKEND, S1, SNAPSHOT
@@ -205,3 +206,59 @@ def test_the_terminal_shows_the_same_tables() -> None:
     wide = Console(width=260, record=True, color_system=None)
     wide.print(snapshot_view(SNAPSHOT, width=260))
     assert "127.0.0.11:21" in wide.export_text()
+
+
+BANS = (
+    BanInfo("203.0.113.9", "2026-12-05T05:00:00Z", "2026-12-05T05:20:00Z", 1000.0, 2),
+    BanInfo("2001:db8::7", "2026-12-05T04:59:00Z", "2026-12-05T05:09:00Z", 400.0, 1),
+)
+
+
+def test_bans_show_in_a_table_of_their_own_only_with_a_defender() -> None:
+    assert "bans" not in [table.kind for table in tables(SNAPSHOT)]
+    with_bans = replace(SNAPSHOT, bans=BANS)
+    assert [table.kind for table in tables(with_bans)][-1] == "bans"
+    page = render(with_bans, 5)
+    row = re.search(r'<tr class="ban">(.*?)</tr>', page)
+    assert row is not None
+    assert row.group(1) == (
+        '<td class="name">203.0.113.9</td>'
+        '<td class="text">2026-12-05T05:00:00Z</td><td class="text">2026-12-05T05:20:00Z</td>'
+        '<td class="elapsed" title="1000.0 s">16m40s</td>'
+        '<td class="count" title="1: a first ban; each repeat doubles it">2</td>'
+    )
+    assert "Banned client addresses" in page
+    empty = render(replace(SNAPSHOT, bans=()), 5)
+    assert '<p class="empty">No client address is banned.</p>' in empty
+
+
+def test_bans_read_back_from_stats_json_and_their_absence_is_no_defender() -> None:
+    with_bans = replace(SNAPSHOT, bans=BANS)
+    data = json.loads(json.dumps(snapshot_dict(with_bans)))
+    assert data["bans"][0] == {
+        "address": "203.0.113.9",
+        "since": "2026-12-05T05:00:00Z",
+        "until": "2026-12-05T05:20:00Z",
+        "remaining": 1000.0,
+        "offence": 2,
+    }
+    assert snapshot_from_json(data) == with_bans
+    assert json.loads(json.dumps(snapshot_dict(SNAPSHOT)))["bans"] is None
+    del data["bans"]
+    assert snapshot_from_json(data).bans is None
+
+
+def test_a_ban_shows_its_times_in_utc_and_the_time_left() -> None:
+    ban = Ban("203.0.113.9", 1_800_000_000.0, 1_800_000_600.0, 1)
+    assert ban_info(ban, 1_800_000_100.25) == BanInfo(
+        "203.0.113.9", "2027-01-15T08:00:00Z", "2027-01-15T08:10:00Z", 499.75, 1
+    )
+    assert ban_info(ban, 1_800_000_700.0).remaining == 0.0
+
+
+def test_the_terminal_shows_the_bans_too() -> None:
+    console = Console(width=120, record=True, color_system=None)
+    console.print(snapshot_view(replace(SNAPSHOT, bans=BANS), width=120))
+    text = console.export_text()
+    for shown in ("Banned client addresses", "203.0.113.9", "2001:db8::7", "16m40s"):
+        assert shown in text, shown

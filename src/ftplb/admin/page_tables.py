@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ftplb.admin.snapshot import (
     BackendStats,
+    BanInfo,
     FrontendStats,
     ServerStats,
     Snapshot,
@@ -29,6 +30,7 @@ __all__ = [
     "Row",
     "Table",
     "backend_table",
+    "bans_table",
     "frontend_table",
     "process_facts",
     "tables",
@@ -71,7 +73,7 @@ class Row:
 @dataclass(frozen=True, slots=True)
 class Table:
     kind: str
-    """"frontend", "backend" or "transfers"."""
+    """"frontend", "backend", "transfers" or "bans"."""
     name: str
     """What the table is of: a frontend's or a backend's name; "" for the transfers."""
     title: str
@@ -340,12 +342,41 @@ def transfers_table(transfers: tuple[TransferInProgress, ...]) -> Table:
     )
 
 
+_BAN_GROUPS = (Group("", ("Address", "Since", "Until", "Left", "Offence")),)
+
+
+def _ban_row(ban: BanInfo) -> Row:
+    cells = (
+        Cell(ban.address, css="name"),
+        Cell(ban.since, css="text"),
+        Cell(ban.until, css="text"),
+        Cell(human_duration(ban.remaining), f"{ban.remaining} s", "elapsed"),
+        Cell(str(ban.offence), "1: a first ban; each repeat doubles it", "count"),
+    )
+    return Row(cells, "ban")
+
+
+def bans_table(bans: tuple[BanInfo, ...]) -> Table:
+    return Table(
+        kind="bans",
+        name="",
+        title="Banned client addresses",
+        groups=_BAN_GROUPS,
+        rows=tuple(_ban_row(ban) for ban in bans),
+        empty="No client address is banned.",
+        optional=frozenset({("", "Since")}),
+    )
+
+
 def tables(snapshot: Snapshot) -> list[Table]:
-    """Every table of the page, in its order: frontends, backends, transfers in progress."""
+    """Every table of the page, in its order: frontends, backends, transfers in progress,
+    and the login defender's bans when there is a defender."""
+    bans = [] if snapshot.bans is None else [bans_table(snapshot.bans)]
     return [
         *(frontend_table(frontend) for frontend in snapshot.frontends),
         *(backend_table(backend) for backend in snapshot.backends),
         transfers_table(snapshot.transfers),
+        *bans,
     ]
 
 

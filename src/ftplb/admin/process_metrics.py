@@ -1,11 +1,12 @@
-"""Metrics that are not in the shared files: the build, and each process's resources.
+"""Metrics that are not in the shared files: the build, each process's resources, the bans.
 
 ``ftplb_build_info`` is 1, with the version and the Python version as labels.
 The ``process_*`` metrics of prometheus_client's ``ProcessCollector`` are read
 from ``/proc/<pid>`` for every process: the one serving /metrics (the master,
 or the lone process: ``worker="main"``) and each worker that reports in the
 metrics directory (``worker="0"``, ``"1"`` ...). A process that has just exited
-is left out (its ``/proc`` entry is gone).
+is left out (its ``/proc`` entry is gone). ``ftplb_defender_bans`` is read
+from the login defender's shared record when /metrics is served.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
 from ftplb.runtime.process_report import ProcessReport, read_reports
 
-__all__ = ["MAIN", "BuildInfo", "Processes", "labelled_pids", "start_time"]
+__all__ = ["MAIN", "BuildInfo", "DefenderBans", "Processes", "labelled_pids", "start_time"]
 
 MAIN = "main"
 """The ``worker`` label of the process that serves the admin listener."""
@@ -39,6 +40,20 @@ class BuildInfo:
         )
         family.add_metric([self.version, platform.python_version()], 1)
         yield family
+
+
+class DefenderBans:
+    """``ftplb_defender_bans``: the client addresses banned now, read from the shared record."""
+
+    def __init__(self, bans: int) -> None:
+        self.bans = bans
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "ftplb_defender_bans",
+            "Client addresses the login defender bans now.",
+            value=self.bans,
+        )
 
 
 def labelled_pids(reports: Iterable[ProcessReport], own_pid: int) -> dict[int, str]:

@@ -1,13 +1,15 @@
 """The admin HTTP listener: the stats page, the JSON stats, the metrics and the API.
 
-Reading: ``/stats`` (HTML), ``/stats.json``, ``/metrics`` and
-``GET /api/servers[/{backend}/{server}]``. Acting: ``POST
-/api/servers/{backend}/{server}`` with a JSON body, for an admin user (see
-docs/admin.md). It reads the metric files of every process (see
-:mod:`ftplb.runtime.metrics`), so one listener, in any one process, shows the
-sums over all workers; an action goes to the shared record of overrides,
-which every process follows. Reading the files is blocking I/O, so it runs
-in a thread: the event loop keeps serving sessions while a page is built.
+Reading: ``/stats`` (HTML), ``/stats.json``, ``/metrics``,
+``GET /api/servers[/{backend}/{server}]`` and ``GET /api/bans``. Acting:
+``POST /api/servers/{backend}/{server}`` with a JSON body, and ``DELETE
+/api/bans/{address}``, for an admin user (see docs/admin.md). It reads the
+metric files of every process (see :mod:`ftplb.runtime.metrics`), so one
+listener, in any one process, shows the sums over all workers; an action goes
+to the shared record of overrides, which every process follows, and a lifted
+ban to the login defender's shared record. Reading the metric files is
+blocking I/O, so it runs in a thread: the event loop keeps serving sessions
+while a page is built.
 
 Start it once per balancer (in the supervisor, or in the only process)::
 
@@ -27,7 +29,7 @@ import re
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from aiohttp import web
@@ -45,24 +47,30 @@ from ftplb.admin.actions import (
 )
 from ftplb.admin.api import find_server, servers_json
 from ftplb.admin.auth import CHALLENGE, Authenticator
+from ftplb.admin.csrf import cross_origin_reason
 from ftplb.admin.overrides_store import OverridesStore
 from ftplb.admin.page_actions import ACTION_PATH, PageActions
-from ftplb.admin.process_metrics import BuildInfo, Processes, start_time
+from ftplb.admin.process_metrics import BuildInfo, DefenderBans, Processes, start_time
 from ftplb.admin.snapshot import (
     ProcessStats,
     Snapshot,
+    ban_info,
     build_snapshot,
     collect,
     snapshot_dict,
 )
 from ftplb.admin.stats_page import render
+from ftplb.balancing.defender import Ban
 from ftplb.balancing.overrides import Override, OverrideError, ServerKey
 from ftplb.config.general import Admin
 from ftplb.config.schema import Config
+from ftplb.runtime.defender import DefenderStore, StoreError, active_bans, lift_ban
 from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.process_report import ProcessReport, read_reports
 
 __all__ = ["AdminError", "AdminServer", "start_admin"]
+
+_NO_DEFENDER = "the login defender is off: the configuration has no [defender] section"
 
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -100,13 +108,19 @@ class Route:
 
 _READ = frozenset({"GET", "HEAD"})
 _SERVER_PATH = r"/api/servers/(?P<backend>[^/]+)/(?P<server>[^/]+)"
+_BAN_PATH = r"/api/bans/(?P<address>[^/]+)"
 
 
 class AdminServer:
     """A running admin listener."""
 
     def __init__(
-        self, settings: Admin, directory: str, config: Config, log: EventLog | None = None
+        self,
+        settings: Admin,
+        directory: str,
+        config: Config,
+        log: EventLog | None = None,
+        defender: DefenderStore | None = None,
     ) -> None:
         self.settings = settings
         self.directory = directory
@@ -116,6 +130,8 @@ class AdminServer:
         self.store = OverridesStore(directory)
         self.actions = ServerActions(self.store, config, self.log)
         self.page_actions = PageActions(self.actions)
+        self.defender = defender
+        """The login defender's record (the file the workers share, or a lone process's)."""
         self.started = start_time(os.getpid()) or time.time()
         self.generation = 1
         self._runner: web.AppRunner | None = None
@@ -129,6 +145,8 @@ class AdminServer:
             self._route(_READ, _SERVER_PATH, self._api_server),
             self._route({"POST"}, _SERVER_PATH, self._api_act),
             self._route({"POST"}, re.escape(ACTION_PATH), self._page_action),
+            self._route(_READ, "/api/bans", self._api_bans),
+            self._route({"DELETE"}, _BAN_PATH, self._api_lift),
         ]
 
     @staticmethod
@@ -202,7 +220,9 @@ class AdminServer:
     async def _metrics(
         self, request: web.Request, caller: Caller, parts: Mapping[str, str]
     ) -> web.StreamResponse:
-        body = await asyncio.to_thread(_exposition, self.directory)
+        bans = self._bans()
+        count = None if bans is None or isinstance(bans, str) else len(bans)
+        body = await asyncio.to_thread(_exposition, self.directory, count)
         return web.Response(body=body, headers={**_HEADERS, "Content-Type": CONTENT_TYPE_LATEST})
 
     async def _stats_page(
@@ -269,6 +289,60 @@ class AdminServer:
             return _json_error(500, str(error))
         return await self._server_answer(backend, server)
 
+    async def _api_bans(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        bans = self._bans()
+        if bans is None:
+            return _json_error(404, _NO_DEFENDER)
+        if isinstance(bans, str):
+            return _json_error(500, bans)
+        now = time.time()
+        return _json([asdict(ban_info(ban, now)) for ban in bans])
+
+    async def _api_lift(
+        self, request: web.Request, caller: Caller, parts: Mapping[str, str]
+    ) -> web.StreamResponse:
+        if not caller.may_act:
+            who = f"user {caller.name!r} is" if caller.name else "anonymous callers are"
+            return _json_error(
+                403, f"{who} read-only: lifting a ban needs a user with role = admin"
+            )
+        # No HTML form can send DELETE, and a script on another site would need a
+        # CORS preflight that is never granted; a browser's own word is checked too.
+        refused = cross_origin_reason(
+            request.headers.get("Origin"),
+            request.headers.get("Sec-Fetch-Site"),
+            f"{request.scheme}://{request.host}",
+        )
+        if refused is not None:
+            return _json_error(403, f"a request from another site ({refused})")
+        store = self.defender
+        if store is None or self.config.defender is None:
+            return _json_error(404, _NO_DEFENDER)
+        try:
+            lifted = lift_ban(store, parts["address"])
+        except ValueError:
+            return _json_error(400, f"{parts['address']!r} is not an IP address")
+        except StoreError as error:
+            return _json_error(500, str(error))
+        if lifted is None:
+            return _json_error(404, f"{parts['address']} is not banned")
+        self.log.info("ban lifted", user=caller.name or "-", client=lifted.address)
+        return _json(asdict(ban_info(lifted, time.time())))
+
+    def _bans(self) -> list[Ban] | str | None:
+        """The bans in force; None without a defender; the reason when the record is unreadable.
+
+        Read on the event loop: a lone process's record lives in its memory.
+        """
+        if self.defender is None or self.config.defender is None:
+            return None
+        try:
+            return active_bans(self.defender)
+        except StoreError as error:
+            return str(error)
+
     async def _server_answer(self, backend: str, server: str) -> web.StreamResponse:
         try:
             snapshot, overrides = await self._servers_state()
@@ -289,12 +363,15 @@ class AdminServer:
         overrides: dict[ServerKey, Override] | None,
         reports: list[ProcessReport],
     ) -> Snapshot:
+        bans = self._bans()
         return build_snapshot(
             self.config,
             families,
             overrides=overrides,
             reports=reports,
             process=self.process_stats(),
+            # An unreadable record shows as no bans; the balancers log why.
+            bans=[] if isinstance(bans, str) else bans,
         )
 
     def process_stats(self) -> ProcessStats:
@@ -362,23 +439,31 @@ def _json_error(status: int, message: str) -> web.Response:
     return _json({"error": message}, status)
 
 
-def _exposition(directory: str) -> bytes:
+def _exposition(directory: str, bans: int | None = None) -> bytes:
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
     registry.register(BuildInfo(_VERSION))
     registry.register(Processes(directory))
+    if bans is not None:
+        registry.register(DefenderBans(bans))
     return generate_latest(registry)
 
 
 async def start_admin(
-    settings: Admin, directory: str, config: Config, log: EventLog | None = None
+    settings: Admin,
+    directory: str,
+    config: Config,
+    log: EventLog | None = None,
+    *,
+    defender: DefenderStore | None = None,
 ) -> AdminServer:
     """Listen on ``settings.bind`` and serve the metrics found in ``directory``.
 
     ``directory`` is the one every process gave to ``ftplb.runtime.metrics.enable``;
     actions are recorded there too, and logged on ``log`` with the user.
+    ``defender`` is the login defender's record, whose bans it shows and lifts.
     Raises :class:`AdminError` when the address cannot be bound.
     """
-    server = AdminServer(settings, directory, config, log)
+    server = AdminServer(settings, directory, config, log, defender)
     await server._open()
     return server

@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from ftplb.balancing.defender import Ban
 from ftplb.balancing.overrides import Override, ServerKey
 from ftplb.balancing.state import AdminState, ServerState
 from ftplb.config.schema import Config
@@ -29,11 +30,13 @@ __all__ = [
     "STATS_VERSION",
     "UNKNOWN_ADMIN",
     "BackendStats",
+    "BanInfo",
     "FrontendStats",
     "ProcessStats",
     "ServerStats",
     "Snapshot",
     "TransferInProgress",
+    "ban_info",
     "build_snapshot",
     "collect",
     "snapshot_dict",
@@ -176,6 +179,36 @@ class TransferInProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class BanInfo:
+    """One client address banned by the login defender, as the page and the API show it."""
+
+    address: str
+    since: str
+    """When the ban began: UTC, ISO 8601."""
+    until: str
+    """When it ends, unless an operator lifts it first."""
+    remaining: float
+    """Seconds left."""
+    offence: int
+    """1 for a first ban, 2 for a ban while the first was remembered (twice as long), ..."""
+
+
+def ban_info(ban: Ban, now: float) -> BanInfo:
+    """The shown form of a ban in force at ``now``."""
+    return BanInfo(
+        address=ban.address,
+        since=_utc(ban.since),
+        until=_utc(ban.until),
+        remaining=round(max(ban.until - now, 0.0), 3),
+        offence=ban.offence,
+    )
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessStats:
     """The balancer as a whole: the header of the stats page."""
 
@@ -205,6 +238,8 @@ class Snapshot:
     transfers: tuple[TransferInProgress, ...] = ()
     """Every transfer running now, in every process, longest-running first."""
     process: ProcessStats | None = None
+    bans: tuple[BanInfo, ...] | None = None
+    """The login defender's bans in force, the most recent first; None without a defender."""
 
 
 STATS_VERSION = 2
@@ -261,13 +296,15 @@ def build_snapshot(
     *,
     reports: Iterable[ProcessReport] = (),
     process: ProcessStats | None = None,
+    bans: Iterable[Ban] | None = None,
 ) -> Snapshot:
     """Lay out the collected ``families`` along the frontends and backends of ``config``.
 
     ``overrides`` is the shared record (:meth:`OverridesStore.load`); None
     when it cannot be read, and every admin state shows as unknown.
-    ``reports`` are the processes' reports (their running transfers), and
-    ``process`` the header of the whole balancer.
+    ``reports`` are the processes' reports (their running transfers),
+    ``process`` the header of the whole balancer, and ``bans`` the login
+    defender's bans in force (None without a defender).
     """
     s = _Samples(families)
     now = time.time() if now is None else now
@@ -281,7 +318,8 @@ def build_snapshot(
     frontends = tuple(_frontend(config, index, s) for index in range(len(config.frontends)))
     workers = int(sum(s.by("ftplb_worker_processes").values()))
     transfers = _transfers(reports, now)
-    return Snapshot(stamp, workers, frontends, backends, transfers, process)
+    shown = None if bans is None else tuple(ban_info(ban, now) for ban in bans)
+    return Snapshot(stamp, workers, frontends, backends, transfers, process, shown)
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from ftplb.config.backends import Backend
+from ftplb.config.defender import Defender
 from ftplb.config.fields import Endpoint, PortRange, Section
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Admin, Defaults
@@ -49,6 +50,7 @@ class Config(Section):
     frontends: Annotated[list[Frontend], Field(min_length=1)]
     backends: Annotated[list[Backend], Field(min_length=1)]
     admin: Admin | None = None
+    defender: Defender | None = None
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``; KeyError if there is none."""
@@ -65,6 +67,7 @@ class Config(Section):
             backends=self.backends,
             backend_names=[b.name for b in self.backends],
             admin=self.admin,
+            defender=self.defender,
         )
 
     @model_validator(mode="after")
@@ -139,6 +142,7 @@ def cross_check(whole: Config | Sections) -> list[Problem]:
         *_proxy_protocol_settings(config),
         *_passive_ranges_for_workers(config),
         *_admin_settings(config),
+        *_defender_settings(config),
     ]
 
 
@@ -466,3 +470,14 @@ def _duplicate_admin_users(admin: Admin) -> Iterator[Problem]:
             yield Problem(path, f'duplicate admin user name "{entry.name}" (also {where})')
         else:
             first_seen[entry.name] = path
+
+
+def _defender_settings(config: Sections) -> Iterator[Problem]:
+    """A longest ban shorter than the first one."""
+    defender = config.defender
+    if defender is not None and defender.ban_time_max < defender.ban_time:
+        yield Problem(
+            ("defender", "ban_time_max"),
+            f"{defender.ban_time_max:g} s is shorter than ban_time ({defender.ban_time:g} s): "
+            "bans start at ban_time and double up to ban_time_max",
+        )

@@ -16,6 +16,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ftplb.config.backends import Backend
+from ftplb.config.defender import Defender
 from ftplb.config.frontends import Frontend
 from ftplb.config.general import Admin, Defaults
 
@@ -40,6 +41,7 @@ class Sections:
     backends: Sequence[Backend | None]
     backend_names: Sequence[str | None]
     admin: Admin | None
+    defender: Defender | None = None
 
 
 def present(items: Sequence[_Model | None]) -> Iterator[tuple[int, _Model]]:
@@ -57,12 +59,14 @@ def validated_sections(data: Mapping[str, object]) -> Sections:
     frontends = _tables(data.get("frontends"))
     backends = _tables(data.get("backends"))
     admin = data.get("admin")
+    defender = data.get("defender")
     return Sections(
         defaults=_validated(Defaults, data.get("defaults", {})),
         frontends=[_validated(Frontend, table) for table in frontends],
         backends=[_validated(Backend, table) for table in backends],
         backend_names=[_name(table) for table in backends],
         admin=None if admin is None else _validated(Admin, admin),
+        defender=None if defender is None else _validated(Defender, defender),
     )
 
 

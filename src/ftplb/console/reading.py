@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 from ftplb.admin.snapshot import (
     BackendStats,
+    BanInfo,
     FrontendStats,
     ProcessStats,
     ServerStats,
@@ -65,6 +66,10 @@ def snapshot_from_json(data: Any) -> Snapshot:
         for frontend in _list(data, "frontends")
     )
     transfers = tuple(_build(TransferInProgress, t) for t in _list(data, "transfers"))
+    # No "bans" (an older ftplb) and "bans": null both mean no defender.
+    bans = (
+        None if data.get("bans") is None else tuple(_build(BanInfo, b) for b in _list(data, "bans"))
+    )
     process = data.get("process")
     return _build(
         Snapshot,
@@ -72,5 +77,6 @@ def snapshot_from_json(data: Any) -> Snapshot:
         frontends=frontends,
         backends=backends,
         transfers=transfers,
+        bans=bans,
         process=None if process is None else _build(ProcessStats, process),
     )

@@ -58,6 +58,11 @@ class EndReason(StrEnum):
     INTERNAL_ERROR = "internal_error"
     """``mode = "tcp"``: the relay stopped on an unexpected error, a defect of the
     balancer; the ``relay_failed`` warning beside it says which."""
+    BANNED = "banned"
+    """Refused at connect, or closed after the failed login that earned it: the client
+    address is banned by the login defender (``[defender]``)."""
+    DENIED = "denied"
+    """Refused at connect: the client address is in the defender's ``deny`` list."""
 
     @property
     def refused(self) -> bool:
@@ -72,6 +77,8 @@ _REFUSALS = frozenset(
         EndReason.SESSIONS_PER_IP,
         EndReason.SESSION_RATE,
         EndReason.PROXY_REFUSED,
+        EndReason.BANNED,
+        EndReason.DENIED,
     )
 )
 

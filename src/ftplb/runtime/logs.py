@@ -71,6 +71,10 @@ class LogWarning(StrEnum):
     """A reload cannot change a key (``workers``, the admin ``bind``); it keeps its old value."""
     PLAIN_ADMIN_PASSWORD = "plain_admin_password"
     """``[admin]`` has the legacy ``password`` in plain text; ``[[admin.users]]`` hash theirs."""
+    CLIENT_BANNED = "client_banned"
+    """The login defender banned a client address after too many failed logins."""
+    DEFENDER_UNREADABLE = "defender_unreadable"
+    """The defender's shared record could not be read or written; connections are admitted."""
 
     @property
     def message(self) -> str:
@@ -107,6 +111,8 @@ _MESSAGES: dict[LogWarning, str] = {
     LogWarning.RELOAD_REFUSED: "the new configuration is invalid; the running one stays",
     LogWarning.RELOAD_FAILED: "the new configuration could not start; the running one stays",
     LogWarning.RESTART_NEEDED: "this change needs a restart; the old value stays until then",
+    LogWarning.CLIENT_BANNED: "client address banned after too many failed logins",
+    LogWarning.DEFENDER_UNREADABLE: "the defender's shared record cannot be read or written",
     LogWarning.PLAIN_ADMIN_PASSWORD: (
         "the admin password is written in plain text in the configuration; "
         "prefer [[admin.users]] with a password_hash (ftplb hash-password makes one)"

@@ -206,6 +206,8 @@ class _Instruments:
     frontend_peak: Gauge
     state_changed: Gauge
     downtime: Gauge
+    defender_failures: Counter
+    defender_bans: Counter
 
 
 def _instruments() -> _Instruments:
@@ -398,6 +400,18 @@ def _instruments() -> _Instruments:
                 _BS,
                 "livemax",
             ),
+            defender_failures=counter(
+                "ftplb_defender_failures",
+                "Failed logins the login defender counted (allowed and denied addresses aside).",
+                ("frontend",),
+            ),
+            # Not "ftplb_defender_bans": that gauge (the bans in force) is read
+            # from the defender's record by the admin listener.
+            defender_bans=counter(
+                "ftplb_defender_bans_made",
+                "Bans the login defender made.",
+                ("frontend",),
+            ),
         )
     return _mode.instruments
 
@@ -533,6 +547,7 @@ class Metrics:
             "passive": self._on_passive,
             "login": self._on_login,
             "retry": self._on_retry,
+            "defender_failure": self._on_defender_failure,
         }
 
     # ---------------------------------------------------------- lifecycle
@@ -936,6 +951,11 @@ class Metrics:
             self._add(ins.passive_listeners, (str(fields.get("frontend", "-")), "refused"))
         elif warning in _DATA_REFUSALS:
             self._add(ins.data_refused, (str(fields.get("frontend", "-")),))
+        elif warning is LogWarning.CLIENT_BANNED:
+            self._add(ins.defender_bans, (str(fields.get("frontend", "-")),))
+
+    def _on_defender_failure(self, fields: dict[str, Any]) -> None:
+        self._add(self._instruments.defender_failures, (str(fields.get("frontend", "-")),))
 
     def _on_login(self, fields: dict[str, Any]) -> None:
         result = "ok" if fields.get("result") == "ok" else "failed"

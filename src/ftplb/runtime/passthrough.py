@@ -69,6 +69,7 @@ from ftplb.config.limits import ClientLimits, resolve_limits
 from ftplb.proto.addresses import HostPort, kernel_host, unmap_ipv4
 from ftplb.proto.outcomes import EndReason
 from ftplb.runtime.client_limits import ClientGate
+from ftplb.runtime.defender import Defender
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.listeners import ListenError, listening_socket, resolve_host, show_address
 from ftplb.runtime.logs import EventLog, LogWarning
@@ -272,6 +273,7 @@ class PassthroughFrontend:
         log: EventLog,
         budget: PipeBudget,
         listen: Callable[[str, int, int], socket.socket] = listening_socket,
+        defender: Defender | None = None,
     ) -> None:
         for name in settings.passive_ranges:
             pool.server(name)  # KeyError for a range of a server the pool lacks
@@ -280,6 +282,7 @@ class PassthroughFrontend:
         self._overall = overall
         self._log = log
         self._budget = budget
+        self._defender = defender
         # How a listening socket is opened: a reload hands in one that gives
         # each generation a duplicate of one kept socket per address.
         self._listen_socket = listen
@@ -427,8 +430,12 @@ class PassthroughFrontend:
     def _on_control(self, conn: socket.socket, peer: Peer) -> None:
         client_ip, client_port = peer
         self._log.notify("accept", frontend=self.name)
-        limit = self.settings.max_connections
-        if self._stopping or (limit and len(self._controls) >= limit) or self._overall.full():
+        refusal = self._refusal()
+        if refusal is None and self.settings.proxy_intake is None:
+            # Behind an upstream, the client's address is known from the header only.
+            refusal = self._client_refusal(client_ip)
+        if refusal is not None:
+            # Closed without a word: the stream may be TLS (or SSH) from its first byte.
             conn.close()
             self._log.session(
                 session=next_session_id(),
@@ -439,11 +446,8 @@ class PassthroughFrontend:
                 duration=0.0,
                 bytes_in=0,
                 bytes_out=0,
-                end=EndReason.SHUTDOWN if self._stopping else EndReason.LIMIT,
+                end=refusal,
             )
-            return
-        # Behind an upstream, the client's address is known from the header only.
-        if self.settings.proxy_intake is None and not self._admit_client(conn, peer):
             return
         # Control traffic is small request/reply exchanges: Nagle's algorithm
         # would hold the second segment of a multi-segment reply for an ACK.
@@ -455,26 +459,23 @@ class PassthroughFrontend:
         self._overall.active += 1
         control.task = self._spawn(self._serve_control(control), control.session_id)
 
-    def _admit_client(self, conn: socket.socket, peer: Peer) -> bool:
-        """The per-client checks at connect, once the client's address is known:
-        count the connection against its address's limits, or close it unanswered
-        (the stream may be TLS from its first byte) and log it."""
-        refusal = self._gate.admit(peer[0])
-        if refusal is None:
-            return True
-        conn.close()
-        self._log.session(
-            session=next_session_id(),
-            frontend=self.name,
-            mode="tcp",
-            client=show_address(*peer),
-            server="-",
-            duration=0.0,
-            bytes_in=0,
-            bytes_out=0,
-            end=refusal,
-        )
-        return False
+    def _refusal(self) -> EndReason | None:
+        """Why a control connection is refused whoever sends it, or None."""
+        if self._stopping:
+            return EndReason.SHUTDOWN
+        limit = self.settings.max_connections
+        if (limit and len(self._controls) >= limit) or self._overall.full():
+            return EndReason.LIMIT
+        return None
+
+    def _client_refusal(self, client_ip: str) -> EndReason | None:
+        """Why the client at ``client_ip`` is refused, or None: asked once its address is
+        known. The defender first; then its limits, which count it when they admit it."""
+        if self._defender is not None:
+            refusal = self._defender.refusal(client_ip)
+            if refusal is not None:
+                return refusal
+        return self._gate.admit(client_ip)
 
     async def _serve_control(self, control: _Control) -> None:
         try:
@@ -484,9 +485,9 @@ class PassthroughFrontend:
                 if refusal:
                     control.end, control.detail = EndReason.PROXY_REFUSED, refusal
                     return
-                limited = self._gate.admit(control.client_ip)
-                if limited is not None:
-                    control.end = limited
+                refused = self._client_refusal(control.client_ip)
+                if refused is not None:
+                    control.end = refused
                     return
                 control.counted = True
             picked = await self._connect_server(control)

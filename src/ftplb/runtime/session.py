@@ -45,6 +45,7 @@ from ftplb.runtime.data import (
     DataTls,
     TransferOutcome,
 )
+from ftplb.runtime.defender import Defender
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
 from ftplb.runtime.ports import PortPool
@@ -113,6 +114,8 @@ class FrontendContext:
     """``accept_proxy``: each connection starts with a PROXY header from a trusted upstream."""
     proxy_outlet: ProxyOutlet | None = None
     """``send_proxy``: a PROXY header starts each connection to a server."""
+    defender: Defender | None = None
+    """The login defender (``[defender]``); None without one."""
 
     def running_transfers(self) -> Iterable[RunningTransfer]:
         return self.running.values()
@@ -344,8 +347,9 @@ class Session(asyncio.Protocol):
         """The client's address is known (the socket's, or its PROXY header's): take
         the session, or refuse it over a limit."""
         ctx = self._ctx
-        if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
-            self._refuse(EndReason.LIMIT)
+        refusal = self.refusal()
+        if refusal is not None:
+            self._refuse(refusal)
             return
         if not self._admit_client():
             return
@@ -356,6 +360,17 @@ class Session(asyncio.Protocol):
         self._last_client = self._last_server = self._loop.time()
         self._arm_timer()
         self._do(self.core.start())
+
+    def refusal(self) -> EndReason | None:
+        """Why this client may not start a session, or None: asked once its address is known."""
+        ctx = self._ctx
+        if ctx.defender is not None:
+            refusal = ctx.defender.refusal(self.client.host)
+            if refusal is not None:
+                return refusal
+        if (ctx.max_connections and len(ctx.sessions) >= ctx.max_connections) or ctx.overall.full():
+            return EndReason.LIMIT
+        return None
 
     def _admit_client(self) -> bool:
         """The per-client checks at connect, once the client's address is known:
@@ -497,6 +512,8 @@ class Session(asyncio.Protocol):
                 server=self.server_name,
                 result="ok" if action.ok else "failed",
             )
+            if not action.ok:
+                self._login_failed()
         elif isinstance(action, act.CommandSeen):
             self._ctx.log.write(
                 "command",
@@ -507,6 +524,16 @@ class Session(asyncio.Protocol):
             )
         elif isinstance(action, act.Close):
             self._close(action.reason, action.detail)
+
+    def _login_failed(self) -> None:
+        """Count the failure; the one that earns a ban (or follows it) ends the session."""
+        defender = self._ctx.defender
+        if defender is not None and defender.failed_login(
+            self.client.host, frontend=self._ctx.name, session=self.session_id
+        ):
+            if self.transport is not None:
+                self.transport.write(_REFUSALS[EndReason.BANNED])
+            self._close(EndReason.BANNED)
 
     # ------------------------------------------------------------ client TLS
     def _start_client_tls(self) -> None:
@@ -883,6 +910,10 @@ _REFUSALS = {
     EndReason.SESSION_RATE: format_reply(
         421, "Too many new connections from your address, try again later."
     ),
+    EndReason.BANNED: format_reply(
+        421, "Too many failed logins from your address, try again later."
+    ),
+    EndReason.DENIED: format_reply(421, "Access denied."),
 }
 """ftplb's 421 to a client it turns away at connect, by the limit that refused it."""
 
