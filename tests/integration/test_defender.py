@@ -65,10 +65,41 @@ REFUSED_WITHIN = 1.0
 """Seconds from a ban in one process until another process refuses the address."""
 
 
-def attempt(lb: RunningBalancer, source: str, user: str, password: str) -> tuple[str, str]:
+class ProxiedFTP(ftplib.FTP):
+    """ftplib whose control connection starts with a PROXY v1 header naming ``client``:
+    the test plays the upstream balancer in front of an ``accept_proxy`` frontend."""
+
+    def __init__(self, client: str, source: str) -> None:
+        super().__init__(timeout=10)
+        self._client, self._source = client, source
+
+    def connect(
+        self,
+        host: str = "",
+        port: int = 0,
+        timeout: float = -999,
+        source_address: tuple[str, int] | None = None,
+    ) -> str:
+        self.host, self.port = host, port
+        self.sock = socket.create_connection(
+            (host, port), self.timeout, source_address=(self._source, 0)
+        )
+        self.af = self.sock.family
+        self.sock.sendall(f"PROXY TCP4 {self._client} {host} 40000 {port}\r\n".encode())
+        self.file = self.sock.makefile("r", encoding=self.encoding)
+        self.welcome = self.getresp()
+        return self.welcome
+
+
+def attempt(
+    lb: RunningBalancer, source: str, user: str, password: str, client: str | None = None
+) -> tuple[str, str]:
     """One login from ``source``: (the code of the greeting or of the login's final reply,
-    the code of the reply to a NOOP after it, or "closed", or "-" when refused at connect)."""
-    ftp = ftplib.FTP(timeout=10, source_address=(source, 0))
+    the code of the reply to a NOOP after it, or "closed", or "-" when refused at connect).
+    With ``client``, ``source`` is an upstream balancer that names that client."""
+    ftp = (
+        ProxiedFTP(client, source) if client else ftplib.FTP(timeout=10, source_address=(source, 0))
+    )
     try:
         try:
             ftp.connect(lb.host, lb.port)
@@ -454,3 +485,46 @@ def test_with_two_workers_a_ban_shows_in_the_masters_api(tmp_path: Path) -> None
         status, _, answer = api.call("DELETE", f"/api/bans/{ATTACKER}")
         assert status == 200, answer
         assert attempt(group.lb, ATTACKER, group.user, group.password) == ("230", "200")
+
+
+def test_behind_an_upstream_a_ban_made_in_one_worker_holds_in_the_other() -> None:
+    """The upstream's PROXY header names the client, so one client can reach either worker:
+    banned through one, it is refused by the other, while other clients there log in."""
+    upstreams = [
+        next(f"127.0.0.{n}" for n in range(180, 250) if steered_index(f"127.0.0.{n}", 2) == w)
+        for w in (0, 1)
+    ]
+    attacker, neighbour = "203.0.113.7", "203.0.113.8"
+    defender = DEFENDER.replace('ban_time = "2s"', 'ban_time = "1m"')
+    with farm(
+        "proftpd",
+        defaults="workers = 2",
+        frontend='accept_proxy = true\nproxy_trusted = ["127.0.0.0/8"]',
+        sections=defender,
+    ) as group:
+        lb = group.lb
+        wait_ready(lb)
+        outcomes = []
+        for number in range(MAX_ATTEMPTS):
+            outcomes.append(attempt(lb, upstreams[0], group.user, f"wrong-{number}", attacker))
+            if outcomes[-1][1] != "200":
+                break
+        assert outcomes == [("530", "200"), ("530", "200"), ("530", "421")]
+        (ban,) = banned_lines(lb, attacker)
+        assert ban["worker"] == "0"
+        # The other worker refuses the banned client at once, and serves another one.
+        assert attempt(lb, upstreams[1], group.user, group.password, attacker) == ("421", "-")
+        assert attempt(lb, upstreams[1], group.user, group.password, neighbour) == ("230", "200")
+
+        def sessions_of(client: str) -> list[tuple[str, str]]:
+            lines = records(lb, "session")
+            return [(f["worker"], f["end"]) for f in lines if f["client"].startswith(client + ":")]
+
+        wait_until(
+            lambda: (
+                sessions_of(attacker)[-1:] == [("1", "banned")]
+                and sessions_of(neighbour) == [("1", "client_closed")]
+            ),
+            5,
+            "the other worker's session lines",
+        )
