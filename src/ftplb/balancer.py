@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from ftplb.admin.overrides_store import OverridesStore, watch_overrides
 from ftplb.balancing.carry import carry_servers, carry_stickiness
@@ -35,6 +35,7 @@ from ftplb.runtime.logs import EventLog, LogWarning
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
 from ftplb.runtime.ports import PortPool
+from ftplb.runtime.proxied_tls import ProxiedTlsListener
 from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
 from ftplb.runtime.tls import TlsSetupError, backend_tls, frontend_tls
@@ -82,7 +83,7 @@ class Balancer:
         self.checkers: dict[str, HealthChecker] = {}
         self.frontends: list[FrontendContext] = []
         self.passthroughs: list[PassthroughFrontend] = []
-        self._servers: list[asyncio.Server] = []
+        self._servers: list[_Serving] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._budget = PipeBudget()
         self._overall = SessionLimit(config.defaults.max_connections)
@@ -263,12 +264,18 @@ class Balancer:
         for ctx, sock in sockets:
             # Implicit FTPS: the listener handshakes before a session (and its 220) starts.
             implicit = ctx.policy.client_tls == "implicit"
-            server = await loop.create_server(
-                _session_factory(ctx),
-                sock=sock,
-                ssl=ctx.client_tls.context if implicit and ctx.client_tls else None,
-                ssl_handshake_timeout=ctx.timeouts.data if implicit else None,
-            )
+            tls = ctx.client_tls.context if implicit and ctx.client_tls else None
+            server: _Serving
+            if tls is not None and ctx.proxy_intake is not None:
+                # Behind an upstream, its PROXY header comes before the handshake.
+                server = ProxiedTlsListener(ctx, sock, ctx.proxy_intake, tls, _session_factory(ctx))
+            else:
+                server = await loop.create_server(
+                    _session_factory(ctx),
+                    sock=sock,
+                    ssl=tls,
+                    ssl_handshake_timeout=ctx.timeouts.data if implicit else None,
+                )
             self._servers.append(server)
             if self._previous is None:
                 address = sock.getsockname()
@@ -396,6 +403,14 @@ class Balancer:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _Serving(Protocol):
+    """What serves a frontend's listening socket: an asyncio.Server, or a ProxiedTlsListener."""
+
+    def close(self) -> None: ...
+
+    async def wait_closed(self) -> None: ...
 
 
 def _session_factory(ctx: FrontendContext) -> Callable[[], Session]:

@@ -20,6 +20,7 @@ import re
 import shutil
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,72 @@ def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) 
         "not_proxy",
         data_port,
     )
+
+
+def test_implicit_ftps_behind_haproxy_reads_each_header_before_the_handshake(
+    tmp_path: Path,
+) -> None:
+    """Implicit FTPS with the header first, on control and data: curl through HAProxy
+    gets its file, and ftplb names the client from the header."""
+    ca = trustme.CA()
+    pem, ca_file = tmp_path / "lb.pem", tmp_path / "ca.pem"
+    ca.issue_cert(UPSTREAM).private_key_and_cert_chain_pem.write_to_path(str(pem))
+    ca.cert_pem.write_to_path(str(ca_file))
+    frontend = (
+        f'{ACCEPT}\npassive_address = "{UPSTREAM}"\ntls = "implicit"\ntls_certificate = "{pem}"'
+    )
+    with farms.farm(
+        files={"f.bin": CONTENT}, frontend=frontend, defaults='log_format = "json"'
+    ) as farm:
+        lb = farm.lb
+        first, last = passive_ports(lb)
+        port = free_port(UPSTREAM)
+        upstream = start_haproxy(
+            haproxy_config(
+                f"""
+                frontend control
+                    bind {UPSTREAM}:{port}
+                    default_backend ftplb_control
+                backend ftplb_control
+                    server lb 127.0.0.1:{lb.port} send-proxy-v2
+                frontend passive
+                    bind {UPSTREAM}:{first}-{last}
+                    default_backend ftplb_passive
+                backend ftplb_passive
+                    server lb 127.0.0.1 send-proxy-v2
+                """
+            ),
+            (UPSTREAM, port),
+        )
+        got = tmp_path / "got.bin"
+        try:
+            done = subprocess.run(
+                [
+                    *("curl", "-sS", "--fail", "--cacert", str(ca_file)),
+                    *("--interface", CLIENT, "--user", f"{farm.user}:{farm.password}"),
+                    *("-o", str(got), f"ftps://{UPSTREAM}:{port}/f.bin"),
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        finally:
+            upstream.stop()
+        assert done.returncode == 0, done.stderr
+        assert hashlib.sha256(got.read_bytes()).hexdigest() == SHA
+        # A handshake straight from the trusted address, with no header first: refused.
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as bare:
+            context = ssl.create_default_context(cafile=str(ca_file))
+            with pytest.raises(OSError):  # ssl.SSLError included
+                context.wrap_socket(bare, server_hostname=UPSTREAM)
+        wait_until(
+            lambda: "not_proxy" in [s.get("detail") for s in sessions(lb)], 10, "the refusal"
+        )
+    (served,) = [s for s in sessions(lb) if s["end"] != "proxy_refused"]
+    assert served["client"].rsplit(":", 1)[0] == CLIENT
+    transfers = [r for r in records(lb) if r["event"] == "transfer"]
+    assert [(t["client"], t["result"]) for t in transfers] == [(CLIENT, 226)]
 
 
 def test_connections_without_a_valid_header_or_from_untrusted_sources_are_refused() -> None:

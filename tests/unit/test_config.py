@@ -989,15 +989,3 @@ def test_proxy_protocol_keys_need_their_companions(tmp_path: Path) -> None:
     ]
     name, found = problems(tmp_path, _tls_frontend(MINIMAL, 'proxy_trusted = ["127.0.0.1"]'))
     assert found == [f"{name}:5: frontends[0].proxy_trusted: has no effect without accept_proxy"]
-
-
-def test_accept_proxy_cannot_precede_implicit_tls(tmp_path: Path) -> None:
-    (tmp_path / "lb.pem").write_text(_PEM_KEY + _PEM_CERT)
-    lines = (
-        'tls = "implicit"\ntls_certificate = "lb.pem"\naccept_proxy = true\nproxy_trusted = ["::1"]'
-    )
-    name, found = problems(tmp_path, _tls_frontend(MINIMAL, lines))
-    assert found == [
-        f'{name}:7: frontends[0].accept_proxy: cannot work with tls = "implicit" (TLS from the '
-        'first byte); use tls = "explicit", or let the upstream terminate TLS'
-    ]

@@ -416,15 +416,6 @@ def _proxy_protocol_settings(config: Sections) -> Iterator[Problem]:
             )
         elif frontend.proxy_trusted and not frontend.accept_proxy:
             yield Problem(("frontends", f, "proxy_trusted"), "has no effect without accept_proxy")
-        if frontend.accept_proxy and frontend.tls == "implicit":
-            # The listener's TLS handshake would read the header as a ClientHello,
-            # and a session cannot take the header first and hand the rest to TLS:
-            # uvloop delivers the first bytes even after connection_made paused reading.
-            yield Problem(
-                ("frontends", f, "accept_proxy"),
-                'cannot work with tls = "implicit" (TLS from the first byte); '
-                'use tls = "explicit", or let the upstream terminate TLS',
-            )
     for b, backend in present(config.backends):
         if backend.send_proxy_data and backend.send_proxy == "none":
             yield Problem(

@@ -23,7 +23,13 @@ from ftplb.proto.addresses import HostPort, kernel_host
 from ftplb.proto.control import ControlSession, SessionPolicy
 from ftplb.proto.errors import ProtocolError
 from ftplb.proto.outcomes import EndReason, LoginStatus
-from ftplb.proto.proxy_header import Malformed, NeedMore, TlsFacts, parse_proxy_header
+from ftplb.proto.proxy_header import (
+    Malformed,
+    NeedMore,
+    ProxyHeader,
+    TlsFacts,
+    parse_proxy_header,
+)
 from ftplb.proto.replies import format_reply
 from ftplb.proto.upstream import (
     DialogueAction,
@@ -251,6 +257,7 @@ class Session(asyncio.Protocol):
         "_link",
         "_loop",
         "_paused",
+        "_proxied",
         "_rate",
         "_running",
         "_server",
@@ -305,6 +312,8 @@ class Session(asyncio.Protocol):
         self.local_ip = ""
         # The bytes of a PROXY header read so far, while one is awaited.
         self._header: bytearray | None = None
+        # A header read off the socket before its TLS handshake (runtime/proxied_tls.py).
+        self._proxied: ProxyHeader | None = None
 
     @property
     def server_name(self) -> str:
@@ -333,6 +342,13 @@ class Session(asyncio.Protocol):
             # Clients send ABOR behind a Telnet "urgent" mark; keep that byte in
             # the stream instead of losing the line's last byte to OOB data.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_OOBINLINE, 1)
+        proxied = self._proxied
+        if proxied is not None:
+            # Accepted, and its header read, before the handshake that just ended.
+            if proxied.source is not None and proxied.destination is not None:
+                self.client, self.frontend_address = proxied.source, proxied.destination
+            self._admit()
+            return
         self._ctx.log.notify("accept", frontend=self._ctx.name)
         intake = self._ctx.proxy_intake
         if intake is None:
@@ -342,6 +358,17 @@ class Session(asyncio.Protocol):
         else:
             self._header = bytearray()
             self._timer = self._loop.call_later(intake.timeout, self._header_late)
+
+    def proxied_by(self, header: ProxyHeader) -> None:
+        """Implicit TLS behind an upstream: ``header`` came before the handshake, and
+        names the client once the connection is made."""
+        self._proxied = header
+
+    def refuse_unproxied(self, peer: HostPort, detail: str) -> None:
+        """Implicit TLS behind an upstream: ``peer`` sent no valid PROXY header (``detail``
+        says why), so no TLS and no session start; log the refusal."""
+        self.client = peer
+        self._refuse(EndReason.PROXY_REFUSED, detail)
 
     def _admit(self) -> None:
         """The client's address is known (the socket's, or its PROXY header's): take
