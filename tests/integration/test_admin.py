@@ -300,6 +300,7 @@ def record_in_another_process(
     recorder = metrics.Metrics()
     recorder.attach(log, {"pool": pool}, config)
     for _ in range(3):
+        log.notify("accept", frontend="ftp")  # what the runtime tells at each connect
         log.session(frontend="ftp", server="s1", bytes_in=1000, bytes_out=10, end=EndReason.QUIT)
     recorder.sample()
     ready.set()
