@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import signal
 import socket
@@ -14,6 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ftplb.runtime.notify import NOTIFY_SOCKET_ENV
+from tests.integration.notify_socket import NotifySocket
 from tests.support import passive_range, wait_until
 
 STARTUP_TIMEOUT = 15.0
@@ -131,6 +134,8 @@ class RunningBalancer:
     config_path: Path
     log_path: Path
     workdir: Path
+    readiness: NotifySocket | None = None
+    """Where ftplb says ``READY=1`` once every listener (the admin one too) is open."""
     stopped: bool = field(default=False)
 
     def log_text(self) -> str:
@@ -138,6 +143,20 @@ class RunningBalancer:
 
     def log_lines(self, kind: str) -> list[str]:
         return [line for line in self.log_text().splitlines() if f" {kind} " in line]
+
+    def ready(self, timeout: float) -> bool:
+        """True once ftplb has said ``READY=1``: its frontends and its admin
+        listener are open, which the frontend's port alone does not prove."""
+        assert self.readiness is not None
+        try:
+            while self.readiness.next(timeout).fields.get("READY") != "1":
+                pass
+        except AssertionError:
+            return False
+        # Reloads notify again: a socket nobody reads would fill and block ftplb.
+        self.readiness.close()
+        self.readiness = None
+        return True
 
     def stop_twice(self) -> float:
         """SIGTERM, and a second one once the drain has begun; the seconds from the
@@ -152,6 +171,9 @@ class RunningBalancer:
 
     def stop(self) -> int:
         """SIGTERM, then wait; returns the exit status (kills after a grace period)."""
+        if self.readiness is not None:
+            self.readiness.close()
+            self.readiness = None
         if self.stopped:
             return self.process.returncode
         self.stopped = True
@@ -174,6 +196,10 @@ def launch_balancer(
     config_path = workdir / "ftplb.toml"
     config_path.write_text(config_text)
     log_path = workdir / "ftplb.log"
+    # A test that passes its own environment decides about $NOTIFY_SOCKET itself.
+    readiness = NotifySocket(workdir, abstract=True) if env is None else None
+    if readiness is not None:
+        env = {**os.environ, NOTIFY_SOCKET_ENV: readiness.address}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
@@ -181,7 +207,7 @@ def launch_balancer(
             stderr=subprocess.STDOUT,
             env=env,
         )
-    return RunningBalancer(process, host, port, config_path, log_path, workdir)
+    return RunningBalancer(process, host, port, config_path, log_path, workdir, readiness)
 
 
 def start_balancer(
@@ -195,6 +221,10 @@ def start_balancer(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"ftplb exited with {process.returncode}:\n{running.log_text()}")
+        if running.readiness is not None:
+            if running.ready(timeout=0.05):
+                return running
+            continue
         if "listening" in running.log_text():
             with contextlib.suppress(OSError):
                 family = socket.AF_INET6 if ":" in host else socket.AF_INET

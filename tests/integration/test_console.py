@@ -218,10 +218,16 @@ def test_top_ends_on_ctrl_c_without_a_traceback() -> None:
 def test_status_prints_the_tables_once(tmp_path: Path) -> None:
     with ThreadPoolExecutor(1) as pool, watched_farm() as (group, url), terminal() as term:
         download = slow_download(group, pool, tmp_path / "slow.bin")
+        # The transfers table is published at least once a second: wait until
+        # both the servers and the transfer are in it, so that the one screen
+        # below has something to show.
         wait_until(
-            lambda: "UP" in ftplb("status", "-c", str(group.lb.config_path)).stdout,
+            lambda: all(
+                shown in ftplb("status", "-c", str(group.lb.config_path)).stdout
+                for shown in ("2/2 UP", "slow.bin")
+            ),
             WAIT,
-            "the servers UP",
+            "the servers UP and the transfer published",
         )
         term.start(
             [*FTPLB, "status", "--admin", url, "--user", OPS],

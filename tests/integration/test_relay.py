@@ -563,7 +563,9 @@ def test_idle_timeout(
 
     result, elapsed = run(scenario())
     assert result == RelayResult(0, 0, RelayOutcome(RelayEnd.IDLE), spliced=not force_copy)
-    assert 0.3 <= elapsed < 1.0
+    # uvloop's clock is read once per loop turn and in whole milliseconds, so
+    # its timer may fire a hair before 0.3 s of time.monotonic() have passed.
+    assert 0.3 - 0.005 <= elapsed < 1.0
 
 
 def test_idle_after_one_way_closed_has_its_own_reason(
