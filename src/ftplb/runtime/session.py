@@ -156,12 +156,13 @@ class _ServerLink(asyncio.Protocol):
         self.session = session
         self.transport: asyncio.Transport | None = None
         self._loop = loop
-        self._dialogue = dialogue
+        # Dropped once attached: a resting session keeps no setup parser.
+        self._dialogue: ServerDialogue | None = dialogue
         # What the dialogue asks of set_up(), in order: a TLS handshake, or its end.
         self._pending: list[StartServerTls | DialogueReady | DialogueFailed] = []
         self._waiter: asyncio.Future[None] | None = None
         # The server's bytes after its last setup reply, kept for the session.
-        self._unread = bytearray()
+        self._unread = b""
         self.attached = False
         # Closed by the server after its setup replies, before the session took over.
         self.lost_early = False
@@ -169,7 +170,12 @@ class _ServerLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Open, and with implicit TLS handshaken: the greeting may come at once.
         self.transport = cast(asyncio.Transport, transport)
-        self._carry_out(self._dialogue.start())
+        self._carry_out(self._setup().start())
+
+    def _setup(self) -> ServerDialogue:
+        dialogue = self._dialogue
+        assert dialogue is not None, "the setup dialogue ended when the session took over"
+        return dialogue
 
     async def set_up(self, tls: BackendTls | None, host: str) -> None:
         """Run the dialogue to its end; raises ProtocolError with its detail if it fails."""
@@ -186,13 +192,13 @@ class _ServerLink(asyncio.Protocol):
                     self.transport, self, tls.context, server_hostname=tls.name_for(host)
                 )
             except OSError as error:  # ssl.SSLError included
-                self._carry_out(self._dialogue.tls_failed(describe(error)))
+                self._carry_out(self._setup().tls_failed(describe(error)))
                 continue
             if upgraded is None:
-                self._carry_out(self._dialogue.tls_failed("the connection closed"))
+                self._carry_out(self._setup().tls_failed("the connection closed"))
                 continue
             self.transport = upgraded
-            self._carry_out(self._dialogue.tls_started())
+            self._carry_out(self._setup().tls_started())
 
     async def _next(self) -> StartServerTls | DialogueReady | DialogueFailed:
         while not self._pending:
@@ -217,8 +223,9 @@ class _ServerLink(asyncio.Protocol):
         """From now on, everything the server says goes to the session: first what it
         said after its setup replies, then its close if it already closed."""
         self.attached = True
+        self._dialogue = None
         if self._unread:
-            unread, self._unread = bytes(self._unread), bytearray()
+            unread, self._unread = self._unread, b""
             self.session.on_server_data(unread)
         if self.lost_early:
             self.session.on_server_lost()
@@ -226,17 +233,17 @@ class _ServerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.attached:
             self.session.on_server_data(data)
-        elif self._dialogue.state is DialogueState.READY:
+        elif self._setup().state is DialogueState.READY:
             self._unread += data
         else:
-            self._carry_out(self._dialogue.server_data(data))
+            self._carry_out(self._setup().server_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.attached:
             self.session.on_server_lost()
             return
         self.lost_early = True
-        self._carry_out(self._dialogue.server_closed())
+        self._carry_out(self._setup().server_closed())
 
 
 class Session(asyncio.Protocol):
@@ -614,6 +621,13 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------- server connect
     async def _connect_server(self, user: bytes | None) -> None:
+        try:
+            await self._connect_and_attach(user)
+        finally:
+            # A finished task is a few hundred bytes that a resting session need not hold.
+            self._connect_task = None
+
+    async def _connect_and_attach(self, user: bytes | None) -> None:
         ctx = self._ctx
         picked = await connect_with_failover(
             ctx.pool,
@@ -945,11 +959,14 @@ _REFUSALS = {
 """ftplb's 421 to a client it turns away at connect, by the limit that refused it."""
 
 
+_PLAIN_SETUP = DialogueSettings()
+
+
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
     """A session's setup: with TLS to the server, its data legs are protected too
     (PBSZ 0, PROT P); the client's own USER is replayed later, by the session."""
     if tls is None:
-        return DialogueSettings()
+        return _PLAIN_SETUP
     return DialogueSettings(tls=tls.mode, protect_data=True)
 
 
