@@ -122,6 +122,8 @@ class FrontendContext:
     """``send_proxy``: a PROXY header starts each connection to a server."""
     defender: Defender | None = None
     """The login defender (``[defender]``); None without one."""
+    ticker: asyncio.TimerHandle | None = None
+    """The one timer that checks every session's idle timeouts; None while no session runs."""
 
     def running_transfers(self) -> Iterable[RunningTransfer]:
         return self.running.values()
@@ -392,7 +394,8 @@ class Session(asyncio.Protocol):
         advertised = ctx.passive_address or self.local_ip
         self.core = ControlSession(ctx.policy, self.client.host, 2 if ":" in advertised else 1)
         self._last_client = self._last_server = self._loop.time()
-        self._arm_timer()
+        if ctx.ticker is None:
+            _arm_ticker(ctx, self._loop)
         self._do(self.core.start())
 
     def refusal(self) -> EndReason | None:
@@ -875,23 +878,17 @@ class Session(asyncio.Protocol):
         )
 
     # ---------------------------------------------------------------- timers
-    def _arm_timer(self) -> None:
-        t = self._ctx.timeouts
-        delay = max(0.05, min(t.client, t.server) / 4)
-        self._timer = self._loop.call_later(delay, self._check_timers)
-
-    def _check_timers(self) -> None:
+    def check_timeouts(self, now: float) -> None:
+        """The frontend's ticker: end the session if its client or server has been
+        silent for longer than allowed."""
         if self._closed:
             return
-        now = self._loop.time()
         t = self._ctx.timeouts
         core = self.core
         if core.idle and not core.transfer_running and now - self._last_client >= t.client:
             self._do(core.timed_out("client"))
         elif core.awaiting_server and now - self._last_server >= t.server:
             self._do(core.timed_out("server"))
-        if not self._closed:
-            self._arm_timer()
 
     # ----------------------------------------------------------------- close
     def _close(self, reason: EndReason, detail: str = "") -> None:
@@ -960,6 +957,24 @@ _REFUSALS = {
 
 
 _PLAIN_SETUP = DialogueSettings()
+
+
+def _arm_ticker(ctx: FrontendContext, loop: asyncio.AbstractEventLoop) -> None:
+    """One timer per frontend checks the timeouts of all its sessions, every quarter of
+    the shorter timeout, and stops when no session is left: a resting session holds
+    no timer of its own, and the loop does not re-arm one per session per tick."""
+    t = ctx.timeouts
+    delay = max(0.05, min(t.client, t.server) / 4)
+    ctx.ticker = loop.call_later(delay, _tick, ctx, loop)
+
+
+def _tick(ctx: FrontendContext, loop: asyncio.AbstractEventLoop) -> None:
+    ctx.ticker = None
+    now = loop.time()
+    for session in list(ctx.sessions):  # a session that times out leaves the set
+        session.check_timeouts(now)
+    if ctx.sessions and ctx.ticker is None:
+        _arm_ticker(ctx, loop)
 
 
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
