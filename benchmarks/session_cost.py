@@ -5,8 +5,8 @@ else runs on the machine: two vsftpd servers on loopback, a real ``ftplb run``
 in front of them, and a fixed number of short sessions (login, EPSV, LIST,
 QUIT) through it.
 
-* ``instructions``: ftplb runs under ``valgrind --tool=callgrind`` with its
-  instrumentation switched on only after start-up. Two windows are counted,
+* ``instructions``: ftplb runs under ``valgrind --tool=callgrind`` (its workers
+  too, with ``--workers``), its counters zeroed after a warm-up. Two windows are counted,
   one of N/2 sessions and one of N, and the difference divided by N/2 is the
   figure per session, so whatever a window costs once cancels out. A third
   window, idle, counts what the process does per second under no load (timers,
@@ -47,7 +47,7 @@ from tests.integration import servers
 from tests.integration.servers import FtpServer, poll_banner, read_banner
 
 from benchmarks.loadgen import Credentials, LoadResult, hold_sessions, run_sessions
-from benchmarks.procstat import rss_bytes
+from benchmarks.procstat import all_stats, descendants, rss_bytes
 
 SERVER_HOSTS = ("127.0.0.41", "127.0.0.42")
 FTPLB_HOST = "127.0.0.40"
@@ -56,6 +56,13 @@ PASSIVE = (44000, 44999)
 START_TIMEOUT = 180.0
 """ftplb starts in seconds, but under valgrind a slow machine may need minutes."""
 CONCURRENCY = 10
+WORKER_START = 30.0
+ADMIN_SECTION = f"""
+[admin]
+bind = "{FTPLB_HOST}:8404"
+user = "admin"
+password = "not-a-secret-only-a-benchmark"
+"""
 
 _TRACED_MAIN = textwrap.dedent(
     """\
@@ -105,8 +112,9 @@ _PROFILED_MAIN = textwrap.dedent(
 """``ftplb run`` that profiles from SIGUSR1 to SIGUSR2, then writes the profile."""
 
 
-def ftplb_config(backends: Sequence[FtpServer], workers: int) -> str:
-    """Round robin over ``backends``, no health checks, logs on stdout as in production."""
+def ftplb_config(backends: Sequence[FtpServer], workers: int, *, admin: bool = False) -> str:
+    """Round robin over ``backends``, no health checks, logs on stdout as in production;
+    with ``admin``, an admin listener (and so metrics recording in every process)."""
     first, last = PASSIVE
     servers_toml = "".join(
         f'[[backends.servers]]\nname = "s{i}"\naddress = "{s.host}:{s.port}"\n\n'
@@ -210,6 +218,11 @@ def callgrind(pid: int, *args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(pid)], check=True, capture_output=True)
 
 
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants (the master and its workers)."""
+    return [root, *(s.pid for s in descendants(root, all_stats()))]
+
+
 def instructions_of(out_file: Path) -> int:
     """The total Ir of one callgrind dump ("summary:" or "totals:" line)."""
     for line in out_file.read_text(errors="replace").splitlines():
@@ -219,62 +232,78 @@ def instructions_of(out_file: Path) -> int:
 
 
 def counted_window(
-    pid: int, workdir: Path, name: str, work: Callable[[], object]
+    pids: Sequence[int], workdir: Path, work: Callable[[], object]
 ) -> tuple[int, float, Path]:
-    """Zero the counters, run ``work()``, dump: the instructions and seconds of it."""
+    """Zero the counters of ``pids``, run ``work()``, dump: the instructions of all of
+    them, the seconds it took, and the dump of the first."""
     before = set(workdir.glob("callgrind.out*"))
-    callgrind(pid, "--zero")
+    for pid in pids:
+        callgrind(pid, "--zero")
     started = time.monotonic()
     work()
     elapsed = time.monotonic() - started
-    callgrind(pid, f"--dump={name}")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        new = [p for p in set(workdir.glob("callgrind.out*")) - before if p.stat().st_size]
-        if new:
-            time.sleep(1.0)  # the dump is written in one go, but let it finish
-            return instructions_of(new[0]), elapsed, new[0]
-        time.sleep(0.2)
-    raise SystemExit(f"no callgrind dump for {name}")
+    total, first = 0, None
+    for pid in pids:
+        callgrind(pid, "--dump")
+        deadline = time.monotonic() + 60
+        while True:
+            new = [p for p in workdir.glob(f"callgrind.out.{pid}*") if p not in before]
+            if new and new[0].stat().st_size:
+                time.sleep(0.5)  # written in one go, but let it finish
+                counted = instructions_of(new[0])
+                if len(pids) > 1:
+                    print(f"  process {pid}: {counted:,} instructions", flush=True)
+                total += counted
+                first = first or new[0]
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"no callgrind dump of {pid}")
+            time.sleep(0.2)
+    assert first is not None
+    return total, elapsed, first
 
 
-def measure_instructions(count: int, idle: float, top: int) -> None:
+def measure_instructions(count: int, idle: float, top: int, workers: int, admin: bool) -> None:
     with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
         with vsftpd_pair(workdir) as backends:
             config = workdir / "ftplb.toml"
-            config.write_text(ftplb_config(backends, workers=1))
+            config.write_text(ftplb_config(backends, workers, admin=admin))
             argv = [
                 "valgrind",
                 "--tool=callgrind",
-                "--instr-atstart=no",
+                "--trace-children=yes",
                 f"--callgrind-out-file={workdir}/callgrind.out.%p",
                 *ftplb_command(config),
             ]
             with ftplb(argv, workdir) as process:
-                sessions(backends, 20)  # warm up: imports, caches, first allocations
-                callgrind(process.pid, "--instr=on")
+                if workers > 1:
+                    # The first worker to listen greets; under valgrind the others need
+                    # a while more to start, and would count their start-up as idle work.
+                    time.sleep(WORKER_START)
+                sessions(backends, 20 * workers)  # warm up: imports, caches, allocations
+                pids = process_tree(process.pid)
                 half, t_half, _ = counted_window(
-                    process.pid, workdir, "half", lambda: sessions(backends, count // 2)
+                    pids, workdir, lambda: sessions(backends, count // 2)
                 )
                 full, t_full, dump = counted_window(
-                    process.pid, workdir, "full", lambda: sessions(backends, count)
+                    pids, workdir, lambda: sessions(backends, count)
                 )
-                quiet, t_quiet, _ = counted_window(
-                    process.pid, workdir, "idle", lambda: time.sleep(idle)
-                )
-                per_session = (full - half) / (count - count // 2)
-                per_second_idle = quiet / t_quiet
-                idle_share = per_second_idle * (t_full - t_half) / (count - count // 2)
-                print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY})")
-                print(f"instructions: {half:,} in {t_half:.1f} s, {full:,} in {t_full:.1f} s")
-                print(f"idle: {per_second_idle:,.0f} instructions per second ({t_quiet:.1f} s)")
-                print(f"PER SESSION: {per_session:,.0f} instructions")
-                print(
-                    f"  of which idle work over the window's extra time: {idle_share:,.0f};"
-                    f" without it {per_session - idle_share:,.0f}"
-                )
+                quiet, t_quiet, _ = counted_window(pids, workdir, lambda: time.sleep(idle))
+            per_session = (full - half) / (count - count // 2)
+            per_second_idle = quiet / t_quiet
+            idle_share = per_second_idle * (t_full - t_half) / (count - count // 2)
+            print(f"processes: {len(pids)} (workers {workers}, admin {admin})")
+            print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY})")
+            print(f"instructions: {half:,} in {t_half:.1f} s, {full:,} in {t_full:.1f} s")
+            print(f"idle: {per_second_idle:,.0f} instructions per second ({t_quiet:.1f} s)")
+            print(f"PER SESSION: {per_session:,.0f} instructions")
+            print(
+                f"  of which idle work over the window's extra time: {idle_share:,.0f};"
+                f" without it {per_session - idle_share:,.0f}"
+            )
+            if top:
                 annotated = subprocess.run(
                     ["callgrind_annotate", "--inclusive=no", str(dump)],
                     capture_output=True,
@@ -289,7 +318,7 @@ def measure_instructions(count: int, idle: float, top: int) -> None:
                 print("\n".join(lines[start + 1 : start + 1 + top]))
 
 
-def measure_profile(count: int, top: int) -> None:
+def measure_profile(count: int, top: int, callers: str | None) -> None:
     with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
@@ -309,6 +338,8 @@ def measure_profile(count: int, top: int) -> None:
             print(f"{count} sessions; ncalls / {count} is the count per session")
             stats = pstats.Stats(str(out))
             stats.sort_stats("tottime").print_stats(top)
+            if callers:
+                stats.print_callers(callers)
 
 
 def hold_idle(
@@ -376,9 +407,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ins.add_argument("--sessions", type=int, default=200)
     ins.add_argument("--idle", type=float, default=10.0, help="seconds of the idle window")
     ins.add_argument("--top", type=int, default=25)
+    ins.add_argument("--workers", type=int, default=1)
+    ins.add_argument("--admin", action="store_true", help="with an admin listener (metrics)")
     prof = sub.add_parser("profile", help="cProfile's functions by own time")
     prof.add_argument("--sessions", type=int, default=500)
     prof.add_argument("--top", type=int, default=40)
+    prof.add_argument("--callers", help="also print who calls the functions matching this")
     mem = sub.add_parser("memory", help="memory per idle logged-in session")
     mem.add_argument("--idle", type=int, default=1000)
     mem.add_argument("--workers", type=int, default=1)
@@ -386,9 +420,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         raise SystemExit("run as root: vsftpd switches users")
     if args.what == "instructions":
-        measure_instructions(args.sessions, args.idle, args.top)
+        measure_instructions(args.sessions, args.idle, args.top, args.workers, args.admin)
     elif args.what == "profile":
-        measure_profile(args.sessions, args.top)
+        measure_profile(args.sessions, args.top, args.callers)
     else:
         measure_memory(args.idle, args.workers)
     return 0

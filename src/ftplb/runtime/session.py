@@ -256,6 +256,7 @@ class Session(asyncio.Protocol):
         "_bytes_out",
         "_client_context",
         "_closed",
+        "_connect_expired",
         "_connect_task",
         "_counted",
         "_ctx",
@@ -300,6 +301,8 @@ class Session(asyncio.Protocol):
         self._link: _ServerLink | None = None
         self._data: DataChannel | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._connect_expired = False
+        """The connect timeout struck: the task's cancel is a TimeoutError."""
         self._tls_task: asyncio.Task[None] | None = None
         self._client_context: ssl.SSLContext | None = None
         """This session's TLS context after AUTH TLS (its own, when reuse is required)."""
@@ -665,30 +668,49 @@ class Session(asyncio.Protocol):
         loop = self._loop
         tls = self._ctx.backend_tls
         link = _ServerLink(self, loop, ServerDialogue(_dialogue_settings(tls)))
+        # The connect timeout as one timer handle that cancels this task, rather
+        # than an asyncio.timeout object per attempt; a cancel of our own becomes
+        # TimeoutError as there, and any other (the session closed) stays a cancel.
+        task = self._connect_task
+        assert task is not None, "a server link opens in the session's connect task"
+        cancelling = task.cancelling()
+        self._connect_expired = False
+        expiry = loop.call_later(self._ctx.timeouts.connect, self._connect_expire, task)
         try:
-            async with asyncio.timeout(self._ctx.timeouts.connect):
-                sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
-                try:
-                    if self._ctx.proxy_outlet is not None:
-                        await send_header(loop, sock, self._proxy_header(tls_facts(self.transport)))
-                    if tls is not None and tls.mode == "implicit":
-                        await loop.create_connection(
-                            lambda: link,
-                            sock=sock,
-                            ssl=tls.context,
-                            server_hostname=tls.name_for(server.host),
-                        )
-                    else:
-                        await loop.create_connection(lambda: link, sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-                await link.set_up(tls, server.host)
-        except BaseException:
+            sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
+            try:
+                if self._ctx.proxy_outlet is not None:
+                    await send_header(loop, sock, self._proxy_header(tls_facts(self.transport)))
+                if tls is not None and tls.mode == "implicit":
+                    await loop.create_connection(
+                        lambda: link,
+                        sock=sock,
+                        ssl=tls.context,
+                        server_hostname=tls.name_for(server.host),
+                    )
+                else:
+                    await loop.create_connection(lambda: link, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            await link.set_up(tls, server.host)
+        except BaseException as error:
             if link.transport is not None:
                 link.transport.close()
+            if (
+                isinstance(error, asyncio.CancelledError)
+                and self._connect_expired
+                and task.uncancel() <= cancelling
+            ):
+                raise TimeoutError from None
             raise
+        finally:
+            expiry.cancel()
         return link
+
+    def _connect_expire(self, task: asyncio.Task[None]) -> None:
+        self._connect_expired = True
+        task.cancel()
 
     def _proxy_header(self, tls: TlsFacts | None = None) -> bytes:
         """The PROXY header for a connection to a server: this session's client and the
