@@ -217,7 +217,9 @@ class ControlSession:
         """EPSV ALL (RFC 2428): the client gave up every other data setup command."""
         self._commands = CommandParser(policy.max_line_length)
         self._replies = ReplyParser()
-        self._queue: deque[Command | ProtocolError] = deque()
+        self._queue: deque[Command | ProtocolError] | None = None
+        """Commands received and not acted on yet; None while there is none, as
+        nearly always between commands (a deque is over 600 bytes)."""
         self._awaiting = Handling.FORWARD
         """In phase COMMAND: the handling of the command whose reply is due."""
         self._pending_user: Command | None = None
@@ -228,8 +230,8 @@ class ControlSession:
         self._prepared: _DataSetup | None = None
         """The data connection the next transfer command will use."""
         self._transfer: _Transfer | None = None
-        self._after_tls: list[bytes] = []
-        """Replies bound for the client during its TLS handshake."""
+        self._after_tls: list[bytes] | None = None
+        """Replies bound for the client during its TLS handshake (None: none yet)."""
 
     # ----------------------------------------------------------------- state
     @property
@@ -258,7 +260,7 @@ class ControlSession:
     @property
     def backlog(self) -> int:
         """Client commands received and not yet acted on (pipelined ones)."""
-        return len(self._queue)
+        return len(self._queue) if self._queue is not None else 0
 
     @property
     def transfer_running(self) -> bool:
@@ -339,7 +341,12 @@ class ControlSession:
             # Between AUTH and the end of the handshake, plaintext from the
             # client is an injection attempt (or garbage): never execute it.
             return []
-        self._queue.extend(self._commands.feed(data))
+        received = self._commands.feed(data)
+        if received:
+            if self._queue is None:
+                self._queue = deque(received)
+            else:
+                self._queue.extend(received)
         return self._pump()
 
     def server_data(self, data: bytes) -> list[act.Action]:
@@ -420,7 +427,8 @@ class ControlSession:
         self._client_tls = ClientTls.PROTECTED
         # One handshake per session (AUTH over TLS is refused), so what was
         # held for it goes out once, and the list is not needed again.
-        out: list[act.Action] = [act.SendToClient(chunk) for chunk in self._after_tls]
+        held, self._after_tls = self._after_tls or [], None
+        out: list[act.Action] = [act.SendToClient(chunk) for chunk in held]
         return out + self._pump()
 
     def client_tls_failed(self, reason: str) -> list[act.Action]:
@@ -470,8 +478,9 @@ class ControlSession:
             # The client's turn, and the balancer is stopping: no new command runs.
             return self._close(EndReason.SHUTDOWN, _SHUTTING_DOWN)
         out: list[act.Action] = []
-        while self._queue and self._phase is Phase.READY:
-            item = self._queue.popleft()
+        queue = self._queue
+        while queue and self._phase is Phase.READY:
+            item = queue.popleft()
             if isinstance(item, ProtocolError):
                 out += self._say(item.reply())
                 continue
@@ -480,6 +489,8 @@ class ControlSession:
             out += self._on_command(item)
         if self._transfer is not None:
             out += self._abort_if_asked()
+        if self._queue is not None and not self._queue:
+            self._queue = None
         return out
 
     def _abort_if_asked(self) -> list[act.Action]:
@@ -487,12 +498,13 @@ class ControlSession:
 
         Checked whenever the queue stops, so an ABOR that arrived behind the
         transfer command (in the same read, or while it waited) counts too."""
-        if not self.transfer_running:
+        queue = self._queue
+        if not self.transfer_running or not queue:
             return []
-        abort = next((c for c in self._queue if isinstance(c, Command) and c.verb == b"ABOR"), None)
+        abort = next((c for c in queue if isinstance(c, Command) and c.verb == b"ABOR"), None)
         if abort is None:
             return []
-        self._queue.remove(abort)
+        queue.remove(abort)
         seen = [act.CommandSeen(loggable(abort))] if self._policy.log_commands else []
         return seen + self._abort_transfer()
 
@@ -588,7 +600,8 @@ class ControlSession:
         # Whatever the client sent after AUTH was sent in the clear, before
         # the handshake: executing it later as if it came over TLS is the
         # STARTTLS command injection. Drop it, and any partial line.
-        self._queue.clear()
+        if self._queue is not None:
+            self._queue.clear()  # the same deque that _pump is reading: it stops there
         self._commands = CommandParser(self._policy.max_line_length)
         self._move(Trigger.START_TLS)
         return [act.SendToClient(format_reply(234, "AUTH TLS successful.")), act.StartTls()]
@@ -890,6 +903,8 @@ class ControlSession:
     def _say(self, data: bytes) -> list[act.Action]:
         """Send to the client, or queue behind a held transfer reply (or a handshake)."""
         if self._phase is Phase.TLS_HANDSHAKE:
+            if self._after_tls is None:
+                self._after_tls = []
             self._after_tls.append(data)
             return []
         transfer = self._transfer

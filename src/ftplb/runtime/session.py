@@ -122,6 +122,8 @@ class FrontendContext:
     """``send_proxy``: a PROXY header starts each connection to a server."""
     defender: Defender | None = None
     """The login defender (``[defender]``); None without one."""
+    ticker: asyncio.TimerHandle | None = None
+    """The one timer that checks every session's idle timeouts; None while no session runs."""
 
     def running_transfers(self) -> Iterable[RunningTransfer]:
         return self.running.values()
@@ -156,12 +158,13 @@ class _ServerLink(asyncio.Protocol):
         self.session = session
         self.transport: asyncio.Transport | None = None
         self._loop = loop
-        self._dialogue = dialogue
+        # Dropped once attached: a resting session keeps no setup parser.
+        self._dialogue: ServerDialogue | None = dialogue
         # What the dialogue asks of set_up(), in order: a TLS handshake, or its end.
         self._pending: list[StartServerTls | DialogueReady | DialogueFailed] = []
         self._waiter: asyncio.Future[None] | None = None
         # The server's bytes after its last setup reply, kept for the session.
-        self._unread = bytearray()
+        self._unread = b""
         self.attached = False
         # Closed by the server after its setup replies, before the session took over.
         self.lost_early = False
@@ -169,7 +172,12 @@ class _ServerLink(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Open, and with implicit TLS handshaken: the greeting may come at once.
         self.transport = cast(asyncio.Transport, transport)
-        self._carry_out(self._dialogue.start())
+        self._carry_out(self._setup().start())
+
+    def _setup(self) -> ServerDialogue:
+        dialogue = self._dialogue
+        assert dialogue is not None, "the setup dialogue ended when the session took over"
+        return dialogue
 
     async def set_up(self, tls: BackendTls | None, host: str) -> None:
         """Run the dialogue to its end; raises ProtocolError with its detail if it fails."""
@@ -186,13 +194,13 @@ class _ServerLink(asyncio.Protocol):
                     self.transport, self, tls.context, server_hostname=tls.name_for(host)
                 )
             except OSError as error:  # ssl.SSLError included
-                self._carry_out(self._dialogue.tls_failed(describe(error)))
+                self._carry_out(self._setup().tls_failed(describe(error)))
                 continue
             if upgraded is None:
-                self._carry_out(self._dialogue.tls_failed("the connection closed"))
+                self._carry_out(self._setup().tls_failed("the connection closed"))
                 continue
             self.transport = upgraded
-            self._carry_out(self._dialogue.tls_started())
+            self._carry_out(self._setup().tls_started())
 
     async def _next(self) -> StartServerTls | DialogueReady | DialogueFailed:
         while not self._pending:
@@ -217,8 +225,9 @@ class _ServerLink(asyncio.Protocol):
         """From now on, everything the server says goes to the session: first what it
         said after its setup replies, then its close if it already closed."""
         self.attached = True
+        self._dialogue = None
         if self._unread:
-            unread, self._unread = bytes(self._unread), bytearray()
+            unread, self._unread = self._unread, b""
             self.session.on_server_data(unread)
         if self.lost_early:
             self.session.on_server_lost()
@@ -226,17 +235,17 @@ class _ServerLink(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.attached:
             self.session.on_server_data(data)
-        elif self._dialogue.state is DialogueState.READY:
+        elif self._setup().state is DialogueState.READY:
             self._unread += data
         else:
-            self._carry_out(self._dialogue.server_data(data))
+            self._carry_out(self._setup().server_data(data))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.attached:
             self.session.on_server_lost()
             return
         self.lost_early = True
-        self._carry_out(self._dialogue.server_closed())
+        self._carry_out(self._setup().server_closed())
 
 
 class Session(asyncio.Protocol):
@@ -247,6 +256,7 @@ class Session(asyncio.Protocol):
         "_bytes_out",
         "_client_context",
         "_closed",
+        "_connect_expired",
         "_connect_task",
         "_counted",
         "_ctx",
@@ -291,6 +301,8 @@ class Session(asyncio.Protocol):
         self._link: _ServerLink | None = None
         self._data: DataChannel | None = None
         self._connect_task: asyncio.Task[None] | None = None
+        self._connect_expired = False
+        """The connect timeout struck: the task's cancel is a TimeoutError."""
         self._tls_task: asyncio.Task[None] | None = None
         self._client_context: ssl.SSLContext | None = None
         """This session's TLS context after AUTH TLS (its own, when reuse is required)."""
@@ -385,7 +397,8 @@ class Session(asyncio.Protocol):
         advertised = ctx.passive_address or self.local_ip
         self.core = ControlSession(ctx.policy, self.client.host, 2 if ":" in advertised else 1)
         self._last_client = self._last_server = self._loop.time()
-        self._arm_timer()
+        if ctx.ticker is None:
+            _arm_ticker(ctx, self._loop)
         self._do(self.core.start())
 
     def refusal(self) -> EndReason | None:
@@ -614,6 +627,13 @@ class Session(asyncio.Protocol):
 
     # ------------------------------------------------------- server connect
     async def _connect_server(self, user: bytes | None) -> None:
+        try:
+            await self._connect_and_attach(user)
+        finally:
+            # A finished task is a few hundred bytes that a resting session need not hold.
+            self._connect_task = None
+
+    async def _connect_and_attach(self, user: bytes | None) -> None:
         ctx = self._ctx
         picked = await connect_with_failover(
             ctx.pool,
@@ -648,30 +668,49 @@ class Session(asyncio.Protocol):
         loop = self._loop
         tls = self._ctx.backend_tls
         link = _ServerLink(self, loop, ServerDialogue(_dialogue_settings(tls)))
+        # The connect timeout as one timer handle that cancels this task, rather
+        # than an asyncio.timeout object per attempt; a cancel of our own becomes
+        # TimeoutError as there, and any other (the session closed) stays a cancel.
+        task = self._connect_task
+        assert task is not None, "a server link opens in the session's connect task"
+        cancelling = task.cancelling()
+        self._connect_expired = False
+        expiry = loop.call_later(self._ctx.timeouts.connect, self._connect_expire, task)
         try:
-            async with asyncio.timeout(self._ctx.timeouts.connect):
-                sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
-                try:
-                    if self._ctx.proxy_outlet is not None:
-                        await send_header(loop, sock, self._proxy_header(tls_facts(self.transport)))
-                    if tls is not None and tls.mode == "implicit":
-                        await loop.create_connection(
-                            lambda: link,
-                            sock=sock,
-                            ssl=tls.context,
-                            server_hostname=tls.name_for(server.host),
-                        )
-                    else:
-                        await loop.create_connection(lambda: link, sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-                await link.set_up(tls, server.host)
-        except BaseException:
+            sock = await open_connection(loop, server.host, server.port, self._ctx.source_ip)
+            try:
+                if self._ctx.proxy_outlet is not None:
+                    await send_header(loop, sock, self._proxy_header(tls_facts(self.transport)))
+                if tls is not None and tls.mode == "implicit":
+                    await loop.create_connection(
+                        lambda: link,
+                        sock=sock,
+                        ssl=tls.context,
+                        server_hostname=tls.name_for(server.host),
+                    )
+                else:
+                    await loop.create_connection(lambda: link, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            await link.set_up(tls, server.host)
+        except BaseException as error:
             if link.transport is not None:
                 link.transport.close()
+            if (
+                isinstance(error, asyncio.CancelledError)
+                and self._connect_expired
+                and task.uncancel() <= cancelling
+            ):
+                raise TimeoutError from None
             raise
+        finally:
+            expiry.cancel()
         return link
+
+    def _connect_expire(self, task: asyncio.Task[None]) -> None:
+        self._connect_expired = True
+        task.cancel()
 
     def _proxy_header(self, tls: TlsFacts | None = None) -> bytes:
         """The PROXY header for a connection to a server: this session's client and the
@@ -860,23 +899,17 @@ class Session(asyncio.Protocol):
         )
 
     # ---------------------------------------------------------------- timers
-    def _arm_timer(self) -> None:
-        t = self._ctx.timeouts
-        delay = max(0.05, min(t.client, t.server) / 4)
-        self._timer = self._loop.call_later(delay, self._check_timers)
-
-    def _check_timers(self) -> None:
+    def check_timeouts(self, now: float) -> None:
+        """The frontend's ticker: end the session if its client or server has been
+        silent for longer than allowed."""
         if self._closed:
             return
-        now = self._loop.time()
         t = self._ctx.timeouts
         core = self.core
         if core.idle and not core.transfer_running and now - self._last_client >= t.client:
             self._do(core.timed_out("client"))
         elif core.awaiting_server and now - self._last_server >= t.server:
             self._do(core.timed_out("server"))
-        if not self._closed:
-            self._arm_timer()
 
     # ----------------------------------------------------------------- close
     def _close(self, reason: EndReason, detail: str = "") -> None:
@@ -944,11 +977,32 @@ _REFUSALS = {
 """ftplb's 421 to a client it turns away at connect, by the limit that refused it."""
 
 
+_PLAIN_SETUP = DialogueSettings()
+
+
+def _arm_ticker(ctx: FrontendContext, loop: asyncio.AbstractEventLoop) -> None:
+    """One timer per frontend checks the timeouts of all its sessions, every quarter of
+    the shorter timeout, and stops when no session is left: a resting session holds
+    no timer of its own, and the loop does not re-arm one per session per tick."""
+    t = ctx.timeouts
+    delay = max(0.05, min(t.client, t.server) / 4)
+    ctx.ticker = loop.call_later(delay, _tick, ctx, loop)
+
+
+def _tick(ctx: FrontendContext, loop: asyncio.AbstractEventLoop) -> None:
+    ctx.ticker = None
+    now = loop.time()
+    for session in list(ctx.sessions):  # a session that times out leaves the set
+        session.check_timeouts(now)
+    if ctx.sessions and ctx.ticker is None:
+        _arm_ticker(ctx, loop)
+
+
 def _dialogue_settings(tls: BackendTls | None) -> DialogueSettings:
     """A session's setup: with TLS to the server, its data legs are protected too
     (PBSZ 0, PROT P); the client's own USER is replayed later, by the session."""
     if tls is None:
-        return DialogueSettings()
+        return _PLAIN_SETUP
     return DialogueSettings(tls=tls.mode, protect_data=True)
 
 
