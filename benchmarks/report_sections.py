@@ -1,0 +1,187 @@
+"""Summaries and Markdown tables of the workers, small-range and idle sections.
+
+Pure functions over the plain dicts the sections write into the JSON, so the
+arithmetic (medians, ratios, per-session memory) is tested without running
+anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from benchmarks.stats import fmt, fmt_ratio, median, ratio
+
+KiB = 1024
+
+
+def _median_of(samples: Sequence[Mapping[str, Any]], name: str) -> float | None:
+    return median([float(s[name]) for s in samples if s.get(name) is not None])
+
+
+def workers_summary(
+    samples: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]],
+) -> dict[str, dict[str, float | int | None]]:
+    """Per count: both balancers' median sessions/s and CPU ms per session, the ratios
+    ftplb/HAProxy, and ftplb's CPU per session at N workers over that at 1 worker."""
+    ftplb = samples.get("ftplb", {})
+    haproxy = samples.get("haproxy", {})
+    counts = sorted({int(c) for c in (*ftplb, *haproxy)})
+    ftplb_cpu_at_1 = _median_of(ftplb.get("1", []), "cpu_ms_per_session")
+    summary: dict[str, dict[str, float | int | None]] = {}
+    for count in counts:
+        ours = ftplb.get(str(count), [])
+        theirs = haproxy.get(str(count), [])
+        rate = _median_of(ours, "sessions_per_s")
+        ref_rate = _median_of(theirs, "sessions_per_s")
+        cpu = _median_of(ours, "cpu_ms_per_session")
+        ref_cpu = _median_of(theirs, "cpu_ms_per_session")
+        summary[str(count)] = {
+            "ftplb_sessions_per_s": rate,
+            "haproxy_sessions_per_s": ref_rate,
+            "sessions_per_s_ratio": ratio(rate, ref_rate),
+            "ftplb_cpu_ms_per_session": cpu,
+            "haproxy_cpu_ms_per_session": ref_cpu,
+            "cpu_ratio": ratio(cpu, ref_cpu),
+            "ftplb_cpu_vs_1_worker": ratio(cpu, ftplb_cpu_at_1),
+            "ftplb_failed": sum(int(s.get("failed", 0)) for s in ours),
+            "haproxy_failed": sum(int(s.get("failed", 0)) for s in theirs),
+            "runs": len(ours),
+        }
+    return summary
+
+
+def per_session_kib(entry: Mapping[str, Any], level: int) -> float | None:
+    """RSS per held session at ``level`` in KiB, or None when the level was not held."""
+    at = entry.get("levels", {}).get(str(level))
+    return None if at is None else float(at["per_session_bytes"]) / KiB
+
+
+def idle_summary(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per level: each path's KiB per session and sessions held, and ftplb/HAProxy."""
+    levels = sorted({int(level) for entry in paths.values() for level in entry.get("levels", {})})
+    summary: dict[str, dict[str, Any]] = {}
+    for level in levels:
+        row: dict[str, Any] = {}
+        for key, entry in paths.items():
+            row[f"{key}_kib_per_session"] = per_session_kib(entry, level)
+            at = entry.get("levels", {}).get(str(level))
+            row[f"{key}_held"] = None if at is None else int(at["held"])
+        row["ratio"] = ratio(row.get("ftplb_kib_per_session"), row.get("haproxy_kib_per_session"))
+        summary[str(level)] = row
+    return summary
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+def _workers_lines(section: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "## Workers: ftplb `workers = N` against HAProxy `nbthread N`",
+        "",
+        f"- {section.get('workload', '?')}; {section.get('sessions', '?')} sessions at "
+        f"concurrency {section.get('concurrency', '?')} x {section.get('runs', '?')} runs per "
+        f"count; HAProxy {section.get('haproxy_config', '?')}",
+        f"- nproc = {section.get('nproc', '?')}: counts run {section.get('counts', [])}"
+        + (
+            f", left out {section['skipped_counts']} (more than the cores)"
+            if section.get("skipped_counts")
+            else ""
+        ),
+        "- CPU per session: user + system time of all the balancer's processes "
+        "(ftplb: master and workers; HAProxy: its threads), over the sessions completed",
+        "",
+        "| N | ftplb sessions/s | HAProxy sessions/s | x HAProxy | ftplb CPU ms/session "
+        "| HAProxy CPU ms/session | x HAProxy | ftplb CPU N / 1 worker | failed (ftplb, HAProxy) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for count, row in section.get("summary", {}).items():
+        cells = [
+            count,
+            fmt(row["ftplb_sessions_per_s"]),
+            fmt(row["haproxy_sessions_per_s"]),
+            fmt_ratio(row["sessions_per_s_ratio"]),
+            fmt(row["ftplb_cpu_ms_per_session"], 2),
+            fmt(row["haproxy_cpu_ms_per_session"], 2),
+            fmt_ratio(row["cpu_ratio"]),
+            fmt_ratio(row["ftplb_cpu_vs_1_worker"]),
+            f"{row['ftplb_failed']}, {row['haproxy_failed']}",
+        ]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+    return [*lines, ""]
+
+
+def _small_range_lines(section: Mapping[str, Any]) -> list[str]:
+    size = int(section.get("size", 0))
+    lines = [
+        "## Small passive range: transfers pending at once on 10 ports",
+        "",
+        f"- ftplb, `passive_ports` of {section.get('passive_ports', '?')} ports; "
+        f"{section.get('sessions', '?')} sessions ({section.get('retr', '?')} RETR, "
+        f"{section.get('stor', '?')} STOR, {size / 1e6:g} MB each, sha256 of every file checked) "
+        f"from {section.get('sources', '?')}, one address each",
+        "- every session logs in and gets its EPSV reply before any connects (a barrier)",
+        "",
+        "| sessions | passive replies | completed | failed | logins + EPSV, s | transfers, s "
+        "| MB/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {section.get('sessions')} | {section.get('passive_replies')} "
+        f"| {section.get('completed')} | {section.get('failed')} "
+        f"| {fmt(section.get('login_seconds'), 1)} | {fmt(section.get('transfer_seconds'), 1)} "
+        f"| {fmt(section.get('mb_per_s'))} |",
+        "",
+    ]
+    errors = section.get("errors", {})
+    if errors:
+        lines.append("Failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) + ".")
+        lines.append("")
+    return lines
+
+
+def _idle_lines(section: Mapping[str, Any]) -> list[str]:
+    paths = section.get("paths", {})
+    workers = section.get("ftplb_workers", "?")
+    lines = [
+        "## Idle sessions: RSS per idle logged-in session",
+        "",
+        f"- backends: {section.get('backend', '?')}; load generator in "
+        f"{section.get('load_processes', '?')} processes; fd hard limit "
+        f"{section.get('fd_limit', '?')} per process",
+        f"- ftplb with `workers = {workers}` (each process holds 2 fds per session, so one "
+        "process cannot hold 10,000 under the fd limit): RSS summed over master and workers; "
+        "HAProxy (seed config, no passive ranges) is one process and runs only the levels "
+        "it can hold under the same limit",
+        "",
+        "| sessions | ftplb KiB/session | held | HAProxy KiB/session | held | x HAProxy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for level, row in section.get("summary", {}).items():
+        lines.append(
+            f"| {int(level):,} | {fmt(row.get('ftplb_kib_per_session'), 1)} "
+            f"| {row.get('ftplb_held') if row.get('ftplb_held') is not None else '-'} "
+            f"| {fmt(row.get('haproxy_kib_per_session'), 1)} "
+            f"| {row.get('haproxy_held') if row.get('haproxy_held') is not None else '-'} "
+            f"| {fmt_ratio(row.get('ratio'))} |"
+        )
+    lines.append("")
+    for key, entry in paths.items():
+        notes = []
+        if entry.get("skipped_levels"):
+            notes.append(f"levels {entry['skipped_levels']} not run (fd limit)")
+        notes.append(f"{entry.get('failed', 0)} failed")
+        if entry.get("errors"):
+            notes.append(", ".join(f"{k}: {v}" for k, v in sorted(entry["errors"].items())))
+        lines.append(f"- {key}: " + "; ".join(notes))
+    return [*lines, ""]
+
+
+def markdown_lines(raw: Mapping[str, Any]) -> list[str]:
+    """The tables of whichever of the three sections the run has."""
+    lines: list[str] = []
+    if "workers" in raw:
+        lines += _workers_lines(raw["workers"])
+    if "small_range" in raw:
+        lines += _small_range_lines(raw["small_range"])
+    if "idle" in raw:
+        lines += _idle_lines(raw["idle"])
+    return lines
