@@ -13,6 +13,15 @@ from typing import Any
 from benchmarks.stats import fmt, fmt_ratio, median, ratio
 
 KiB = 1024
+MiB = 1024**2
+
+
+def size_label(size: int) -> str:
+    """``size`` bytes as "1 MiB", "256 KiB" when whole, else in bytes."""
+    for unit, name in ((MiB, "MiB"), (KiB, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} B"
 
 
 def _median_of(samples: Sequence[Mapping[str, Any]], name: str) -> float | None:
@@ -58,8 +67,15 @@ def per_session_kib(entry: Mapping[str, Any], level: int) -> float | None:
 
 
 def idle_summary(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per level: each path's KiB per session and sessions held, and ftplb/HAProxy."""
+    """Per level: each path's KiB per session and sessions held, and ftplb/HAProxy.
+
+    Where HAProxy did not run a level (one process cannot hold it), the ratio
+    divides by HAProxy's figure at the highest level it held below, named in
+    ``haproxy_reference_level``.
+    """
     levels = sorted({int(level) for entry in paths.values() for level in entry.get("levels", {})})
+    haproxy = paths.get("haproxy", {})
+    haproxy_levels = sorted(int(level) for level in haproxy.get("levels", {}))
     summary: dict[str, dict[str, Any]] = {}
     for level in levels:
         row: dict[str, Any] = {}
@@ -67,7 +83,11 @@ def idle_summary(paths: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, 
             row[f"{key}_kib_per_session"] = per_session_kib(entry, level)
             at = entry.get("levels", {}).get(str(level))
             row[f"{key}_held"] = None if at is None else int(at["held"])
-        row["ratio"] = ratio(row.get("ftplb_kib_per_session"), row.get("haproxy_kib_per_session"))
+        below = [lv for lv in haproxy_levels if lv <= level]
+        reference = below[-1] if below else None
+        row["haproxy_reference_level"] = reference
+        reference_kib = None if reference is None else per_session_kib(haproxy, reference)
+        row["ratio"] = ratio(row.get("ftplb_kib_per_session"), reference_kib)
         summary[str(level)] = row
     return summary
 
@@ -118,7 +138,7 @@ def _small_range_lines(section: Mapping[str, Any]) -> list[str]:
         "",
         f"- ftplb, `passive_ports` of {section.get('passive_ports', '?')} ports; "
         f"{section.get('sessions', '?')} sessions ({section.get('retr', '?')} RETR, "
-        f"{section.get('stor', '?')} STOR, {size / 1e6:g} MB each, sha256 of every file checked) "
+        f"{section.get('stor', '?')} STOR, {size_label(size)} each, sha256 of every file checked) "
         f"from {section.get('sources', '?')}, one address each",
         "- every session logs in and gets its EPSV reply before any connects (a barrier)",
         "",
@@ -127,7 +147,7 @@ def _small_range_lines(section: Mapping[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|",
         f"| {section.get('sessions')} | {section.get('passive_replies')} "
         f"| {section.get('completed')} | {section.get('failed')} "
-        f"| {fmt(section.get('login_seconds'), 1)} | {fmt(section.get('transfer_seconds'), 1)} "
+        f"| {fmt(section.get('login_seconds'), 2)} | {fmt(section.get('transfer_seconds'), 2)} "
         f"| {fmt(section.get('mb_per_s'))} |",
         "",
     ]
@@ -136,6 +156,14 @@ def _small_range_lines(section: Mapping[str, Any]) -> list[str]:
         lines.append("Failures: " + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) + ".")
         lines.append("")
     return lines
+
+
+def _idle_ratio_text(row: Mapping[str, Any], level: int) -> str:
+    text = fmt_ratio(row.get("ratio"))
+    reference = row.get("haproxy_reference_level")
+    if row.get("ratio") is not None and reference is not None and reference != level:
+        text += f" (HAProxy at {reference:,})"
+    return text
 
 
 def _idle_lines(section: Mapping[str, Any]) -> list[str]:
@@ -149,8 +177,9 @@ def _idle_lines(section: Mapping[str, Any]) -> list[str]:
         f"{section.get('fd_limit', '?')} per process",
         f"- ftplb with `workers = {workers}` (each process holds 2 fds per session, so one "
         "process cannot hold 10,000 under the fd limit): RSS summed over master and workers; "
-        "HAProxy (seed config, no passive ranges) is one process and runs only the levels "
-        "it can hold under the same limit",
+        "HAProxy (seed config, no passive ranges) is one process: it runs the levels it can "
+        "hold under the same limit, and at a level it cannot, the ratio divides by its figure "
+        "at the most it can hold",
         "",
         "| sessions | ftplb KiB/session | held | HAProxy KiB/session | held | x HAProxy |",
         "|---|---|---|---|---|---|",
@@ -161,7 +190,7 @@ def _idle_lines(section: Mapping[str, Any]) -> list[str]:
             f"| {row.get('ftplb_held') if row.get('ftplb_held') is not None else '-'} "
             f"| {fmt(row.get('haproxy_kib_per_session'), 1)} "
             f"| {row.get('haproxy_held') if row.get('haproxy_held') is not None else '-'} "
-            f"| {fmt_ratio(row.get('ratio'))} |"
+            f"| {_idle_ratio_text(row, int(level))} |"
         )
     lines.append("")
     for key, entry in paths.items():

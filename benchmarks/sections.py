@@ -253,6 +253,12 @@ def fits(sessions_in_one_process: int, fd_limit: int) -> bool:
     return sessions_in_one_process * FDS_PER_SESSION + FD_RESERVE <= fd_limit
 
 
+def stand_in_level(fd_limit: int, step: int = 500) -> int:
+    """The most sessions one process holds under ``fd_limit``, rounded down to ``step``."""
+    most = (fd_limit - FD_RESERVE) // FDS_PER_SESSION
+    return max(step, most // step * step)
+
+
 def _process_breakdown(pid: int) -> list[dict[str, int]]:
     """RSS and open files of each process of the tree (master first)."""
     stats = procstat.all_stats()
@@ -307,12 +313,12 @@ def _idle_path(
             (lambda: setups.start_ftplb_idle(backends, workers)),
         )
     usable = [lv for lv in levels if fits(lv, fd_limit)]
+    skipped = sorted(set(levels) - set(usable))
+    if skipped:
+        # The most it can hold stands in for the levels it cannot, for the ratio.
+        usable = sorted({*usable, stand_in_level(fd_limit)})
     maxconn = max(usable, default=100) + 100
-    return (
-        usable,
-        sorted(set(levels) - set(usable)),
-        (lambda: setups.start_haproxy_idle(backends, maxconn)),
-    )
+    return usable, skipped, (lambda: setups.start_haproxy_idle(backends, maxconn))
 
 
 def run_idle_phase(
@@ -345,7 +351,7 @@ def run_idle_phase(
             entry: dict[str, Any] = {"levels": {}, "skipped_levels": skipped}
             results["paths"][key] = entry
             if skipped:
-                log(f"  idle {key}: levels {skipped} skipped: one process would pass the fd limit")
+                log(f"  idle {key}: levels {skipped} not run: one process would pass the fd limit")
             if not usable:
                 continue
             path = start()
