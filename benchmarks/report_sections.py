@@ -145,8 +145,8 @@ def _small_range_lines(section: Mapping[str, Any]) -> list[str]:
         "| sessions | passive replies | completed | failed | logins + EPSV, s | transfers, s "
         "| MB/s |",
         "|---|---|---|---|---|---|---|",
-        f"| {section.get('sessions')} | {section.get('passive_replies')} "
-        f"| {section.get('completed')} | {section.get('failed')} "
+        f"| {section.get('sessions', '-')} | {section.get('passive_replies', '-')} "
+        f"| {section.get('completed', '-')} | {section.get('failed', '-')} "
         f"| {fmt(section.get('login_seconds'), 2)} | {fmt(section.get('transfer_seconds'), 2)} "
         f"| {fmt(section.get('mb_per_s'))} |",
         "",
