@@ -123,6 +123,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--range-size", type=parse_size, default=MiB, help="small range: bytes per file (1M)"
     )
     parser.add_argument(
+        "--range-ports",
+        type=int,
+        default=10,
+        help="small range: ftplb's passive ports (10; more, to check the client itself)",
+    )
+    parser.add_argument(
         "--idle-levels", help="idle: sessions held, comma-separated (default 1000,5000,10000)"
     )
     parser.add_argument(
@@ -151,6 +157,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.workers_sessions = args.workers_sessions or (500 if args.quick else 2000)
     args.workers_runs = args.workers_runs or (1 if args.quick else 3)
     args.range_sessions = args.range_sessions or (200 if args.quick else 500)
+    if not 1 <= args.range_ports <= 1000:
+        parser.error("--range-ports must be 1 to 1000")
     idle_default = "2000,10000" if args.quick else "1000,5000,10000"
     args.idle_levels = sorted(
         {int(x) for x in (args.idle_levels or idle_default).split(",") if x.strip()}
@@ -590,6 +598,7 @@ def run_new_sections(  # noqa: PLR0917 - one call site
             credentials,
             sessions=args.range_sessions,
             size=args.range_size,
+            ports=args.range_ports,
         )
         raw["meta"]["small_range_seconds"] = round(time.monotonic() - phase)
     if "idle" not in args.skip:
@@ -716,6 +725,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers_runs": args.workers_runs,
         "range_sessions": args.range_sessions,
         "range_size": args.range_size,
+        "range_ports": args.range_ports,
         "idle_levels": args.idle_levels,
         "idle_processes": args.idle_processes,
     }

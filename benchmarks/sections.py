@@ -180,16 +180,16 @@ def run_small_range_phase(
     *,
     sessions: int,
     size: int,
+    ports: int = 10,
 ) -> dict[str, Any]:
     """``sessions`` transfers (half RETR, half STOR of ``size`` bytes) pending at once
-    on ftplb's 10 passive ports, each from its own source address."""
+    on ftplb's ``ports`` passive ports, each from its own source address."""
     content = os.urandom(size)
     for root in roots:
         target = root / RANGE_FILE
         target.write_bytes(content)
         target.chmod(0o644)
-    path = setups.start_ftplb_small_range(backends)
-    first, last = setups.SMALL_RANGE_PASSIVE
+    path = setups.start_ftplb_small_range(backends, ports)
     try:
         outcome = runner.run(
             small_range.run_barrier_transfers(
@@ -216,7 +216,7 @@ def run_small_range_phase(
     rate = moved / outcome.transfer_seconds / 1e6 if outcome.transfer_seconds > 0 else 0.0
     entry = {
         "sessions": sessions,
-        "passive_ports": last - first + 1,
+        "passive_ports": ports,
         "size": size,
         "retr": (sessions + 1) // 2,
         "stor": sessions // 2,

@@ -74,7 +74,7 @@ FTPLB_TLS_PASSIVE = (41000, 41999)
 PROFTPD_PASSIVE = (42000, 42999)
 FTPLB_LIMITED_PASSIVE = (43000, 43999)
 WORKERS_FTPLB_PASSIVE = (44000, 44999)
-SMALL_RANGE_PASSIVE = (45000, 45009)  # exactly 10 ports
+SMALL_RANGE_PASSIVE = (45000, 45999)  # the section uses the first 10 (--range-ports)
 IDLE_FTPLB_PASSIVE = (46000, 46999)
 
 # Every transfer rate limit set, at 1 TB/s: far above any link, so the figures show
@@ -605,15 +605,17 @@ def start_haproxy_threads(backends: list[FtpServer], nbthread: int) -> PathUnder
     return _start_haproxy(spec, WORKERS_HAPROXY_HOST, config)
 
 
-def small_range_config(backends: list[FtpServer]) -> str:
-    """ftplb with exactly 10 passive ports; ``timeout_data`` covers the login ramp,
-    since every session gets its passive reply before any of them connects."""
-    return ftplb_config(backends, SMALL_RANGE_HOST, SMALL_RANGE_PASSIVE, 'timeout_data = "120s"\n')
+def small_range_config(backends: list[FtpServer], ports: int = 10) -> str:
+    """ftplb with ``ports`` passive ports (10 for the section); ``timeout_data`` covers
+    the login ramp, since every session gets its passive reply before any connects."""
+    first = SMALL_RANGE_PASSIVE[0]
+    passive = (first, first + ports - 1)
+    return ftplb_config(backends, SMALL_RANGE_HOST, passive, 'timeout_data = "120s"\n')
 
 
-def start_ftplb_small_range(backends: list[FtpServer]) -> PathUnderTest:
-    spec = PathSpec("ftplb_small_range", "ftplb, passive_ports of 10 ports")
-    return _start_ftplb(spec, small_range_config(backends), SMALL_RANGE_HOST)
+def start_ftplb_small_range(backends: list[FtpServer], ports: int = 10) -> PathUnderTest:
+    spec = PathSpec("ftplb_small_range", f"ftplb, passive_ports of {ports} ports")
+    return _start_ftplb(spec, small_range_config(backends, ports), SMALL_RANGE_HOST)
 
 
 def start_ftplb_idle(backends: list[FtpServer], workers: int) -> PathUnderTest:

@@ -248,6 +248,7 @@ def test_configs_of_the_new_sections() -> None:
     small = setups.small_range_config(_servers())
     assert 'passive_ports = "45000-45009"' in small
     assert 'timeout_data = "120s"' in small
+    assert 'passive_ports = "45000-45099"' in setups.small_range_config(_servers(), ports=100)
     tuned = setups.haproxy_config("127.0.0.13", _servers(), tuned=True, nbthread=2)
     assert "    nbthread 2\n" in tuned
     assert "option splice-request" in tuned
