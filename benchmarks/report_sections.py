@@ -201,7 +201,25 @@ def _idle_lines(section: Mapping[str, Any]) -> list[str]:
         if entry.get("errors"):
             notes.append(", ".join(f"{k}: {v}" for k, v in sorted(entry["errors"].items())))
         lines.append(f"- {key}: " + "; ".join(notes))
+    lines += _process_lines(paths.get("ftplb", {}))
     return [*lines, ""]
+
+
+def _process_lines(entry: Mapping[str, Any]) -> list[str]:
+    """How ftplb's processes shared the highest level: RSS and open files of each."""
+    levels = entry.get("levels", {})
+    if not levels:
+        return []
+    top = max(levels, key=int)
+    processes = levels[top].get("processes", [])
+    if not processes:
+        return []
+    parts = [
+        f"{'master' if i == 0 else f'worker {i - 1}'} {p['rss_bytes'] / MiB:.0f} MiB, "
+        f"{p['fds']:,} fds"
+        for i, p in enumerate(processes)
+    ]
+    return [f"- ftplb's processes at {int(top):,}: " + "; ".join(parts)]
 
 
 def markdown_lines(raw: Mapping[str, Any]) -> list[str]:

@@ -239,6 +239,21 @@ def test_markdown_has_a_table_for_each_section_present() -> None:
     assert report_sections.markdown_lines({}) == []
 
 
+def test_the_idle_table_tells_how_ftplb_processes_shared_the_top_level() -> None:
+    entry = _idle_entry({2000: 5.0, 10_000: 6.5})
+    entry["levels"]["10000"]["processes"] = [
+        {"pid": 1, "rss_bytes": 56 * 1024**2, "fds": 6},
+        {"pid": 2, "rss_bytes": 90 * 1024**2, "fds": 9701},
+        {"pid": 3, "rss_bytes": 92 * 1024**2, "fds": 10_329},
+    ]
+    raw = {"idle": {"paths": {"ftplb": entry}, "summary": {}}}
+    text = "\n".join(report_sections.markdown_lines(raw))
+    assert (
+        "- ftplb's processes at 10,000: master 56 MiB, 6 fds; worker 0 90 MiB, 9,701 fds; "
+        "worker 1 92 MiB, 10,329 fds"
+    ) in text
+
+
 def _servers() -> list[FtpServer]:
     hosts = ("127.0.0.21", "127.0.0.22")
     return [cast("FtpServer", SimpleNamespace(host=h, port=2121)) for h in hosts]
