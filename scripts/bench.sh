@@ -5,7 +5,7 @@
 # per idle session up to 10,000 sessions. Writes benchmarks/results/<timestamp>.json,
 # .md and .png (and -workers.png), and prints the Markdown.
 #
-#   scripts/bench.sh            # full run: 1 GiB x 5 runs, 2,000 sessions x 3 runs (~12 min)
+#   scripts/bench.sh            # full run: 1 GiB x 5 runs, 2,000 sessions x 3 runs (~13 min)
 #   scripts/bench.sh --quick    # 256 MiB x 1 run, 1,000 sessions x 1 run, smaller
 #                               # workers/small-range/idle sections (~4-5 min)
 #   scripts/bench.sh --skip workers,small_range,idle   # the older phases alone
