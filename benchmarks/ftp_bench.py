@@ -99,7 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 transfer run of 256 MiB, 1 load run of 1,000 sessions (RSS levels unchanged)",
+        help="1 transfer run of 256 MiB, 1 load run of 1,000 sessions (RSS levels unchanged); "
+        "workers 500 sessions x 1 run, small range 200 sessions, idle at 2,000 and 10,000",
     )
     parser.add_argument("--runs", type=int, help="interleaved transfer runs (default 5)")
     parser.add_argument("--size", type=parse_size, help="bytes per transfer (default 1G)")

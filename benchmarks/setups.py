@@ -365,16 +365,9 @@ def haproxy_version() -> str:
 
 
 def start_haproxy(backends: list[FtpServer], *, tuned: bool) -> PathUnderTest:
-    if not Path(HAPROXY_BIN).exists():
-        raise SetupError("haproxy is not installed (scripts/bench.sh installs it as root)")
     spec = HAPROXY_TUNED if tuned else HAPROXY
     host = HAPROXY_TUNED_HOST if tuned else HAPROXY_HOST
-    workdir = _workdir(spec.key)
-    cfg = workdir / "haproxy.cfg"
-    cfg.write_text(haproxy_config(host, backends, tuned=tuned))
-    proc = spawn_foreground(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
-    wait_for_banner(proc, host, CONTROL_PORT)
-    return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
+    return _start_haproxy(spec, host, haproxy_config(host, backends, tuned=tuned))
 
 
 # --------------------------------------------------------------------------- ProFTPD mod_proxy
