@@ -32,9 +32,9 @@ from ftplb.runtime.failover import FailoverPolicy
 from ftplb.runtime.health import HealthChecker
 from ftplb.runtime.listeners import KeptListeners, ListenError, resolve_host
 from ftplb.runtime.logs import EventLog, LogWarning
+from ftplb.runtime.passive_ports import PassivePorts
 from ftplb.runtime.passthrough import PassthroughFrontend, PassthroughSettings
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.ports import PortPool
 from ftplb.runtime.proxied_tls import ProxiedTlsListener
 from ftplb.runtime.proxy_protocol import ProxyIntake, ProxyOutlet
 from ftplb.runtime.session import FrontendContext, Session, SessionLimit, Timeouts
@@ -154,7 +154,12 @@ class Balancer:
         outlet = ProxyOutlet.of(backend.send_proxy, backend.send_proxy_data)
         if client_tls is not None and outlet is not None:
             client_tls.remember_server_names()  # for the SNI of a version 2 header
-        ports = self._port_pool(frontend)
+        intake = (
+            ProxyIntake.of(frontend.proxy_trusted, defaults.timeout_client)
+            if frontend.accept_proxy
+            else None
+        )
+        ports = self._port_pool(frontend, intake)
         policy = SessionPolicy(
             server_data_mode=backend.data_mode,
             route_on_user=pool.needs_user,
@@ -191,11 +196,7 @@ class Balancer:
             ),
             client_tls=client_tls,
             backend_tls=server_tls,
-            proxy_intake=(
-                ProxyIntake.of(frontend.proxy_trusted, defaults.timeout_client)
-                if frontend.accept_proxy
-                else None
-            ),
+            proxy_intake=intake,
             proxy_outlet=outlet,
             defender=self.defender,
         )
@@ -210,21 +211,23 @@ class Balancer:
                     return ctx.gate
         return ClientGate(limits)
 
-    def _port_pool(self, frontend: Frontend) -> PortPool:
+    def _port_pool(self, frontend: Frontend, intake: ProxyIntake | None) -> PassivePorts:
         first, last = (
             (frontend.passive_ports.first, frontend.passive_ports.last)
             if frontend.passive_ports is not None
             else (None, None)
         )
-        # The same pool object goes on across a reload, so that its rotation
-        # goes on: a port an old transfer just released is not the next one
-        # handed out. (A port that an old transfer still holds cannot be
-        # bound at all, so the new generation skips it by itself.)
+        # The same ports go on across a reload: their listeners stay open, and
+        # the old generation's sessions still get the connections they wait for.
         if self._previous is not None:
             for ctx in self._previous.frontends:
                 if ctx.name == frontend.name and ctx.ports.range == (first, last):
+                    ctx.ports.set_intake(intake)
+                    ctx.ports.adopt()
                     return ctx.ports
-        return PortPool(first, last)
+        ports = PassivePorts(first, last, self.log, frontend.name, intake)
+        ports.adopt()
+        return ports
 
     def _keep_listening(self, host: str, port: int, backlog: int) -> socket.socket:
         """A listening socket that outlives this generation (ListenError if it cannot)."""
@@ -367,6 +370,8 @@ class Balancer:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
         self._servers.clear()
+        for ctx in self.frontends:
+            ctx.ports.leave()  # the last generation to use them closes them
 
     def ask_sessions_to_stop(self) -> None:
         """Idle sessions end with 421 now; the others after their running command."""

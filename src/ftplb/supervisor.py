@@ -565,7 +565,7 @@ def shared_addresses(config: Config) -> list[tuple[str, int]]:
         binds = [(resolve_host(bind.host), bind.port) for bind in frontend.bind]
         addresses += binds
         if frontend.mode != "tcp":
-            continue  # passive listeners of mode ftp are per transfer, on each worker's slice
+            continue  # passive ports of mode ftp are each worker's own slice
         for server in config.backend(frontend.backend).servers:
             if server.passive_ports is not None:
                 addresses += [(host, port) for host, _ in binds for port in server.passive_ports]

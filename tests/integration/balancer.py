@@ -64,8 +64,10 @@ def simple_config(
     frontend: str = "",
     health: str = DEFAULT_HEALTH,
     sections: str = "",
+    passive_ports: str | None = None,
 ) -> str:
-    """A one-frontend, one-backend config; ``sections`` adds whole tables (``[admin]``)."""
+    """A one-frontend, one-backend config; ``sections`` adds whole tables (``[admin]``);
+    ``passive_ports`` is the frontend's range ("first-last"), a fresh one by default."""
     shown = f"[{host}]" if ":" in host else host
     binds = ", ".join(f'"{b}"' for b in (f"{shown}:{port}", *extra_binds))
     return f"""
@@ -78,7 +80,7 @@ timeout_data = "10s"
 name = "ftp"
 bind = [{binds}]
 backend = "pool"
-passive_ports = "{passive_range()}"
+passive_ports = "{passive_ports or passive_range()}"
 {frontend}
 
 [[backends]]
@@ -221,9 +223,9 @@ def start_balancer(
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"ftplb exited with {process.returncode}:\n{running.log_text()}")
-        if running.readiness is not None:
-            if running.ready(timeout=0.05):
-                return running
+        # READY=1 first (every listener, the admin one too, is open), then one
+        # connection to the frontend, which tests count on as its first session.
+        if running.readiness is not None and not running.ready(timeout=0.05):
             continue
         if "listening" in running.log_text():
             with contextlib.suppress(OSError):

@@ -69,7 +69,7 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
         lb = farm.lb
         first = farm.servers[0]
         first.stop()
-        # Before the checks notice, sessions that pick s1 fail over to s2.
+        # Sessions that pick s1 before the checks notice fail over to s2.
         for _ in range(4):
             session(lb, farm.user, farm.password)
         wait_until(lambda: flips(lb, "s1") == ["DOWN"], 5, "s1 DOWN")
@@ -85,10 +85,14 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
 
     health = [r for r in logged if r["event"] == "health"]
     down, up = health  # each flip once, and s2 never flipped
-    assert [(r["layer"], r["detail"]) for r in health] == [
+    # A check may be under way as s1 stops: it then loses its connection
+    # before the banner, instead of finding the port closed.
+    assert (down["layer"], down["detail"]) in {
         ("L4", "connect refused"),
-        ("L7", "220 banner"),
-    ], health
+        ("L7", "connection lost reading banner"),
+        ("L7", "connection closed reading banner"),
+    }, health
+    assert (up["layer"], up["detail"]) == ("L7", "220 banner"), health
     for record, state in ((down, "DOWN"), (up, "UP")):
         assert isinstance(record["time"], str) and isinstance(record["duration"], float)
         shown = {
@@ -105,8 +109,10 @@ def test_a_server_going_down_and_back_logs_only_json_lines() -> None:
     (refused,) = [r for r in logged if r.get("warning") == "reload_refused"]
     assert "timeout_client" in refused["problems"], refused
     assert [r["generation"] for r in logged if r.get("message") == "reloaded"] == [2]
+    # Sessions that picked s1 before the checks noticed log a connect failure
+    # each; whether any did depends on when the check ran, so only their form
+    # is checked.
     warnings = [r for r in logged if r["event"] == "warning" and r is not refused]
-    assert warnings, "no session tried the stopped server s1"
     assert all(
         (r["warning"], r["message"], r["server"])
         == ("connect_failed", "server connect failed", "s1")

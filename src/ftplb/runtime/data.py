@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ftplb.proto import actions as act
-from ftplb.proto.addresses import HostPort, kernel_host
+from ftplb.proto.addresses import HostPort
 from ftplb.runtime.client_limits import Pace
 from ftplb.runtime.connect import open_connection
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
+from ftplb.runtime.passive_ports import PassivePorts, PortWait, wait_once
 from ftplb.runtime.pipes import PipeBudget
-from ftplb.runtime.ports import PortPool
-from ftplb.runtime.proxy_protocol import ProxyIntake, receive_header, send_header
+from ftplb.runtime.proxy_protocol import send_header
 from ftplb.runtime.relay import RelayEnd, RelayMeter, RelayOutcome, relay
 from ftplb.runtime.tls import BackendTls, close_notify, handshake
 
@@ -83,154 +83,17 @@ class DataTls:
     """Bound of each handshake and close."""
 
 
-class _Acceptor:
-    """Accepts on a listener until the expected peer IP connects.
-
-    A connection from any other address is closed and logged, and the
-    listener keeps waiting: that is what stops a third party from stealing a
-    transfer by racing the client to the advertised port.
-
-    Behind an upstream balancer (``intake``), a connection from a trusted
-    upstream must start with a PROXY header, and the header's source is the
-    peer that is checked. Any other connection is checked by its own address,
-    so a client may also reach the passive ports directly.
-    """
-
-    __slots__ = (
-        "_expected_ip",
-        "_intake",
-        "_log",
-        "_loop",
-        "_on_stop",
-        "_reading",
-        "_session_id",
-        "_side",
-        "address",
-        "conn",
-        "listener",
-    )
-
-    def __init__(  # noqa: PLR0917 - one private call site per side
-        self,
-        loop: asyncio.AbstractEventLoop,
-        listener: socket.socket,
-        expected_ip: str,
-        log: EventLog,
-        side: str,
-        session_id: str,
-        intake: ProxyIntake | None = None,
-        on_stop: Callable[[], None] | None = None,
-    ) -> None:
-        self.listener = listener
-        self._intake = intake
-        # Connections from the upstream whose PROXY header is being read.
-        self._reading: set[asyncio.Task[None]] = set()
-        self._on_stop = on_stop
-        """Called once, when the listener stops waiting (a connection, an error, a close)."""
-        host, port = listener.getsockname()[:2]
-        self.address = HostPort(kernel_host(host), port)
-        self._expected_ip = expected_ip
-        self._log = log
-        self._side = side
-        self._session_id = session_id
-        # A readiness callback rather than a task: one PASV per transfer makes
-        # this part of every session's cost.
-        self._loop = loop
-        self.conn: asyncio.Future[socket.socket] = self._loop.create_future()
-        self._loop.add_reader(listener.fileno(), self._accept)
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, peer = self.listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as error:
-                self._stop_listening()
-                if not self.conn.done():
-                    self.conn.set_exception(error)
-                return
-            peer_ip = kernel_host(peer[0])
-            conn.setblocking(False)
-            if self._intake is not None and self._intake.trusts(peer_ip):
-                task = self._loop.create_task(self._read_header(conn, peer_ip, self._intake))
-                self._reading.add(task)
-                task.add_done_callback(self._reading.discard)
-                continue
-            if self._admit(conn, peer_ip):
-                return
-
-    def _admit(self, conn: socket.socket, peer_ip: str) -> bool:
-        """Take ``conn`` if ``peer_ip`` is the expected peer; else close and log it."""
-        if peer_ip == self._expected_ip:
-            self._stop_listening()
-            if not self.conn.done():
-                self.conn.set_result(conn)
-            else:
-                conn.close()
-            return True
-        conn.close()
-        self._log.warning(
-            LogWarning.FOREIGN_DATA_REFUSED,
-            session=self._session_id,
-            side=self._side,
-            peer=peer_ip,
-            expected=self._expected_ip,
-            port=self.address.port,
-        )
-        return False
-
-    async def _read_header(self, conn: socket.socket, upstream: str, intake: ProxyIntake) -> None:
-        try:
-            got = await receive_header(self._loop, conn, intake.timeout)
-        except BaseException:
-            conn.close()
-            raise
-        if isinstance(got, str):
-            conn.close()
-            self._log.warning(
-                LogWarning.PROXY_HEADER_REFUSED,
-                session=self._session_id,
-                side=self._side,
-                peer=upstream,
-                reason=got,
-                port=self.address.port,
-            )
-            return
-        # A header that names no client (LOCAL) leaves the upstream as the peer.
-        self._admit(conn, got.source.host if got.source is not None else upstream)
-
-    def _stop_listening(self) -> None:
-        if self.listener.fileno() >= 0:
-            self._loop.remove_reader(self.listener.fileno())
-            self.listener.close()
-        on_stop, self._on_stop = self._on_stop, None
-        if on_stop is not None:
-            on_stop()
-
-    def close(self) -> None:
-        self._stop_listening()
-        for task in self._reading:
-            task.cancel()
-        if self.conn.done() and not self.conn.cancelled() and self.conn.exception() is None:
-            self.conn.result().close()
-        else:
-            self.conn.cancel()
-
-
 class DataChannel:
     """Listeners and connections for the data transfers of one control session."""
 
     __slots__ = (
         "_addresses",
-        "_client_acceptor",
         "_client_go",
-        "_held_port",
+        "_client_wait",
         "_log",
         "_loop",
         "_proxy_header",
-        "_proxy_intake",
-        "_server_acceptor",
+        "_server_wait",
         "_session_id",
         "_settings",
         "_tls",
@@ -246,7 +109,6 @@ class DataChannel:
         loop: asyncio.AbstractEventLoop | None = None,
         *,
         session_id: str = "-",
-        proxy_intake: ProxyIntake | None = None,
         proxy_header: bytes = b"",
     ) -> None:
         # Kept: on Python 3.11 each asyncio.get_running_loop() is a getpid() call.
@@ -257,49 +119,34 @@ class DataChannel:
         self._log = log
         self._session_id = session_id
         """The control session's id, on every line about its data connections."""
-        self._proxy_intake = proxy_intake
-        """The frontend's ``accept_proxy``: data connections from its upstream carry a header."""
         self._proxy_header = proxy_header
         """Sent first on each data connection to the server (``send_proxy_data``), if any."""
-        self._client_acceptor: _Acceptor | None = None
-        self._server_acceptor: _Acceptor | None = None
+        self._client_wait: PortWait | None = None
+        self._server_wait: PortWait | None = None
         self._client_go: asyncio.Event | None = None
         self._transfer: asyncio.Task[TransferOutcome] | None = None
-        self._held_port: tuple[PortPool, int] | None = None
 
     def open_client_listener(
-        self, ports: PortPool, advertised_ip: str, on_stop: Callable[[], None] | None = None
+        self, ports: PassivePorts, advertised_ip: str, on_stop: Callable[[], None] | None = None
     ) -> HostPort:
-        """A listener for the client's next data connection; ``on_stop`` runs once it
-        stops waiting for it (the client connected, or the listener closed)."""
-        self._release_port()
-        listener = ports.listen(self._addresses.client_local_ip)
-        self._client_acceptor = _Acceptor(
-            self._loop,
-            listener,
-            self._addresses.client_ip,
-            self._log,
-            "client",
-            self._session_id,
-            self._proxy_intake,
-            on_stop,
+        """Wait for the client's next data connection on a port of ``ports``;
+        ``on_stop`` runs once the wait ends (the client connected, or it was closed)."""
+        wait = ports.wait_for(
+            self._addresses.client_local_ip, self._addresses.client_ip, self._session_id, on_stop
         )
-        port = self._client_acceptor.address.port
-        self._held_port = (ports, port)
-        return HostPort(advertised_ip, port)
-
-    def _release_port(self) -> None:
-        if self._held_port is not None:
-            ports, port = self._held_port
-            self._held_port = None
-            ports.release(port)
+        self._client_wait = wait
+        return HostPort(advertised_ip, wait.address.port)
 
     def open_server_listener(self) -> HostPort:
-        listener = PortPool().listen(self._addresses.server_local_ip)
-        self._server_acceptor = _Acceptor(
-            self._loop, listener, self._addresses.server_ip, self._log, "server", self._session_id
+        wait = wait_once(
+            self._addresses.server_local_ip,
+            self._addresses.server_ip,
+            self._log,
+            "server",
+            self._session_id,
         )
-        return self._server_acceptor.address
+        self._server_wait = wait
+        return wait.address
 
     def start(
         self,
@@ -317,7 +164,6 @@ class DataChannel:
 
         def finished(done: asyncio.Task[TransferOutcome]) -> None:
             # Cancelled too: a task cancelled before its first step never runs its body.
-            self._release_port()
             if pace is not None:
                 pace.release()
             if not done.cancelled():
@@ -332,12 +178,10 @@ class DataChannel:
     def close(self) -> None:
         if self._transfer is not None and not self._transfer.done():
             self._transfer.cancel()
-        for acceptor in (self._client_acceptor, self._server_acceptor):
-            if acceptor is not None:
-                acceptor.close()
-        self._client_acceptor = self._server_acceptor = None
-        if self._transfer is None or self._transfer.done():
-            self._release_port()  # else the transfer releases it as it ends
+        for wait in (self._client_wait, self._server_wait):
+            if wait is not None:
+                wait.close()
+        self._client_wait = self._server_wait = None
 
     async def _run(
         self, start: act.StartTransfer, meter: RelayMeter | None, pace: Pace | None
@@ -446,10 +290,10 @@ class DataChannel:
 
     async def _client_leg(self, side: act.ClientSide) -> socket.socket:
         if isinstance(side, act.ClientPassive):
-            acceptor = self._client_acceptor
-            if acceptor is None:
+            wait = self._client_wait
+            if wait is None:
                 raise OSError("no passive listener for the client")
-            return await acceptor.conn
+            return await wait.conn
         assert self._client_go is not None
         await self._client_go.wait()
         return await open_connection(
@@ -469,10 +313,10 @@ class DataChannel:
                     sock.close()
                     raise
             return sock
-        acceptor = self._server_acceptor
-        if acceptor is None:
+        wait = self._server_wait
+        if wait is None:
             raise OSError("no listener for the server's data connection")
-        return await acceptor.conn
+        return await wait.conn
 
 
 def _unacknowledged(sock: socket.socket) -> int:

@@ -33,7 +33,7 @@ class LogWarning(StrEnum):
     PASSIVE_PER_IP = "passive_per_ip"
     """A PASV/EPSV was refused: the client's address holds ``max_passive_per_ip`` listeners."""
     FOREIGN_DATA_REFUSED = "foreign_data_refused"
-    """A data connection came from another address than the session's peer (port theft)."""
+    """A data connection came from an address no session waits for on that port (port theft)."""
     PROXY_HEADER_REFUSED = "proxy_header_refused"
     """A data connection from a trusted upstream brought no valid PROXY header."""
     ORPHAN_DATA_REFUSED = "orphan_data_refused"

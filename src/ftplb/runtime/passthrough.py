@@ -79,6 +79,7 @@ from ftplb.runtime.proxy_protocol import (
     UNTRUSTED,
     ProxyIntake,
     ProxyOutlet,
+    read_data_header,
     receive_header,
     send_header,
 )
@@ -645,26 +646,21 @@ class PassthroughFrontend:
         self, conn: socket.socket, peer: Peer, server: Server, port: int, intake: ProxyIntake
     ) -> None:
         """A data connection from the trusted upstream: its header names the client."""
-        try:
-            got = await receive_header(asyncio.get_running_loop(), conn, intake.timeout)
-        except BaseException:
-            conn.close()
-            raise
-        if isinstance(got, str):
-            conn.close()
+
+        def refused(reason: str) -> None:
             self._log.warning(
                 LogWarning.PROXY_HEADER_REFUSED,
                 session="-",
                 frontend=self.name,
                 side="client",
                 peer=peer[0],
-                reason=got,
+                reason=reason,
                 port=port,
             )
-            return
-        if got.source is not None:
-            peer = (got.source.host, got.source.port)
-        self._admit_data(conn, peer, server, port)
+
+        client = await read_data_header(asyncio.get_running_loop(), conn, peer, intake, refused)
+        if client is not None:
+            self._admit_data(conn, client, server, port)
 
     def _admit_data(self, conn: socket.socket, peer: Peer, server: Server, port: int) -> None:
         client_ip, client_port = peer

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -154,6 +155,33 @@ async def receive_header(
         return NO_HEADER_IN_TIME
     except OSError:
         return CLOSED_BEFORE_HEADER
+
+
+async def read_data_header(
+    loop: asyncio.AbstractEventLoop,
+    conn: socket.socket,
+    upstream: tuple[str, int],
+    intake: ProxyIntake,
+    refused: Callable[[str], None],
+) -> tuple[str, int] | None:
+    """The client of a data connection from the trusted ``upstream``, named by its header.
+
+    Without a valid header, ``conn`` is closed, ``refused`` gets the reason,
+    and the answer is None. A header that names no client (LOCAL) leaves the
+    upstream as the peer.
+    """
+    try:
+        got = await receive_header(loop, conn, intake.timeout)
+    except BaseException:
+        conn.close()
+        raise
+    if isinstance(got, str):
+        conn.close()
+        refused(got)
+        return None
+    if got.source is None:
+        return upstream
+    return (got.source.host, got.source.port)
 
 
 def _take(sock: socket.socket, count: int) -> None:

@@ -54,7 +54,7 @@ from ftplb.runtime.data import (
 from ftplb.runtime.defender import Defender
 from ftplb.runtime.failover import FailoverPolicy, connect_with_failover, describe
 from ftplb.runtime.logs import EventLog, LogWarning, TransferError
-from ftplb.runtime.ports import PortPool
+from ftplb.runtime.passive_ports import PassivePorts
 from ftplb.runtime.progress import RunningTransfer, cut_short_detail
 from ftplb.runtime.proxy_protocol import (
     CLOSED_BEFORE_HEADER,
@@ -98,7 +98,7 @@ class FrontendContext:
     name: str
     pool: Pool
     policy: SessionPolicy
-    ports: PortPool
+    ports: PassivePorts
     passive_address: str | None
     timeouts: Timeouts
     failover: FailoverPolicy
@@ -701,7 +701,6 @@ class Session(asyncio.Protocol):
                 self._data_tls(),
                 self._loop,
                 session_id=self.session_id,
-                proxy_intake=self._ctx.proxy_intake,
                 proxy_header=self._data_proxy_header(),
             )
         return self._data
