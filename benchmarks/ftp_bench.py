@@ -15,6 +15,12 @@ and ProFTPD mod_proxy. Measured, with repetitions interleaved over the paths:
 4. RETR and STOR over FTPS with TLS data connections: ftplb terminating
    explicit FTPS against HAProxy ``mode tcp`` with ``ssl crt`` on every bind
    (implicit FTPS), both with the vsftpd servers plain behind them.
+5. workers: sessions/s and CPU per session of ftplb ``workers = N`` against
+   HAProxy tuned ``nbthread N``, N = 1, 2, 4 as far as the cores allow;
+6. small range: 500 transfers pending at once on a frontend with 10 passive
+   ports, from 500 source addresses, behind a barrier (completed/failed);
+7. idle: RSS per idle logged-in session up to 10,000 sessions (ftplb with 2
+   workers, pyftpdlib servers behind), the load spread over several processes.
 
 Writes RESULTS/<stamp>.json, .md and .png, and prints the Markdown. Each figure
 is given as a ratio to direct, to HAProxy (seed config) and to HAProxy tuned.
@@ -45,7 +51,7 @@ from typing import Any, TypeVar
 from tests.integration import servers
 from tests.integration.servers import FtpServer
 
-from benchmarks import loadgen, procstat, report, setups, transfers
+from benchmarks import loadgen, procstat, report, sections, setups, transfers
 from benchmarks.setups import PathUnderTest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +66,7 @@ FILL_BLOCK = 16 * MiB
 VSFTPD_BYTES_PER_SESSION = 1 * MiB
 MEMORY_RESERVE = 2 * GiB
 RSS_PATHS = ("ftplb", "haproxy")
+PHASES = ("throughput", "sessions", "rss", "tls", "workers", "small_range", "idle")
 
 T = TypeVar("T")
 
@@ -92,7 +99,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="1 transfer run of 256 MiB, 1 load run of 1,000 sessions (RSS levels unchanged)",
+        help="1 transfer run of 256 MiB, 1 load run of 1,000 sessions (RSS levels unchanged); "
+        "workers 500 sessions x 1 run, small range 200 sessions, idle at 2,000 and 10,000",
     )
     parser.add_argument("--runs", type=int, help="interleaved transfer runs (default 5)")
     parser.add_argument("--size", type=parse_size, help="bytes per transfer (default 1G)")
@@ -103,6 +111,31 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--rss-levels", default="1000,5000", help="idle sessions held for the RSS figure"
     )
     parser.add_argument(
+        "--workers-counts",
+        default=",".join(str(c) for c in sections.WORKER_COUNTS),
+        help="workers section: ftplb workers / HAProxy nbthread counts (those <= nproc run)",
+    )
+    parser.add_argument("--workers-sessions", type=int, help="workers: sessions per run (2000)")
+    parser.add_argument("--workers-runs", type=int, help="workers: runs per count (default 3)")
+    parser.add_argument(
+        "--range-sessions", type=int, help="small range: sessions, half RETR half STOR (500)"
+    )
+    parser.add_argument(
+        "--range-size", type=parse_size, default=MiB, help="small range: bytes per file (1M)"
+    )
+    parser.add_argument(
+        "--range-ports",
+        type=int,
+        default=10,
+        help="small range: ftplb's passive ports (10; more, to check the client itself)",
+    )
+    parser.add_argument(
+        "--idle-levels", help="idle: sessions held, comma-separated (default 1000,5000,10000)"
+    )
+    parser.add_argument(
+        "--idle-processes", type=int, default=4, help="idle: load-generator processes"
+    )
+    parser.add_argument(
         "--paths",
         default=",".join(p.key for p in setups.ALL_PATHS),
         help="paths to measure (direct,ftplb,ftplb_limited,haproxy,haproxy_tuned,proftpd; "
@@ -111,7 +144,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--skip",
         default="",
-        help="phases to leave out: throughput,sessions,rss,tls (comma-separated)",
+        help="phases to leave out: throughput,sessions,rss,tls,workers,small_range,idle "
+        "(comma-separated)",
     )
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "benchmarks" / "results")
     args = parser.parse_args(argv)
@@ -120,8 +154,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.session_runs = args.session_runs or (1 if args.quick else 3)
     args.sessions = args.sessions or (1000 if args.quick else 2000)
     args.rss_levels = sorted({int(x) for x in args.rss_levels.split(",") if x.strip()})
+    args.workers_counts = sorted({int(x) for x in args.workers_counts.split(",") if x.strip()})
+    args.workers_sessions = args.workers_sessions or (500 if args.quick else 2000)
+    args.workers_runs = args.workers_runs or (1 if args.quick else 3)
+    args.range_sessions = args.range_sessions or (200 if args.quick else 500)
+    if not 1 <= args.range_ports <= 1000:
+        parser.error("--range-ports must be 1 to 1000")
+    idle_default = "2000,10000" if args.quick else "1000,5000,10000"
+    args.idle_levels = sorted(
+        {int(x) for x in (args.idle_levels or idle_default).split(",") if x.strip()}
+    )
     args.paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     args.skip = {p.strip() for p in args.skip.split(",") if p.strip()}
+    unknown_phases = args.skip - set(PHASES)
+    if unknown_phases:
+        parser.error(f"unknown phases in --skip: {', '.join(sorted(unknown_phases))}")
     unknown = set(args.paths) - set(setups.STARTERS)
     if unknown:
         parser.error(f"unknown paths: {', '.join(sorted(unknown))}")
@@ -519,6 +566,55 @@ def run_rss_phase(
     return results
 
 
+def run_new_sections(  # noqa: PLR0917 - one call site
+    raw: dict[str, Any],
+    args: argparse.Namespace,
+    runner: asyncio.Runner,
+    backends: list[FtpServer],
+    workspace: Workspace,
+    credentials: loadgen.Credentials,
+) -> None:
+    """The workers, small-range and idle sections, each unless ``--skip`` names it."""
+    if "workers" not in args.skip:
+        counts = args.workers_counts
+        log(f"workers: ftplb workers / HAProxy nbthread {counts} (nproc {sections.nproc()})")
+        phase = time.monotonic()
+        raw["workers"] = sections.run_workers_phase(
+            runner,
+            backends,
+            credentials,
+            counts=args.workers_counts,
+            sessions=args.workers_sessions,
+            concurrency=args.concurrency,
+            runs=args.workers_runs,
+        )
+        raw["meta"]["workers_seconds"] = round(time.monotonic() - phase)
+    if "small_range" not in args.skip:
+        log(f"small range: {args.range_sessions} transfers of {size_text(args.range_size)}")
+        phase = time.monotonic()
+        raw["small_range"] = sections.run_small_range_phase(
+            runner,
+            backends,
+            workspace.roots,
+            credentials,
+            sessions=args.range_sessions,
+            size=args.range_size,
+            ports=args.range_ports,
+        )
+        raw["meta"]["small_range_seconds"] = round(time.monotonic() - phase)
+    if "idle" not in args.skip:
+        log(f"idle: RSS per idle session at {args.idle_levels}, pyftpdlib behind")
+        phase = time.monotonic()
+        raw["idle"] = sections.run_idle_phase(
+            runner,
+            credentials,
+            levels=args.idle_levels,
+            fd_limit=args.fd_limit,
+            processes=args.idle_processes,
+        )
+        raw["meta"]["idle_seconds"] = round(time.monotonic() - phase)
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -578,17 +674,18 @@ def write_outputs(raw: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path,
     md_path = out_dir / f"{stamp}.md"
     json_path.write_text(json.dumps(raw, indent=2, ensure_ascii=False) + "\n")
     md_path.write_text(report.markdown(raw, figures, checks))
-    png_path: Path | None = out_dir / f"{stamp}.png"
-    if "throughput" not in raw:
-        return json_path, md_path, None  # the chart shows the plain paths' ratios only
+    png_path: Path | None = None
+    if "throughput" not in raw and "workers" not in raw:
+        return json_path, md_path, None  # the charts show throughput ratios and workers only
     try:
-        from benchmarks.plot import plot  # noqa: PLC0415
+        from benchmarks.plot import plot, plot_workers  # noqa: PLC0415
 
-        assert png_path is not None
-        plot(raw, png_path)
+        if "workers" in raw:
+            png_path = plot_workers(raw, out_dir / f"{stamp}-workers.png")
+        if "throughput" in raw:
+            png_path = plot(raw, out_dir / f"{stamp}.png")
     except ImportError as error:
         log(f"no plot: {error} (pip install matplotlib)")
-        png_path = None
     return json_path, md_path, png_path
 
 
@@ -602,6 +699,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fd_limit = raise_fd_limit()
     raw: dict[str, Any] = {"meta": environment()}
     raw["meta"]["fd_limit"] = fd_limit
+    args.fd_limit = fd_limit
     credentials = (servers.SYSTEM_USER, servers.SYSTEM_PASSWORD)
     load_credentials = loadgen.Credentials(*credentials)
     log(
@@ -623,6 +721,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "upload_from": workspace.on,
         "paths": args.paths,
         "quick": args.quick,
+        "workers_counts": args.workers_counts,
+        "workers_sessions": args.workers_sessions,
+        "workers_runs": args.workers_runs,
+        "range_sessions": args.range_sessions,
+        "range_size": args.range_size,
+        "range_ports": args.range_ports,
+        "idle_levels": args.idle_levels,
+        "idle_processes": args.idle_processes,
     }
     tls_keys = [k for k in args.paths if k in {p.key for p in setups.TLS_PATHS}]
     raw["tls"] = {
@@ -671,6 +777,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     paths, workspace, credentials, args.size, args.runs, tls=True
                 )
             raw["meta"]["tls_seconds"] = round(time.monotonic() - phase)
+        run_new_sections(raw, args, runner, backends, workspace, load_credentials)
         if "rss" not in args.skip and any(k in args.paths for k in RSS_PATHS):
             keys = [k for k in RSS_PATHS if k in args.paths]
             log(f"RSS per idle logged-in session: {keys} at {args.rss_levels}")

@@ -1,4 +1,5 @@
-"""A PNG bar chart of the throughput ratios of one run (matplotlib, no display needed).
+"""PNG bar charts of one run (matplotlib, no display needed): the throughput ratios,
+and (OUT-workers.png) sessions/s and CPU per session by worker count.
 
 python -m benchmarks.plot RESULTS.json [OUT.png]
 """
@@ -95,6 +96,48 @@ def plot(results: Mapping[str, Any], out: Path) -> Path:
     return out
 
 
+def plot_workers(results: Mapping[str, Any], out: Path) -> Path:
+    """Sessions/s and CPU ms per session against the worker (thread) count, both balancers."""
+    import matplotlib  # noqa: PLC0415 - only the plot needs it
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    section = results.get("workers", {})
+    summary: Mapping[str, Mapping[str, float | None]] = section.get("summary", {})
+    counts = sorted(int(c) for c in summary)
+    panels = (
+        ("sessions_per_s", "sessions/s (higher is better)"),
+        ("cpu_ms_per_session", "CPU ms per session (lower is better)"),
+    )
+    fig, axes = plt.subplots(1, len(panels), figsize=(10, 4.2))
+    for ax, (name, title) in zip(axes, panels, strict=True):
+        for key, label in (("ftplb", "ftplb, workers = N"), ("haproxy", "HAProxy, nbthread N")):
+            heights = [summary[str(c)].get(f"{key}_{name}") or 0.0 for c in counts]
+            offset = -0.2 if key == "ftplb" else 0.2
+            bars = ax.bar(
+                [i + offset for i in range(len(counts))],
+                heights,
+                0.4,
+                label=label,
+                color=COLORS.get(key),
+            )
+            ax.bar_label(bars, fmt="%.2f" if "cpu" in name else "%.0f", fontsize=7, padding=1)
+        ax.set_xticks(range(len(counts)), [f"N = {c}" for c in counts])
+        ax.set_title(title, fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"login, EPSV, LIST, QUIT: nproc = {section.get('nproc', '?')}, "
+        f"{section.get('sessions', '?')} sessions x {section.get('runs', '?')} runs",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args:
@@ -102,8 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     source = Path(args[0])
     out = Path(args[1]) if len(args) > 1 else source.with_suffix(".png")
-    plot(json.loads(source.read_text()), out)
-    print(out)
+    results = json.loads(source.read_text())
+    if "throughput" in results:
+        plot(results, out)
+        print(out)
+    if "workers" in results:
+        workers_out = out.with_name(out.stem + "-workers.png")
+        plot_workers(results, workers_out)
+        print(workers_out)
     return 0
 
 

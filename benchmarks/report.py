@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from benchmarks import report_sections
 from benchmarks.stats import fmt, fmt_ratio, median, ratio
 
 PATH_ORDER = (
@@ -410,6 +411,7 @@ def markdown(
         for figure in members:
             lines += _figure_rows(figure, TLS_REFERENCES if is_tls else REFERENCES)
         lines.append("")
+    lines += report_sections.markdown_lines(raw)
     errors = _error_summary(raw)
     if errors:
         lines += ["## Failures", "", *errors, ""]

@@ -11,6 +11,10 @@ is bound to its own loopback address, and is stopped by its PID:
     127.0.0.6                ftplb terminating explicit FTPS (AUTH TLS), plain to the servers
     127.0.0.7                HAProxy mode tcp with ``ssl crt`` on every bind (implicit FTPS)
     127.0.0.8                ftplb, mode ftp, with transfer rate limits far above the link
+    127.0.0.12, 127.0.0.13   workers section: ftplb with N workers, HAProxy tuned with N threads
+    127.0.0.14               small-range section: ftplb with 10 passive ports
+    127.0.0.15, 127.0.0.16   idle section: ftplb with 2 workers, HAProxy (seed config)
+    127.0.0.23, 127.0.0.24   idle section: two single-process pyftpdlib servers
 
 The HAProxy paths need what the seeds' configuration needs from the servers:
 each vsftpd advertises the balancer's address (``pasv_address``) and its own
@@ -29,6 +33,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import textwrap
 from collections.abc import Callable
@@ -54,6 +59,12 @@ PROFTPD_HOST = "127.0.0.5"
 FTPLB_TLS_HOST = "127.0.0.6"
 HAPROXY_TLS_HOST = "127.0.0.7"
 FTPLB_LIMITED_HOST = "127.0.0.8"
+WORKERS_FTPLB_HOST = "127.0.0.12"
+WORKERS_HAPROXY_HOST = "127.0.0.13"
+SMALL_RANGE_HOST = "127.0.0.14"
+IDLE_FTPLB_HOST = "127.0.0.15"
+IDLE_HAPROXY_HOST = "127.0.0.16"
+IDLE_SERVER_HOSTS = ("127.0.0.23", "127.0.0.24")
 
 # Each server's own passive range (the HAProxy scheme); the balancers' client-side ranges.
 SERVER_PASSIVE_FIRST = 50000
@@ -62,6 +73,9 @@ FTPLB_PASSIVE = (40000, 40999)
 FTPLB_TLS_PASSIVE = (41000, 41999)
 PROFTPD_PASSIVE = (42000, 42999)
 FTPLB_LIMITED_PASSIVE = (43000, 43999)
+WORKERS_FTPLB_PASSIVE = (44000, 44999)
+SMALL_RANGE_PASSIVE = (45000, 45999)  # the section uses the first 10 (--range-ports)
+IDLE_FTPLB_PASSIVE = (46000, 46999)
 
 # Every transfer rate limit set, at 1 TB/s: far above any link, so the figures show
 # what pacing costs when it never has to wait (the buckets' bookkeeping per chunk).
@@ -286,21 +300,33 @@ def _start_ftplb(spec: PathSpec, config: str, host: str) -> PathUnderTest:
 # --------------------------------------------------------------------------- HAProxy
 
 
-def haproxy_config(bind_host: str, backends: list[FtpServer], *, tuned: bool) -> str:
+def haproxy_config(
+    bind_host: str,
+    backends: list[FtpServer],
+    *,
+    tuned: bool,
+    nbthread: int | None = None,
+    maxconn: int = HAPROXY_MAXCONN,
+    passive: bool = True,
+) -> str:
     """HAProxy mode tcp the seeds' way: control port balanced, each passive range forwarded.
 
-    ``tuned`` adds only splice in both directions and 1 MiB pipes.
+    ``tuned`` adds only splice in both directions and 1 MiB pipes; ``nbthread``
+    sets the thread count (HAProxy's default is one per CPU); ``passive=False``
+    leaves out the passive ranges, for sessions that never transfer.
     """
     tuning_global = "    tune.pipesize 1048576\n" if tuned else ""
     tuning_defaults = "    option splice-request\n    option splice-response\n" if tuned else ""
+    threads = f"    nbthread {nbthread}" if nbthread is not None else ""
     lines = [
         "global",
-        f"    maxconn {HAPROXY_MAXCONN}",
+        f"    maxconn {maxconn}",
         tuning_global.rstrip("\n"),
+        threads,
         "",
         "defaults",
         "    mode tcp",
-        f"    maxconn {HAPROXY_MAXCONN}",
+        f"    maxconn {maxconn}",
         "    timeout connect 5s",
         "    timeout client 600s",
         "    timeout server 600s",
@@ -314,7 +340,7 @@ def haproxy_config(bind_host: str, backends: list[FtpServer], *, tuned: bool) ->
         "    balance roundrobin",
     ]
     lines += [f"    server s{i} {s.host}:{s.port}" for i, s in enumerate(backends, start=1)]
-    for i, server in enumerate(backends, start=1):
+    for i, server in enumerate(backends if passive else [], start=1):
         first, last = server_passive_range(i - 1)
         lines += [
             "",
@@ -339,16 +365,9 @@ def haproxy_version() -> str:
 
 
 def start_haproxy(backends: list[FtpServer], *, tuned: bool) -> PathUnderTest:
-    if not Path(HAPROXY_BIN).exists():
-        raise SetupError("haproxy is not installed (scripts/bench.sh installs it as root)")
     spec = HAPROXY_TUNED if tuned else HAPROXY
     host = HAPROXY_TUNED_HOST if tuned else HAPROXY_HOST
-    workdir = _workdir(spec.key)
-    cfg = workdir / "haproxy.cfg"
-    cfg.write_text(haproxy_config(host, backends, tuned=tuned))
-    proc = spawn_foreground(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
-    wait_for_banner(proc, host, CONTROL_PORT)
-    return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
+    return _start_haproxy(spec, host, haproxy_config(host, backends, tuned=tuned))
 
 
 # --------------------------------------------------------------------------- ProFTPD mod_proxy
@@ -557,3 +576,99 @@ STARTERS: dict[str, Callable[[list[FtpServer]], PathUnderTest]] = {
     FTPLB_TLS.key: start_ftplb_tls,
     HAPROXY_TLS.key: start_haproxy_tls,
 }
+
+
+# --------------------------------------------------------------------------- new sections
+
+
+def start_ftplb_workers(backends: list[FtpServer], workers: int) -> PathUnderTest:
+    """ftplb with ``[defaults] workers = N``: ``pid`` is the master, whose process
+    tree holds the workers (see docs/workers.md)."""
+    text = ftplb_config(
+        backends, WORKERS_FTPLB_HOST, WORKERS_FTPLB_PASSIVE, f"workers = {workers}\n"
+    )
+    spec = PathSpec(f"ftplb_w{workers}", f"ftplb, workers = {workers}")
+    return _start_ftplb(spec, text, WORKERS_FTPLB_HOST)
+
+
+def start_haproxy_threads(backends: list[FtpServer], nbthread: int) -> PathUnderTest:
+    """The tuned HAProxy (splice, 1 MiB pipes) with ``nbthread N``."""
+    spec = PathSpec(f"haproxy_t{nbthread}", f"HAProxy tuned, nbthread {nbthread}")
+    config = haproxy_config(WORKERS_HAPROXY_HOST, backends, tuned=True, nbthread=nbthread)
+    return _start_haproxy(spec, WORKERS_HAPROXY_HOST, config)
+
+
+def small_range_config(backends: list[FtpServer], ports: int = 10) -> str:
+    """ftplb with ``ports`` passive ports (10 for the section); ``timeout_data`` covers
+    the login ramp, since every session gets its passive reply before any connects."""
+    first = SMALL_RANGE_PASSIVE[0]
+    passive = (first, first + ports - 1)
+    return ftplb_config(backends, SMALL_RANGE_HOST, passive, 'timeout_data = "120s"\n')
+
+
+def start_ftplb_small_range(backends: list[FtpServer], ports: int = 10) -> PathUnderTest:
+    spec = PathSpec("ftplb_small_range", f"ftplb, passive_ports of {ports} ports")
+    return _start_ftplb(spec, small_range_config(backends, ports), SMALL_RANGE_HOST)
+
+
+def start_ftplb_idle(backends: list[FtpServer], workers: int) -> PathUnderTest:
+    text = ftplb_config(backends, IDLE_FTPLB_HOST, IDLE_FTPLB_PASSIVE, f"workers = {workers}\n")
+    spec = PathSpec("ftplb", f"ftplb, workers = {workers}")
+    return _start_ftplb(spec, text, IDLE_FTPLB_HOST)
+
+
+def start_haproxy_idle(backends: list[FtpServer], maxconn: int) -> PathUnderTest:
+    """The seed HAProxy without passive ranges (idle sessions never transfer)."""
+    config = haproxy_config(
+        IDLE_HAPROXY_HOST, backends, tuned=False, maxconn=maxconn, passive=False
+    )
+    return _start_haproxy(HAPROXY, IDLE_HAPROXY_HOST, config)
+
+
+def _start_haproxy(spec: PathSpec, host: str, config: str) -> PathUnderTest:
+    if not Path(HAPROXY_BIN).exists():
+        raise SetupError("haproxy is not installed (scripts/bench.sh installs it as root)")
+    workdir = _workdir(spec.key)
+    cfg = workdir / "haproxy.cfg"
+    cfg.write_text(config)
+    proc = spawn_foreground(spec.key, [HAPROXY_BIN, "-f", str(cfg), "-db"], workdir)
+    wait_for_banner(proc, host, CONTROL_PORT)
+    return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
+
+
+# One process for every session, unlike vsftpd's two per session: 10,000 idle
+# sessions would take 20,000 vsftpd processes of a pid_max of 32,768 on a shared box.
+_PYFTPDLIB_ASYNC_MAIN = textwrap.dedent(
+    """
+    import logging, sys
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.handlers import FTPHandler
+    from pyftpdlib.log import config_logging
+    from pyftpdlib.servers import FTPServer
+
+    host, port, root, user, password = sys.argv[1:6]
+    config_logging(level=logging.WARNING)
+    authorizer = DummyAuthorizer()
+    authorizer.add_user(user, password, root, perm="elr")
+    handler = FTPHandler
+    handler.authorizer = authorizer
+    handler.timeout = 0  # no idle timeout: the sessions are held on purpose
+    server = FTPServer((host, int(port)), handler, backlog=1024)
+    server.max_cons = 0  # unlimited (the default is 512)
+    server.serve_forever()
+    """
+)
+
+
+def start_pyftpdlib_async(host: str, root: Path) -> FtpServer:
+    """pyftpdlib's single-process FTPServer (epoll), no connection cap, no idle timeout."""
+    problem = servers.available("pyftpdlib")
+    if problem is not None:
+        raise SetupError(f"pyftpdlib cannot run here: {problem}")
+    workdir = _workdir("pyftpdlib")
+    root.mkdir(parents=True, exist_ok=True)
+    user, password = servers.SYSTEM_USER, servers.SYSTEM_PASSWORD
+    argv = [sys.executable, "-c", _PYFTPDLIB_ASYNC_MAIN, host, str(CONTROL_PORT), str(root)]
+    proc = spawn_foreground("pyftpdlib", [*argv, user, password], workdir)
+    wait_for_banner(proc, host, CONTROL_PORT)
+    return FtpServer("pyftpdlib", host, CONTROL_PORT, root, user, password, proc)

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Runs the benchmark suite: ftplb against a direct path, HAProxy 2.6 (seed config and
-# tuned with splice) and ProFTPD mod_proxy, over loopback. Writes
-# benchmarks/results/<timestamp>.json, .md and .png, and prints the Markdown.
+# tuned with splice) and ProFTPD mod_proxy, over loopback; then ftplb's workers
+# against HAProxy's threads, 500 transfers pending on 10 passive ports, and memory
+# per idle session up to 10,000 sessions. Writes benchmarks/results/<timestamp>.json,
+# .md and .png (and -workers.png), and prints the Markdown.
 #
-#   scripts/bench.sh            # full run: 1 GiB x 5 runs, 2,000 sessions x 3 runs (~10 min)
-#   scripts/bench.sh --quick    # 256 MiB x 1 run, 1,000 sessions x 1 run (~3-4 min)
+#   scripts/bench.sh            # full run: 1 GiB x 5 runs, 2,000 sessions x 3 runs (~13 min)
+#   scripts/bench.sh --quick    # 256 MiB x 1 run, 1,000 sessions x 1 run, smaller
+#                               # workers/small-range/idle sections (~4-5 min)
+#   scripts/bench.sh --skip workers,small_range,idle   # the older phases alone
 #
 # Other arguments go to the benchmark (python -m benchmarks.ftp_bench --help).
 # Needs root: vsftpd switches to the ftptest account, and as root this script
