@@ -85,6 +85,37 @@ def passive_ports(lb: RunningBalancer) -> tuple[int, int]:
     return int(found[1]), int(found[2])
 
 
+@contextlib.contextmanager
+def haproxy_in_front(
+    lb_port: int, passive: tuple[int, int], send_proxy: str = "send-proxy-v2"
+) -> Iterator[int]:
+    """A real HAProxy on UPSTREAM that forwards a control port and the passive range
+    ``passive`` to ftplb on 127.0.0.1, with ``send_proxy`` on each; yields its control port."""
+    first, last = passive
+    port = free_port(UPSTREAM)
+    upstream = start_haproxy(
+        haproxy_config(
+            f"""
+            frontend control
+                bind {UPSTREAM}:{port}
+                default_backend ftplb_control
+            backend ftplb_control
+                server lb 127.0.0.1:{lb_port} {send_proxy}
+            frontend passive
+                bind {UPSTREAM}:{first}-{last}
+                default_backend ftplb_passive
+            backend ftplb_passive
+                server lb 127.0.0.1 {send_proxy}
+            """
+        ),
+        (UPSTREAM, port),
+    )
+    try:
+        yield port
+    finally:
+        upstream.stop()
+
+
 # ------------------------------------------------------------ received
 
 
@@ -97,26 +128,7 @@ def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) 
         files={"f.bin": CONTENT}, frontend=frontend, backend=backend, defaults=defaults
     ) as farm:
         lb = farm.lb
-        first, last = passive_ports(lb)
-        port = free_port(UPSTREAM)
-        upstream = start_haproxy(
-            haproxy_config(
-                f"""
-                frontend control
-                    bind {UPSTREAM}:{port}
-                    default_backend ftplb_control
-                backend ftplb_control
-                    server lb 127.0.0.1:{lb.port} {send_proxy}
-                frontend passive
-                    bind {UPSTREAM}:{first}-{last}
-                    default_backend ftplb_passive
-                backend ftplb_passive
-                    server lb 127.0.0.1 {send_proxy}
-                """
-            ),
-            (UPSTREAM, port),
-        )
-        try:
+        with haproxy_in_front(lb.port, passive_ports(lb), send_proxy) as port:
             with ftp_from(CLIENT, UPSTREAM, port) as ftp:
                 ftp.login(farm.user, farm.password)
                 ftp.voidcmd("TYPE I")
@@ -140,8 +152,6 @@ def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) 
                 with ftp_from(source, UPSTREAM, port) as ftp:
                     ftp.login(farm.user, farm.password)
                     ftp.quit()
-        finally:
-            upstream.stop()
         count = 2 + len(MORE_CLIENTS)
         wait_until(lambda: len([s for s in sessions(lb) if s["end"] == "quit"]) == count, 10, "")
 
@@ -181,27 +191,8 @@ def test_implicit_ftps_behind_haproxy_reads_each_header_before_the_handshake(
         files={"f.bin": CONTENT}, frontend=frontend, defaults='log_format = "json"'
     ) as farm:
         lb = farm.lb
-        first, last = passive_ports(lb)
-        port = free_port(UPSTREAM)
-        upstream = start_haproxy(
-            haproxy_config(
-                f"""
-                frontend control
-                    bind {UPSTREAM}:{port}
-                    default_backend ftplb_control
-                backend ftplb_control
-                    server lb 127.0.0.1:{lb.port} send-proxy-v2
-                frontend passive
-                    bind {UPSTREAM}:{first}-{last}
-                    default_backend ftplb_passive
-                backend ftplb_passive
-                    server lb 127.0.0.1 send-proxy-v2
-                """
-            ),
-            (UPSTREAM, port),
-        )
         got = tmp_path / "got.bin"
-        try:
+        with haproxy_in_front(lb.port, passive_ports(lb)) as port:
             done = subprocess.run(
                 [
                     *("curl", "-sS", "--fail", "--cacert", str(ca_file)),
@@ -213,8 +204,6 @@ def test_implicit_ftps_behind_haproxy_reads_each_header_before_the_handshake(
                 timeout=60,
                 check=False,
             )
-        finally:
-            upstream.stop()
         assert done.returncode == 0, done.stderr
         assert hashlib.sha256(got.read_bytes()).hexdigest() == SHA
         # A handshake straight from the trusted address, with no header first: refused.
@@ -408,33 +397,17 @@ def test_tcp_mode_receives_the_header_on_control_and_data_from_haproxy() -> None
     }
     server = start_vsftpd("127.0.0.12", free_port("127.0.0.12"), root, extra_config=extra)
     try:
-        lb_port, port = free_port(), free_port(UPSTREAM)
+        lb_port = free_port()
         text = tcp_config(server.address, ports, lb_port, ACCEPT, "")
         with balancer(text, "127.0.0.1", lb_port) as lb:
-            upstream = start_haproxy(
-                haproxy_config(
-                    f"""
-                    frontend control
-                        bind {UPSTREAM}:{port}
-                        default_backend ftplb_control
-                    backend ftplb_control
-                        server lb 127.0.0.1:{lb_port} send-proxy-v2
-                    frontend passive
-                        bind {UPSTREAM}:{first}-{last}
-                        default_backend ftplb_passive
-                    backend ftplb_passive
-                        server lb 127.0.0.1 send-proxy-v2
-                    """
-                ),
-                (UPSTREAM, port),
-            )
-            try:
-                with ftp_from(CLIENT, UPSTREAM, port) as ftp:
-                    ftp.login(server.user, server.password)
-                    assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
-                    ftp.quit()
-            finally:
-                upstream.stop()
+            passive = (int(first), int(last))
+            with (
+                haproxy_in_front(lb_port, passive) as port,
+                ftp_from(CLIENT, UPSTREAM, port) as ftp,
+            ):
+                ftp.login(server.user, server.password)
+                assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
+                ftp.quit()
             wait_until(lambda: any(r["event"] == "data" for r in records(lb)), 10, "the data line")
     finally:
         server.stop()
