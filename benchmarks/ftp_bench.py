@@ -655,15 +655,6 @@ def warm_up(
             raise setups.SetupError(f"{key}: no warm-up session succeeded: {outcome.errors}")
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional, a dependency of ftplb on Linux
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
 def write_outputs(raw: dict[str, Any], out_dir: Path, stamp: str) -> tuple[Path, Path, Path | None]:
     figures = report.build_figures(raw)
     checks = report.check_targets(raw, figures)
@@ -738,7 +729,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     with contextlib.ExitStack() as stack:
         stack.callback(workspace.remove)
-        runner = stack.enter_context(asyncio.Runner(loop_factory=_loop_factory()))
+        runner = stack.enter_context(asyncio.Runner(loop_factory=loadgen.event_loop_factory()))
         log(f"servers: two vsftpd, roots on {workspace.on}")
         backends = setups.start_vsftpd_pair(workspace.roots)
         for server in backends:

@@ -27,14 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.loadgen import (
-    DEFAULT_SESSION_TIMEOUT,
-    Credentials,
-    Target,
-    error_kind,
-    login,
-    source_address,
-)
+from benchmarks.loadgen import Credentials, Target, event_loop_factory, hold_one
 
 RAMP_CONCURRENCY = 8  # logins in flight per child
 CLOSE_TIMEOUT = 30.0
@@ -70,15 +63,7 @@ def _child_main(  # pragma: no cover - runs in the child process
         async def one(local: int) -> None:
             index = global_index(child, local, processes)
             async with gate:
-                try:
-                    async with asyncio.timeout(DEFAULT_SESSION_TIMEOUT):
-                        _, writer = await login(
-                            targets[index % len(targets)], source_address(index), credentials
-                        )
-                except Exception as error:  # counted by kind
-                    errors[error_kind(error, "login")] += 1
-                else:
-                    held.append(writer)
+                await hold_one(index, targets, credentials, held=held, errors=errors)
 
         start = len(held) + sum(errors.values())
         async with asyncio.TaskGroup() as group:
@@ -90,7 +75,7 @@ def _child_main(  # pragma: no cover - runs in the child process
             writer.close()
         await asyncio.sleep(0.5)
 
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         while True:
             try:
                 message = conn.recv()
@@ -104,15 +89,6 @@ def _child_main(  # pragma: no cover - runs in the child process
                 with contextlib.suppress(OSError):
                     conn.send(("closed",))
                 return
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    try:
-        import uvloop  # noqa: PLC0415 - optional, as in the parent
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 @dataclass

@@ -278,6 +278,28 @@ async def run_sessions(
     return LoadResult(attempted, len(latencies), elapsed, tuple(latencies), dict(errors))
 
 
+async def hold_one(
+    index: int,
+    targets: Sequence[Target],
+    credentials: Credentials,
+    *,
+    held: list[asyncio.StreamWriter],
+    errors: Counter[str],
+    timeout: float = DEFAULT_SESSION_TIMEOUT,
+) -> None:
+    """Log session ``index`` in (its target and source address chosen by the index) and
+    keep it open in ``held``; a failure is counted in ``errors`` by kind."""
+    try:
+        async with asyncio.timeout(timeout):
+            _, writer = await login(
+                targets[index % len(targets)], source_address(index), credentials
+            )
+    except Exception as error:  # counted by kind
+        errors[error_kind(error, "login")] += 1
+    else:
+        held.append(writer)
+
+
 @dataclass
 class HoldResult:
     """What :func:`hold_sessions` did at each level."""
@@ -312,18 +334,6 @@ async def hold_sessions(
     started = time.perf_counter()
     stop_at = started + deadline
     next_index = 0
-
-    async def open_one(index: int) -> None:
-        try:
-            async with asyncio.timeout(session_timeout):
-                _, writer = await login(
-                    targets[index % len(targets)], source_address(index), credentials
-                )
-        except Exception as error:  # counted by kind
-            errors[error_kind(error, "login")] += 1
-        else:
-            held.append(writer)
-
     try:
         for level in sorted(levels):
             todo = range(next_index, level)
@@ -333,7 +343,14 @@ async def hold_sessions(
             async def gated(index: int, gate: asyncio.Semaphore = gate) -> None:
                 async with gate:
                     if time.perf_counter() < stop_at:
-                        await open_one(index)
+                        await hold_one(
+                            index,
+                            targets,
+                            credentials,
+                            held=held,
+                            errors=errors,
+                            timeout=session_timeout,
+                        )
                     else:
                         errors["deadline"] += 1
 
@@ -352,3 +369,14 @@ async def hold_sessions(
             writer.close()
         await asyncio.sleep(0.5)
     return result
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency of ftplb on Linux), so the
+    load generator costs less CPU beside the balancer; else asyncio's default."""
+    try:
+        import uvloop  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
