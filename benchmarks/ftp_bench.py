@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -483,28 +483,6 @@ def affordable_levels(levels: Sequence[int], available: int) -> list[int]:
     return [lv for lv in levels if lv * VSFTPD_BYTES_PER_SESSION + MEMORY_RESERVE <= available]
 
 
-def _rss_recorder(
-    key: str, pid: int, baseline: int, entry: dict[str, Any]
-) -> Callable[[int, int], None]:
-    """What to do at each level: read the balancer's RSS, record the delta per session."""
-
-    def at_level(level: int, held: int) -> None:
-        rss = procstat.rss_bytes(pid)
-        per = (rss - baseline) / held if held else 0.0
-        entry["levels"][str(level)] = {
-            "held": held,
-            "rss_bytes": rss,
-            "per_session_bytes": round(per, 1),
-        }
-        log(
-            f"  RSS {key:<14} {held:>5} of {level:>5} sessions held: "
-            f"RSS {rss / MiB:7.1f} MiB (baseline {baseline / MiB:.1f}), "
-            f"{per / 1024:6.1f} KiB per session"
-        )
-
-    return at_level
-
-
 def run_rss_phase(
     runner: asyncio.Runner,
     backends: list[FtpServer],
@@ -546,7 +524,7 @@ def run_rss_phase(
                 "skipped_levels": skipped,
             }
 
-            at_level = _rss_recorder(key, pid, baseline, entry)
+            at_level = sections.rss_recorder(f"RSS {key:<14}", pid, baseline, entry)
             if usable:
                 held = runner.run(
                     loadgen.hold_sessions(

@@ -276,20 +276,26 @@ def _process_breakdown(pid: int) -> list[dict[str, int]]:
     return out
 
 
-def _idle_recorder(
-    key: str, pid: int, baseline: int, entry: dict[str, Any]
+def rss_recorder(
+    label: str, pid: int, baseline: int, entry: dict[str, Any], *, per_process: bool = False
 ) -> Callable[[int, int], None]:
+    """What to do at each level of held sessions: read the RSS of ``pid``'s process tree,
+    record it and its growth per session over ``baseline`` in ``entry["levels"]`` (with
+    ``per_process``, each process's RSS and open files too), and log it after ``label``."""
+
     def at_level(level: int, held: int) -> None:
         rss = procstat.rss_bytes(pid)
         per = (rss - baseline) / held if held else 0.0
-        entry["levels"][str(level)] = {
+        record: dict[str, Any] = {
             "held": held,
             "rss_bytes": rss,
             "per_session_bytes": round(per, 1),
-            "processes": _process_breakdown(pid),
         }
+        if per_process:
+            record["processes"] = _process_breakdown(pid)
+        entry["levels"][str(level)] = record
         log(
-            f"  idle {key:<8} {held:>6} of {level:>6} held: RSS {rss / MiB:7.1f} MiB "
+            f"  {label} {held:>6} of {level:>6} held: RSS {rss / MiB:7.1f} MiB "
             f"(baseline {baseline / MiB:.1f}), {per / 1024:6.1f} KiB per session"
         )
 
@@ -371,7 +377,9 @@ def run_idle_phase(
                     path.targets,
                     credentials,
                     levels=usable,
-                    at_level=_idle_recorder(key, path.pid, baseline, entry),
+                    at_level=rss_recorder(
+                        f"idle {key:<8}", path.pid, baseline, entry, per_process=True
+                    ),
                     processes=processes,
                 )
                 entry.update(

@@ -7,6 +7,7 @@ sha256 check of uploads and the tables, from made-up samples.
 from __future__ import annotations
 
 import hashlib
+import os
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -166,6 +167,23 @@ def test_busiest_share_counts_the_sessions_of_the_fullest_worker() -> None:
     assert sections.busiest_share(3, 2, by_last_octet) == 2
     assert sections.busiest_share(0, 2, by_last_octet) == 0
     assert source_address(64) == source_address(0)
+
+
+def test_the_rss_recorder_records_the_growth_per_held_session(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    pid = os.getpid()
+    entry: dict[str, Any] = {"levels": {}}
+    sections.rss_recorder("RSS ftplb", pid, 0, entry)(1000, 500)
+    plain = entry["levels"]["1000"]
+    assert plain["held"] == 500
+    assert plain["per_session_bytes"] == round(plain["rss_bytes"] / 500, 1)
+    assert "processes" not in plain
+    sections.rss_recorder("idle ftplb", pid, 0, entry, per_process=True)(2000, 0)
+    none_held = entry["levels"]["2000"]
+    assert none_held["per_session_bytes"] == 0.0
+    assert none_held["processes"][0]["pid"] == pid
+    assert "  RSS ftplb    500 of   1000 held: RSS " in capsys.readouterr().out
 
 
 def _idle_entry(per_session: dict[int, float]) -> dict[str, Any]:
