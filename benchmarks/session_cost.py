@@ -46,6 +46,7 @@ from pathlib import Path
 from tests.integration import servers
 from tests.integration.servers import FtpServer, poll_banner, read_banner
 
+from benchmarks import setups
 from benchmarks.loadgen import Credentials, LoadResult, hold_sessions, run_sessions
 from benchmarks.procstat import all_stats, descendants, rss_bytes
 
@@ -115,36 +116,9 @@ _PROFILED_MAIN = textwrap.dedent(
 def ftplb_config(backends: Sequence[FtpServer], workers: int, *, admin: bool = False) -> str:
     """Round robin over ``backends``, no health checks, logs on stdout as in production;
     with ``admin``, an admin listener (and so metrics recording in every process)."""
-    first, last = PASSIVE
-    servers_toml = "".join(
-        f'[[backends.servers]]\nname = "s{i}"\naddress = "{s.host}:{s.port}"\n\n'
-        for i, s in enumerate(backends, start=1)
-    )
-    return (
-        textwrap.dedent(
-            f"""\
-        [defaults]
-        workers = {workers}
-        timeout_connect = "5s"
-        timeout_client = "600s"
-        timeout_server = "600s"
-
-        [[frontends]]
-        name = "ftp"
-        bind = ["{FTPLB_HOST}:{PORT}"]
-        mode = "ftp"
-        backend = "pool"
-        passive_ports = "{first}-{last}"
-
-        [[backends]]
-        name = "pool"
-        balance = "roundrobin"
-        health = {{ type = "none" }}
-
-        """
-        )
-        + servers_toml
-    )
+    limits = f"workers = {workers}\n"
+    text = setups.ftplb_config(backends, FTPLB_HOST, PASSIVE, limits, port=PORT)
+    return text + ADMIN_SECTION if admin else text
 
 
 @contextlib.contextmanager

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,10 +238,12 @@ def direct_path(backends: list[FtpServer]) -> PathUnderTest:
 
 
 def ftplb_config(
-    backends: list[FtpServer],
+    backends: Sequence[FtpServer],
     host: str = FTPLB_HOST,
     passive: tuple[int, int] = FTPLB_PASSIVE,
     limits: str = "",
+    *,
+    port: int = CONTROL_PORT,
 ) -> str:
     """mode ftp, round robin, no health checks (HAProxy and mod_proxy run none either);
     ``limits`` adds lines to ``[defaults]``."""
@@ -260,7 +262,7 @@ def ftplb_config(
         LIMITS
         [[frontends]]
         name = "ftp"
-        bind = ["{host}:{CONTROL_PORT}"]
+        bind = ["{host}:{port}"]
         mode = "ftp"
         backend = "pool"
         passive_ports = "{first}-{last}"
