@@ -1,4 +1,5 @@
-"""The benchmark's pure helpers: /proc parsing, percentiles, ratios, EPSV, reports.
+"""The benchmark's pure helpers: /proc parsing, percentiles, ratios, EPSV, reports,
+configs.
 
 No sockets, no processes: these only check the arithmetic and parsing that turn
 measurements into the published figures.
@@ -7,13 +8,17 @@ measurements into the published figures.
 from __future__ import annotations
 
 import os
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
-from benchmarks import procstat, report, stats, transfers
+from benchmarks import procstat, report, session_cost, stats, transfers
 from benchmarks.loadgen import FtpReplyError, parse_epsv_port, source_address
 from hypothesis import given
 from hypothesis import strategies as st
+
+from ftplb.config.load import load_config_text
+from tests.integration.servers import FtpServer
 
 # A real /proc/<pid>/stat line, with a command name holding a space and a ")".
 STAT_LINE = (
@@ -178,3 +183,19 @@ def test_markdown_has_every_figure_and_target() -> None:
         assert figure.title in text
     for check in checks:
         assert check.target in text
+
+
+def test_the_session_cost_config_has_its_workers_and_an_admin_listener_when_asked() -> None:
+    backends = [
+        cast("FtpServer", SimpleNamespace(host=host, port=2121))
+        for host in session_cost.SERVER_HOSTS
+    ]
+    plain = load_config_text(session_cost.ftplb_config(backends, 2))
+    assert plain.defaults.workers == 2
+    assert plain.admin is None
+    frontend = plain.frontends[0]
+    assert [str(bind) for bind in frontend.bind] == [f"{session_cost.FTPLB_HOST}:2121"]
+    assert len(plain.backends[0].servers) == 2
+    with_admin = load_config_text(session_cost.ftplb_config(backends, 1, admin=True))
+    assert with_admin.admin is not None
+    assert with_admin.admin.user == "admin"
