@@ -33,7 +33,6 @@ import shutil
 import socket
 import ssl
 import subprocess
-import sys
 import tempfile
 import textwrap
 from collections.abc import Callable, Sequence
@@ -638,39 +637,9 @@ def _start_haproxy(spec: PathSpec, host: str, config: str) -> PathUnderTest:
     return PathUnderTest(spec, ((host, CONTROL_PORT),), pid=proc.pid, stop=proc.stop)
 
 
-# One process for every session, unlike vsftpd's two per session: 10,000 idle
-# sessions would take 20,000 vsftpd processes of a pid_max of 32,768 on a shared box.
-_PYFTPDLIB_ASYNC_MAIN = textwrap.dedent(
-    """
-    import logging, sys
-    from pyftpdlib.authorizers import DummyAuthorizer
-    from pyftpdlib.handlers import FTPHandler
-    from pyftpdlib.log import config_logging
-    from pyftpdlib.servers import FTPServer
-
-    host, port, root, user, password = sys.argv[1:6]
-    config_logging(level=logging.WARNING)
-    authorizer = DummyAuthorizer()
-    authorizer.add_user(user, password, root, perm="elr")
-    handler = FTPHandler
-    handler.authorizer = authorizer
-    handler.timeout = 0  # no idle timeout: the sessions are held on purpose
-    server = FTPServer((host, int(port)), handler, backlog=1024)
-    server.max_cons = 0  # unlimited (the default is 512)
-    server.serve_forever()
-    """
-)
-
-
 def start_pyftpdlib_async(host: str, root: Path) -> FtpServer:
     """pyftpdlib's single-process FTPServer (epoll), no connection cap, no idle timeout."""
-    problem = servers.available("pyftpdlib")
-    if problem is not None:
-        raise SetupError(f"pyftpdlib cannot run here: {problem}")
-    workdir = _workdir("pyftpdlib")
-    root.mkdir(parents=True, exist_ok=True)
+    # One process for every session, unlike vsftpd's two per session: 10,000 idle
+    # sessions would take 20,000 vsftpd processes of a pid_max of 32,768 on a shared box.
     user, password = servers.SYSTEM_USER, servers.SYSTEM_PASSWORD
-    argv = [sys.executable, "-c", _PYFTPDLIB_ASYNC_MAIN, host, str(CONTROL_PORT), str(root)]
-    proc = spawn_foreground("pyftpdlib", [*argv, user, password], workdir)
-    wait_for_banner(proc, host, CONTROL_PORT)
-    return FtpServer("pyftpdlib", host, CONTROL_PORT, root, user, password, proc)
+    return servers.start_pyftpdlib(host, CONTROL_PORT, root, user, password, idle_sessions=True)

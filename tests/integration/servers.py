@@ -355,31 +355,49 @@ _PYFTPDLIB_MAIN = textwrap.dedent(
     from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.handlers import FTPHandler
     from pyftpdlib.log import config_logging
-    from pyftpdlib.servers import ThreadedFTPServer
+    from pyftpdlib.servers import FTPServer, ThreadedFTPServer
 
-    host, port, root, user, password = sys.argv[1:6]
-    config_logging(level=logging.INFO)
+    host, port, root, user, password, sessions = sys.argv[1:7]
+    idle = sessions == "idle"
+    config_logging(level=logging.WARNING if idle else logging.INFO)
     authorizer = DummyAuthorizer()
     authorizer.add_user(user, password, root, perm="elradfmwMT")
     handler = FTPHandler
     handler.authorizer = authorizer
-    server = ThreadedFTPServer((host, int(port)), handler)
+    if idle:
+        handler.timeout = 0  # no idle timeout: the sessions are held on purpose
+        server = FTPServer((host, int(port)), handler, backlog=1024)
+        server.max_cons = 0  # unlimited (the default is 512)
+    else:
+        server = ThreadedFTPServer((host, int(port)), handler)
     server.serve_forever()
     """
 )
 
 
 def start_pyftpdlib(
-    host: str, port: int, root: Path, user: str = "ftptest", password: str = "ftptest"
+    host: str,
+    port: int,
+    root: Path,
+    user: str = "ftptest",
+    password: str = "ftptest",
+    *,
+    idle_sessions: bool = False,
 ) -> FtpServer:
-    """pyftpdlib's ThreadedFTPServer in a subprocess, with a DummyAuthorizer user."""
+    """pyftpdlib's ThreadedFTPServer in a subprocess, with a DummyAuthorizer user.
+
+    With ``idle_sessions``, its single-process FTPServer (epoll) instead, for holding
+    thousands of idle sessions: no idle timeout, no connection cap, a backlog of 1024,
+    and only warnings in its log.
+    """
     _require("pyftpdlib")
     workdir = _make_workdir("pyftpdlib")
     root.mkdir(parents=True, exist_ok=True)
+    sessions = "idle" if idle_sessions else "threaded"
     argv = [sys.executable, "-c", _PYFTPDLIB_MAIN, host, str(port), str(root), user, password]
     return _spawn(
         "pyftpdlib",
-        argv,
+        [*argv, sessions],
         host=host,
         port=port,
         root=root,
