@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -309,6 +309,15 @@ def log(text: str) -> None:
     print(text, flush=True)
 
 
+@contextlib.contextmanager
+def timed_phase(raw: dict[str, Any], name: str, announce: str) -> Iterator[None]:
+    """Log ``announce``, then record how long the block took as ``<name>_seconds``."""
+    log(announce)
+    started = time.monotonic()
+    yield
+    raw["meta"][f"{name}_seconds"] = round(time.monotonic() - started)
+
+
 def run_throughput(
     paths: dict[str, PathUnderTest],
     workspace: Workspace,
@@ -553,44 +562,47 @@ def run_new_sections(  # noqa: PLR0917 - one call site
     credentials: loadgen.Credentials,
 ) -> None:
     """The workers, small-range and idle sections, each unless ``--skip`` names it."""
-    if "workers" not in args.skip:
-        counts = args.workers_counts
-        log(f"workers: ftplb workers / HAProxy nbthread {counts} (nproc {sections.nproc()})")
-        phase = time.monotonic()
-        raw["workers"] = sections.run_workers_phase(
-            runner,
-            backends,
-            credentials,
-            counts=args.workers_counts,
-            sessions=args.workers_sessions,
-            concurrency=args.concurrency,
-            runs=args.workers_runs,
-        )
-        raw["meta"]["workers_seconds"] = round(time.monotonic() - phase)
-    if "small_range" not in args.skip:
-        log(f"small range: {args.range_sessions} transfers of {size_text(args.range_size)}")
-        phase = time.monotonic()
-        raw["small_range"] = sections.run_small_range_phase(
-            runner,
-            backends,
-            workspace.roots,
-            credentials,
-            sessions=args.range_sessions,
-            size=args.range_size,
-            ports=args.range_ports,
-        )
-        raw["meta"]["small_range_seconds"] = round(time.monotonic() - phase)
-    if "idle" not in args.skip:
-        log(f"idle: RSS per idle session at {args.idle_levels}, pyftpdlib behind")
-        phase = time.monotonic()
-        raw["idle"] = sections.run_idle_phase(
-            runner,
-            credentials,
-            levels=args.idle_levels,
-            fd_limit=args.fd_limit,
-            processes=args.idle_processes,
-        )
-        raw["meta"]["idle_seconds"] = round(time.monotonic() - phase)
+    cores = sections.nproc()
+    announced_runs: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+        "workers": (
+            f"workers: ftplb workers / HAProxy nbthread {args.workers_counts} (nproc {cores})",
+            lambda: sections.run_workers_phase(
+                runner,
+                backends,
+                credentials,
+                counts=args.workers_counts,
+                sessions=args.workers_sessions,
+                concurrency=args.concurrency,
+                runs=args.workers_runs,
+            ),
+        ),
+        "small_range": (
+            f"small range: {args.range_sessions} transfers of {size_text(args.range_size)}",
+            lambda: sections.run_small_range_phase(
+                runner,
+                backends,
+                workspace.roots,
+                credentials,
+                sessions=args.range_sessions,
+                size=args.range_size,
+                ports=args.range_ports,
+            ),
+        ),
+        "idle": (
+            f"idle: RSS per idle session at {args.idle_levels}, pyftpdlib behind",
+            lambda: sections.run_idle_phase(
+                runner,
+                credentials,
+                levels=args.idle_levels,
+                fd_limit=args.fd_limit,
+                processes=args.idle_processes,
+            ),
+        ),
+    }
+    for name, (announce, run) in announced_runs.items():
+        if name not in args.skip:
+            with timed_phase(raw, name, announce):
+                raw[name] = run()
 
 
 # --------------------------------------------------------------------------- main
@@ -719,40 +731,36 @@ def main(argv: Sequence[str] | None = None) -> int:
             with started_paths(wanted, backends) as paths:
                 warm_up(runner, paths, load_credentials)
                 if "throughput" not in args.skip:
-                    log(f"throughput: RETR and STOR of {size_text(args.size)}")
-                    phase = time.monotonic()
-                    raw["throughput"], transfer_errors = run_throughput(
-                        paths, workspace, credentials, args.size, args.runs
-                    )
-                    raw["transfer_errors"] = transfer_errors
-                    raw["meta"]["throughput_seconds"] = round(time.monotonic() - phase)
+                    announce = f"throughput: RETR and STOR of {size_text(args.size)}"
+                    with timed_phase(raw, "throughput", announce):
+                        raw["throughput"], raw["transfer_errors"] = run_throughput(
+                            paths, workspace, credentials, args.size, args.runs
+                        )
                 if "sessions" not in args.skip:
-                    log(f"sessions: {args.sessions} at concurrency {args.concurrency}")
-                    phase = time.monotonic()
-                    raw["sessions"] = run_load_phase(
-                        runner,
-                        paths,
-                        load_credentials,
-                        sessions=args.sessions,
-                        concurrency=args.concurrency,
-                        runs=args.session_runs,
-                    )
-                    raw["meta"]["sessions_seconds"] = round(time.monotonic() - phase)
+                    announce = f"sessions: {args.sessions} at concurrency {args.concurrency}"
+                    with timed_phase(raw, "sessions", announce):
+                        raw["sessions"] = run_load_phase(
+                            runner,
+                            paths,
+                            load_credentials,
+                            sessions=args.sessions,
+                            concurrency=args.concurrency,
+                            runs=args.session_runs,
+                        )
         if tls_keys and "tls" not in args.skip:
-            log(f"TLS: RETR and STOR of {size_text(args.size)} over FTPS: {tls_keys}")
-            phase = time.monotonic()
-            with started_paths(tls_keys, backends) as paths:
+            announce = f"TLS: RETR and STOR of {size_text(args.size)} over FTPS: {tls_keys}"
+            with timed_phase(raw, "tls", announce), started_paths(tls_keys, backends) as paths:
                 raw["tls_throughput"], raw["tls_transfer_errors"] = run_throughput(
                     paths, workspace, credentials, args.size, args.runs, tls=True
                 )
-            raw["meta"]["tls_seconds"] = round(time.monotonic() - phase)
         run_new_sections(raw, args, runner, backends, workspace, load_credentials)
         if "rss" not in args.skip and any(k in args.paths for k in RSS_PATHS):
             keys = [k for k in RSS_PATHS if k in args.paths]
-            log(f"RSS per idle logged-in session: {keys} at {args.rss_levels}")
-            phase = time.monotonic()
-            raw["rss"] = run_rss_phase(runner, backends, load_credentials, keys, args.rss_levels)
-            raw["meta"]["rss_seconds"] = round(time.monotonic() - phase)
+            announce = f"RSS per idle logged-in session: {keys} at {args.rss_levels}"
+            with timed_phase(raw, "rss", announce):
+                raw["rss"] = run_rss_phase(
+                    runner, backends, load_credentials, keys, args.rss_levels
+                )
     raw["meta"]["loadavg_end"] = loadavg()
     raw["meta"]["total_seconds"] = round(time.monotonic() - started)
     json_path, md_path, png_path = write_outputs(raw, args.out, stamp)

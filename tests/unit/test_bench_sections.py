@@ -6,6 +6,7 @@ sha256 check of uploads and the tables, from made-up samples.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from types import SimpleNamespace
@@ -13,7 +14,7 @@ from typing import Any, cast
 
 import pytest
 from benchmarks import ftp_bench, holders, report_sections, sections, setups, small_range
-from benchmarks.loadgen import source_address
+from benchmarks.loadgen import Credentials, source_address
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -309,3 +310,32 @@ def test_an_unknown_section_in_skip_is_refused(capsys: pytest.CaptureFixture[str
     with pytest.raises(SystemExit):
         ftp_bench.parse_args(["--skip", "workrs"])
     assert "unknown phases in --skip: workrs" in capsys.readouterr().err
+
+
+def test_each_new_section_runs_unless_skipped_and_is_timed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ran: list[str] = []
+
+    def stand_in(name: str) -> Any:
+        def run(*_args: object, **_kwargs: object) -> dict[str, Any]:
+            ran.append(name)
+            return {"ran": name}
+
+        return run
+
+    for name in ("run_workers_phase", "run_small_range_phase", "run_idle_phase"):
+        monkeypatch.setattr(sections, name, stand_in(name))
+    args = ftp_bench.parse_args(["--skip", "small_range"])
+    args.fd_limit = 20_000
+    raw: dict[str, Any] = {"meta": {}}
+    workspace = cast("ftp_bench.Workspace", SimpleNamespace(roots=[]))
+    runner = cast("asyncio.Runner", None)
+    ftp_bench.run_new_sections(raw, args, runner, [], workspace, Credentials("u", "p"))
+    assert ran == ["run_workers_phase", "run_idle_phase"]
+    assert raw["workers"] == {"ran": "run_workers_phase"}
+    assert "small_range" not in raw
+    assert set(raw["meta"]) == {"workers_seconds", "idle_seconds"}
+    out = capsys.readouterr().out
+    assert out.startswith("workers: ftplb workers / HAProxy nbthread [1, 2, 4]")
+    assert "\nidle: RSS per idle session at [1000, 5000, 10000]" in out
