@@ -24,10 +24,9 @@ import multiprocessing.connection
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.loadgen import Credentials, Target, event_loop_factory, hold_one
+from benchmarks.loadgen import Credentials, HoldResult, Target, event_loop_factory, hold_one
 
 RAMP_CONCURRENCY = 8  # logins in flight per child
 CLOSE_TIMEOUT = 30.0
@@ -91,17 +90,6 @@ def _child_main(  # pragma: no cover - runs in the child process
                 return
 
 
-@dataclass
-class HeldLevels:
-    """What :func:`hold_levels` did."""
-
-    levels: dict[int, int] = field(default_factory=dict)  # level -> sessions held there
-    attempted: int = 0
-    failed: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    ramp_seconds: float = 0.0
-
-
 def merge_errors(per_child: Sequence[dict[str, int]]) -> dict[str, int]:
     """The children's failure counts, added up by kind."""
     total: Counter[str] = Counter()
@@ -119,13 +107,13 @@ def hold_levels(
     processes: int = 4,
     settle: float = 2.0,
     level_timeout: float = 300.0,
-) -> HeldLevels:
+) -> HoldResult:
     """Hold idle sessions at each level in turn, spread over ``processes`` children;
     ``at_level(level, held)`` runs at each (after ``settle`` seconds)."""
     context = multiprocessing.get_context("spawn")
     pipes: list[multiprocessing.connection.Connection] = []
     children: list[Any] = []
-    result = HeldLevels()
+    result = HoldResult()
     started = time.monotonic()
     answers: list[tuple[int, dict[str, int]]] = [(0, {}) for _ in range(processes)]
     lost: Counter[str] = Counter()

@@ -302,7 +302,7 @@ async def hold_one(
 
 @dataclass
 class HoldResult:
-    """What :func:`hold_sessions` did at each level."""
+    """What :func:`hold_sessions` (or ``holders.hold_levels``) did at each level."""
 
     levels: dict[int, int] = field(default_factory=dict)  # level -> sessions held there
     attempted: int = 0
