@@ -292,7 +292,7 @@ def measure_instructions(count: int, idle: float, top: int, workers: int, admin:
                 print("\n".join(lines[start + 1 : start + 1 + top]))
 
 
-def measure_profile(count: int, top: int, callers: str | None) -> None:
+def measure_profile(count: int, top: int, callers: str | None, sort: str = "tottime") -> None:
     with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)
@@ -311,7 +311,7 @@ def measure_profile(count: int, top: int, callers: str | None) -> None:
                     time.sleep(0.2)
             print(f"{count} sessions; ncalls / {count} is the count per session")
             stats = pstats.Stats(str(out))
-            stats.sort_stats("tottime").print_stats(top)
+            stats.sort_stats(sort).print_stats(top)
             if callers:
                 stats.print_callers(callers)
 
@@ -387,6 +387,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     prof.add_argument("--sessions", type=int, default=500)
     prof.add_argument("--top", type=int, default=40)
     prof.add_argument("--callers", help="also print who calls the functions matching this")
+    prof.add_argument(
+        "--sort",
+        default="tottime",
+        choices=("tottime", "cumulative", "calls"),
+        help="order of the functions: by own time, by time with callees, or by calls",
+    )
     mem = sub.add_parser("memory", help="memory per idle logged-in session")
     mem.add_argument("--idle", type=int, default=1000)
     mem.add_argument("--workers", type=int, default=1)
@@ -396,7 +402,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.what == "instructions":
         measure_instructions(args.sessions, args.idle, args.top, args.workers, args.admin)
     elif args.what == "profile":
-        measure_profile(args.sessions, args.top, args.callers)
+        measure_profile(args.sessions, args.top, args.callers, args.sort)
     else:
         measure_memory(args.idle, args.workers)
     return 0
