@@ -250,3 +250,18 @@ def test_loggable_keeps_utf8() -> None:
 
 def test_loggable_escapes_control_characters() -> None:
     assert loggable(only_command(b"CWD a\rb\x1b[2J\r\n")) == "CWD a\\x0db\\x1b[2J"
+
+
+def test_discarded_line_ending_at_the_start_of_a_chunk() -> None:
+    # The overlong line's LF can be the first byte of the next read: the
+    # command after it must survive, and nothing before it may leak through.
+    parser = CommandParser(max_line_length=5)
+    assert summary(parser.feed(b"NOOP 12345")) == [(500, "Command line too long")]
+    assert summary(parser.feed(b"\nNOOP\r\n")) == [Command(b"NOOP", b"", b"NOOP\r\n")]
+
+
+def test_discarded_tail_with_bare_lf_leaves_nothing_behind() -> None:
+    parser = CommandParser(max_line_length=5)
+    assert summary(parser.feed(b"NOOP 12345")) == [(500, "Command line too long")]
+    assert summary(parser.feed(b"ab\nQUIT\r\n")) == [Command(b"QUIT", b"", b"QUIT\r\n")]
+    assert parser.buffered == 0
