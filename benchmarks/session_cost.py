@@ -47,6 +47,7 @@ from tests.integration import servers
 from tests.integration.servers import FtpServer, poll_banner, read_banner
 
 from benchmarks import setups
+from benchmarks.callgrind_costs import self_costs
 from benchmarks.loadgen import Credentials, LoadResult, hold_sessions, run_sessions
 from benchmarks.procstat import all_stats, descendants, rss_bytes
 
@@ -278,18 +279,11 @@ def measure_instructions(count: int, idle: float, top: int, workers: int, admin:
                 f" without it {per_session - idle_share:,.0f}"
             )
             if top:
-                annotated = subprocess.run(
-                    ["callgrind_annotate", "--inclusive=no", str(dump)],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                ).stdout
-                lines = [line for line in annotated.splitlines() if line.strip()]
-                start = next(
-                    (i for i, line in enumerate(lines) if "file:function" in line), len(lines)
-                )
+                costs = self_costs(dump)
+                total = sum(costs.values()) or 1
                 print(f"\ntop {top} C functions of the {count}-session window (self):")
-                print("\n".join(lines[start + 1 : start + 1 + top]))
+                for name, spent in costs.most_common(top):
+                    print(f"{spent:>14,} {100 * spent / total:5.1f}%  {name}")
 
 
 def measure_profile(count: int, top: int, callers: str | None, sort: str = "tottime") -> None:
