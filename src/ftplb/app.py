@@ -17,6 +17,7 @@ from ftplb.config.workers import WorkerSlot, worker_share
 from ftplb.generations import Generations
 from ftplb.monitoring import Monitoring
 from ftplb.runtime.defender import DefenderStore, FileStore, MemoryStore
+from ftplb.runtime.interpreter import tune_for_serving
 from ftplb.runtime.listeners import share_listeners
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted
@@ -259,7 +260,9 @@ def _become_worker(
 
 
 def run_event_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop."""
+    """Run a coroutine on uvloop when it is installed, else on asyncio's own loop,
+    in an interpreter tuned for serving."""
+    tune_for_serving()
     try:
         import uvloop  # noqa: PLC0415 - an optional accelerator
     except ImportError:

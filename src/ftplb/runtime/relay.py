@@ -67,8 +67,12 @@ __all__ = [
 COPY_BUFFER_SIZE = 256 * 1024
 """Per-direction buffer of the copy engine (the size that measured best on uvloop)."""
 
-RETURN_BUFFER_SIZE = 16 * 1024
-"""Copy buffer of the direction that carries no payload in a one-way transfer."""
+RETURN_BUFFER_SIZE = 4 * 1024
+"""Copy buffer of the direction that carries no payload in a one-way transfer.
+
+It normally carries only an EOF, so it is kept small: a bytearray is zeroed
+when made, and a bigger one cost more than the rest of the relay set-up.
+Stray bytes still pass, a page per read."""
 
 PROGRESS_INTERVAL = 0.5
 """Least time in seconds between two ``on_progress`` calls."""
