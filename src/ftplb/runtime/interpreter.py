@@ -24,4 +24,4 @@ def tune_for_serving() -> None:
     """Apply the settings above; idempotent, and a no-op on Python 3.12 and later."""
     # A plain function in the class dict is 3.11's fallback; nothing else is ours to remove.
     if "__getattr__" in vars(enum.EnumType):
-        del enum.EnumType.__getattr__
+        delattr(enum.EnumType, "__getattr__")
