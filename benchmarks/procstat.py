@@ -63,6 +63,19 @@ def read_stat(pid: int) -> StatFields | None:
         return None
 
 
+def context_switches(pid: int) -> tuple[int, int]:
+    """Voluntary and involuntary context switches of ``pid`` so far; (0, 0) when it is gone."""
+    try:
+        status = (PROC / str(pid) / "status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0, 0
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return (
+        int(fields.get("voluntary_ctxt_switches", "0")),
+        int(fields.get("nonvoluntary_ctxt_switches", "0")),
+    )
+
+
 def all_stats() -> list[StatFields]:
     stats = []
     for entry in PROC.iterdir():

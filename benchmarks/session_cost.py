@@ -13,6 +13,8 @@ QUIT) through it.
   sampling), which the windows of sessions also contain.
 * ``profile``: the same sessions under ``cProfile``, for attribution only (the
   profiler's own cost distorts the totals): the functions by own time.
+* ``syscalls``: the same sessions under ``strace -c`` (no valgrind), in two
+  windows like ``instructions``: the system calls per session, by name.
 * ``memory``: 1,000 idle logged-in sessions (by default) against a fresh
   balancer, warmed up with 100 sessions first; the growth of tracemalloc's
   traced memory and of the RSS, per session, and the lines that allocated most.
@@ -21,6 +23,7 @@ Run as root (vsftpd switches users), from a checkout with ``.venv``::
 
     .venv/bin/python -m benchmarks.session_cost instructions --sessions 200
     .venv/bin/python -m benchmarks.session_cost profile --sessions 500
+    .venv/bin/python -m benchmarks.session_cost syscalls --sessions 1000
     .venv/bin/python -m benchmarks.session_cost memory --idle 1000
 
 Every wait is bounded; every process started is stopped by its PID.
@@ -49,7 +52,14 @@ from tests.integration.servers import FtpServer, poll_banner, read_banner
 from benchmarks import setups
 from benchmarks.callgrind_costs import self_costs
 from benchmarks.loadgen import Credentials, LoadResult, hold_sessions, run_sessions
-from benchmarks.procstat import all_stats, descendants, rss_bytes
+from benchmarks.procstat import (
+    all_stats,
+    context_switches,
+    descendants,
+    read_stat,
+    rss_bytes,
+)
+from benchmarks.strace_counts import SyscallCount, syscall_counts
 
 SERVER_HOSTS = ("127.0.0.41", "127.0.0.42")
 FTPLB_HOST = "127.0.0.40"
@@ -59,6 +69,8 @@ START_TIMEOUT = 180.0
 """ftplb starts in seconds, but under valgrind a slow machine may need minutes."""
 CONCURRENCY = 10
 WORKER_START = 30.0
+STRACE_ATTACH = 1.0
+"""Seconds given strace to attach to every process before the counted sessions."""
 ADMIN_SECTION = f"""
 [admin]
 bind = "{FTPLB_HOST}:8404"
@@ -310,6 +322,83 @@ def measure_profile(count: int, top: int, callers: str | None, sort: str = "tott
                 stats.print_callers(callers)
 
 
+def strace_window(
+    pids: Sequence[int], workdir: Path, work: Callable[[], object]
+) -> dict[str, SyscallCount]:
+    """The system calls of ``pids`` (and their threads) while ``work()`` runs."""
+    out = workdir / "strace.txt"
+    argv = ["strace", "-c", "-f", "-qq", "-o", str(out)]
+    for pid in pids:
+        argv += ["-p", str(pid)]
+    tracer = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(STRACE_ATTACH)  # attaching has no signal of its own
+        work()
+    finally:
+        tracer.send_signal(signal.SIGINT)
+        try:
+            _, errors = tracer.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            tracer.kill()
+            tracer.wait(10)
+            raise SystemExit("strace did not stop") from None
+    if not out.exists():
+        raise SystemExit(f"strace wrote no summary: {errors.strip()}")
+    return syscall_counts(out.read_text())
+
+
+def measure_syscalls(count: int, workers: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        with vsftpd_pair(workdir) as backends:
+            config = workdir / "ftplb.toml"
+            config.write_text(ftplb_config(backends, workers))
+            with ftplb(ftplb_command(config), workdir) as process:
+                sessions(backends, 20 * workers)  # warm up
+                pids = process_tree(process.pid)
+                before = [read_stat(pid) for pid in pids]
+                switches_before = [context_switches(pid) for pid in pids]
+                sessions(backends, count)
+                after = [read_stat(pid) for pid in pids]
+                switches = [
+                    (v1 - v0, n1 - n0)
+                    for (v0, n0), (v1, n1) in zip(
+                        switches_before, [context_switches(pid) for pid in pids], strict=True
+                    )
+                ]
+                half = strace_window(pids, workdir, lambda: sessions(backends, count // 2))
+                full = strace_window(pids, workdir, lambda: sessions(backends, count))
+    extra = count - count // 2
+    per_session = {
+        name: (
+            (full[name].calls - half.get(name, SyscallCount(0, 0)).calls) / extra,
+            (full[name].errors - half.get(name, SyscallCount(0, 0)).errors) / extra,
+        )
+        for name in full
+    }
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = sum(a.utime - b.utime for a, b in zip(after, before, strict=True) if a and b)
+    system = sum(a.stime - b.stime for a, b in zip(after, before, strict=True) if a and b)
+    print(f"processes: {len(pids)} (workers {workers})")
+    print(
+        f"CPU per session, {count} sessions before tracing: user {user / ticks / count * 1e3:.3f}"
+        f" ms, system {system / ticks / count * 1e3:.3f} ms"
+    )
+    print(
+        "context switches per session: voluntary"
+        f" {sum(v for v, _ in switches) / count:.2f},"
+        f" involuntary {sum(n for _, n in switches) / count:.2f}"
+    )
+    print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY}); per session:")
+    print(f"{'system call':<20} {'calls':>8} {'failing':>8}")
+    for name, (calls, errors) in sorted(per_session.items(), key=lambda item: -item[1][0]):
+        if calls >= 0.05:
+            print(f"{name:<20} {calls:>8.1f} {errors:>8.1f}")
+    total = sum(calls for calls, _ in per_session.values())
+    print(f"PER SESSION: {total:.1f} system calls")
+
+
 def hold_idle(
     backends: Sequence[FtpServer], count: int, at_level: Callable[[int, int], None]
 ) -> int:
@@ -387,6 +476,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("tottime", "cumulative", "calls"),
         help="order of the functions: by own time, by time with callees, or by calls",
     )
+    calls = sub.add_parser("syscalls", help="system calls per session under strace -c")
+    calls.add_argument("--sessions", type=int, default=1000)
+    calls.add_argument("--workers", type=int, default=1)
     mem = sub.add_parser("memory", help="memory per idle logged-in session")
     mem.add_argument("--idle", type=int, default=1000)
     mem.add_argument("--workers", type=int, default=1)
@@ -397,6 +489,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         measure_instructions(args.sessions, args.idle, args.top, args.workers, args.admin)
     elif args.what == "profile":
         measure_profile(args.sessions, args.top, args.callers, args.sort)
+    elif args.what == "syscalls":
+        measure_syscalls(args.sessions, args.workers)
     else:
         measure_memory(args.idle, args.workers)
     return 0
