@@ -12,7 +12,7 @@
 #
 # Other arguments go to the benchmark (python -m benchmarks.ftp_bench --help).
 # Needs root: vsftpd switches to the ftptest account, and as root this script
-# installs HAProxy, ProFTPD's mod_proxy and the test servers first.
+# installs HAProxy, ProFTPD's mod_proxy, the test servers, valgrind and strace first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +23,9 @@ if [[ "$(id -u)" == 0 ]]; then
     scripts/install-test-deps.sh
     missing=()
     command -v haproxy >/dev/null || missing+=(haproxy)
+    # For benchmarks/session_cost.py: instructions and system calls per session.
+    command -v valgrind >/dev/null || missing+=(valgrind)
+    command -v strace >/dev/null || missing+=(strace)
     [[ -e /usr/lib/proftpd/mod_proxy.so ]] || missing+=(proftpd-mod-proxy)
     # Debian 12 ships mod_tls (which mod_proxy needs loaded first) in proftpd-mod-crypto.
     [[ -e /usr/lib/proftpd/mod_tls.so ]] || missing+=(proftpd-mod-crypto)
