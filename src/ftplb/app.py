@@ -22,6 +22,7 @@ from ftplb.runtime.listeners import share_listeners
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.metrics import SessionCounted
 from ftplb.runtime.notify import Notifier
+from ftplb.runtime.open_files import raise_open_files_limit
 from ftplb.runtime.privileges import (
     Identity,
     PrivilegeError,
@@ -80,6 +81,9 @@ async def serve(
     except PrivilegeError as error:
         raise StartupError(str(error)) from error
     log = event_log(config.defaults)
+    before, limit = raise_open_files_limit()  # a worker's master has done it already
+    if limit != before:
+        log.info("open files limit raised", before=before, limit=limit)
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker, identity)
     release_library_logs = capture_library_logs(log)

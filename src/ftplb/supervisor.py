@@ -70,6 +70,7 @@ from ftplb.runtime.defender import FileStore
 from ftplb.runtime.listeners import ListenError, ensure_unclaimed, resolve_host
 from ftplb.runtime.logs import EventLog, LogWarning, capture_library_logs, event_log
 from ftplb.runtime.notify import NOTIFY_SOCKET_ENV, Notifier
+from ftplb.runtime.open_files import raise_open_files_limit
 from ftplb.runtime.privileges import (
     Identity,
     PrivilegeError,
@@ -229,6 +230,9 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.run_dir = tempfile.mkdtemp(prefix="ftplb-")
+        before, limit = raise_open_files_limit()  # the workers inherit it
+        if limit != before:
+            self.log.info("open files limit raised", before=before, limit=limit)
         monitoring = Monitoring(self.metrics_dir) if self.metrics_dir is not None else None
         release_library_logs = capture_library_logs(self.log)
         try:
