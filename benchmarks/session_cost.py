@@ -135,6 +135,21 @@ def ftplb_config(backends: Sequence[FtpServer], workers: int, *, admin: bool = F
 
 
 @contextlib.contextmanager
+def cost_setup(
+    workers: int, *, admin: bool = False
+) -> Iterator[tuple[Path, list[FtpServer], Path]]:
+    """A private working directory, two vsftpd servers in it, and an ftplb config
+    in front of them: (the directory, the servers, the config file)."""
+    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)
+        with vsftpd_pair(workdir) as backends:
+            config = workdir / "ftplb.toml"
+            config.write_text(ftplb_config(backends, workers, admin=admin))
+            yield workdir, backends, config
+
+
+@contextlib.contextmanager
 def vsftpd_pair(workdir: Path) -> Iterator[list[FtpServer]]:
     problem = servers.available("vsftpd")
     if problem is not None:
@@ -251,75 +266,61 @@ def counted_window(
 
 
 def measure_instructions(count: int, idle: float, top: int, workers: int, admin: bool) -> None:
-    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        with vsftpd_pair(workdir) as backends:
-            config = workdir / "ftplb.toml"
-            config.write_text(ftplb_config(backends, workers, admin=admin))
-            argv = [
-                "valgrind",
-                "--tool=callgrind",
-                "--trace-children=yes",
-                f"--callgrind-out-file={workdir}/callgrind.out.%p",
-                *ftplb_command(config),
-            ]
-            with ftplb(argv, workdir) as process:
-                if workers > 1:
-                    # The first worker to listen greets; under valgrind the others need
-                    # a while more to start, and would count their start-up as idle work.
-                    time.sleep(WORKER_START)
-                sessions(backends, 20 * workers)  # warm up: imports, caches, allocations
-                pids = process_tree(process.pid)
-                half, t_half, _ = counted_window(
-                    pids, workdir, lambda: sessions(backends, count // 2)
-                )
-                full, t_full, dump = counted_window(
-                    pids, workdir, lambda: sessions(backends, count)
-                )
-                quiet, t_quiet, _ = counted_window(pids, workdir, lambda: time.sleep(idle))
-            per_session = (full - half) / (count - count // 2)
-            per_second_idle = quiet / t_quiet
-            idle_share = per_second_idle * (t_full - t_half) / (count - count // 2)
-            print(f"processes: {len(pids)} (workers {workers}, admin {admin})")
-            print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY})")
-            print(f"instructions: {half:,} in {t_half:.1f} s, {full:,} in {t_full:.1f} s")
-            print(f"idle: {per_second_idle:,.0f} instructions per second ({t_quiet:.1f} s)")
-            print(f"PER SESSION: {per_session:,.0f} instructions")
-            print(
-                f"  of which idle work over the window's extra time: {idle_share:,.0f};"
-                f" without it {per_session - idle_share:,.0f}"
-            )
-            if top:
-                costs = self_costs(dump)
-                total = sum(costs.values()) or 1
-                print(f"\ntop {top} C functions of the {count}-session window (self):")
-                for name, spent in costs.most_common(top):
-                    print(f"{spent:>14,} {100 * spent / total:5.1f}%  {name}")
+    with cost_setup(workers, admin=admin) as (workdir, backends, config):
+        argv = [
+            "valgrind",
+            "--tool=callgrind",
+            "--trace-children=yes",
+            f"--callgrind-out-file={workdir}/callgrind.out.%p",
+            *ftplb_command(config),
+        ]
+        with ftplb(argv, workdir) as process:
+            if workers > 1:
+                # The first worker to listen greets; under valgrind the others need
+                # a while more to start, and would count their start-up as idle work.
+                time.sleep(WORKER_START)
+            sessions(backends, 20 * workers)  # warm up: imports, caches, allocations
+            pids = process_tree(process.pid)
+            half, t_half, _ = counted_window(pids, workdir, lambda: sessions(backends, count // 2))
+            full, t_full, dump = counted_window(pids, workdir, lambda: sessions(backends, count))
+            quiet, t_quiet, _ = counted_window(pids, workdir, lambda: time.sleep(idle))
+        per_session = (full - half) / (count - count // 2)
+        per_second_idle = quiet / t_quiet
+        idle_share = per_second_idle * (t_full - t_half) / (count - count // 2)
+        print(f"processes: {len(pids)} (workers {workers}, admin {admin})")
+        print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY})")
+        print(f"instructions: {half:,} in {t_half:.1f} s, {full:,} in {t_full:.1f} s")
+        print(f"idle: {per_second_idle:,.0f} instructions per second ({t_quiet:.1f} s)")
+        print(f"PER SESSION: {per_session:,.0f} instructions")
+        print(
+            f"  of which idle work over the window's extra time: {idle_share:,.0f};"
+            f" without it {per_session - idle_share:,.0f}"
+        )
+        if top:
+            costs = self_costs(dump)
+            total = sum(costs.values()) or 1
+            print(f"\ntop {top} C functions of the {count}-session window (self):")
+            for name, spent in costs.most_common(top):
+                print(f"{spent:>14,} {100 * spent / total:5.1f}%  {name}")
 
 
 def measure_profile(count: int, top: int, callers: str | None, sort: str = "tottime") -> None:
-    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        with vsftpd_pair(workdir) as backends:
-            config = workdir / "ftplb.toml"
-            config.write_text(ftplb_config(backends, workers=1))
-            out = workdir / "ftplb.prof"
-            argv = [sys.executable, "-c", _PROFILED_MAIN, str(out), "run", "-c", str(config)]
-            with ftplb(argv, workdir) as process:
-                sessions(backends, 20)
-                process.send_signal(signal.SIGUSR1)
-                sessions(backends, count)
-                process.send_signal(signal.SIGUSR2)
-                deadline = time.monotonic() + 30
-                while not out.exists() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-            print(f"{count} sessions; ncalls / {count} is the count per session")
-            stats = pstats.Stats(str(out))
-            stats.sort_stats(sort).print_stats(top)
-            if callers:
-                stats.print_callers(callers)
+    with cost_setup(1) as (workdir, backends, config):
+        out = workdir / "ftplb.prof"
+        argv = [sys.executable, "-c", _PROFILED_MAIN, str(out), "run", "-c", str(config)]
+        with ftplb(argv, workdir) as process:
+            sessions(backends, 20)
+            process.send_signal(signal.SIGUSR1)
+            sessions(backends, count)
+            process.send_signal(signal.SIGUSR2)
+            deadline = time.monotonic() + 30
+            while not out.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        print(f"{count} sessions; ncalls / {count} is the count per session")
+        stats = pstats.Stats(str(out))
+        stats.sort_stats(sort).print_stats(top)
+        if callers:
+            stats.print_callers(callers)
 
 
 def strace_window(
@@ -348,27 +349,24 @@ def strace_window(
 
 
 def measure_syscalls(count: int, workers: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        with vsftpd_pair(workdir) as backends:
-            config = workdir / "ftplb.toml"
-            config.write_text(ftplb_config(backends, workers))
-            with ftplb(ftplb_command(config), workdir) as process:
-                sessions(backends, 20 * workers)  # warm up
-                pids = process_tree(process.pid)
-                before = [read_stat(pid) for pid in pids]
-                switches_before = [context_switches(pid) for pid in pids]
-                sessions(backends, count)
-                after = [read_stat(pid) for pid in pids]
-                switches = [
-                    (v1 - v0, n1 - n0)
-                    for (v0, n0), (v1, n1) in zip(
-                        switches_before, [context_switches(pid) for pid in pids], strict=True
-                    )
-                ]
-                half = strace_window(pids, workdir, lambda: sessions(backends, count // 2))
-                full = strace_window(pids, workdir, lambda: sessions(backends, count))
+    with (
+        cost_setup(workers) as (workdir, backends, config),
+        ftplb(ftplb_command(config), workdir) as process,
+    ):
+        sessions(backends, 20 * workers)  # warm up
+        pids = process_tree(process.pid)
+        before = [read_stat(pid) for pid in pids]
+        switches_before = [context_switches(pid) for pid in pids]
+        sessions(backends, count)
+        after = [read_stat(pid) for pid in pids]
+        switches = [
+            (v1 - v0, n1 - n0)
+            for (v0, n0), (v1, n1) in zip(
+                switches_before, [context_switches(pid) for pid in pids], strict=True
+            )
+        ]
+        half = strace_window(pids, workdir, lambda: sessions(backends, count // 2))
+        full = strace_window(pids, workdir, lambda: sessions(backends, count))
     extra = count - count // 2
     per_session = {
         name: (
@@ -419,42 +417,37 @@ def hold_idle(
 
 
 def measure_memory(idle: int, workers: int) -> None:
-    with tempfile.TemporaryDirectory(prefix="ftplb-cost-") as tmp:
-        workdir = Path(tmp)
-        workdir.chmod(0o755)
-        with vsftpd_pair(workdir) as backends:
-            config = workdir / "ftplb.toml"
-            config.write_text(ftplb_config(backends, workers=workers))
-            # The RSS without tracemalloc, whose own records would count in it.
-            rss: list[int] = []
-            with ftplb(ftplb_command(config), workdir) as process:
-                sessions(backends, 100)
-                time.sleep(1.0)
-                rss.append(rss_bytes(process.pid))
-                held = hold_idle(backends, idle, lambda _l, _h: rss.append(rss_bytes(process.pid)))
-            report = workdir / "traced.json"
-            argv = [sys.executable, "-c", _TRACED_MAIN, str(report), "run", "-c", str(config)]
-            with ftplb(argv, workdir) as process:
-                sessions(backends, 100)
-                time.sleep(1.0)
-                process.send_signal(signal.SIGUSR1)
-                traced_held = hold_idle(
-                    backends, idle, lambda _l, _h: process.send_signal(signal.SIGUSR1)
-                )
-                deadline = time.monotonic() + 60
-                while not report.exists() and time.monotonic() < deadline:
-                    time.sleep(0.2)
-            if not held or not traced_held or not report.exists():
-                raise SystemExit("no sessions held")
-            traced = json.loads(report.read_text())
-            growth = traced["traced_after"] - traced["traced_before"]
-            print(f"idle logged-in sessions held: {held}, then {traced_held} under tracemalloc")
-            print(f"RSS per session: {(rss[1] - rss[0]) / held / 1024:.2f} KiB")
-            print(f"TRACED per session: {growth / traced_held / 1024:.2f} KiB")
-            print("\nallocations that grew most (line, bytes, blocks):")
-            for where, size, blocks in traced["top"]:
-                size_each, blocks_each = size / traced_held, blocks / traced_held
-                print(f"  {size_each:8.1f} B/session {blocks_each:6.2f} blocks  {where}")
+    with cost_setup(workers) as (workdir, backends, config):
+        # The RSS without tracemalloc, whose own records would count in it.
+        rss: list[int] = []
+        with ftplb(ftplb_command(config), workdir) as process:
+            sessions(backends, 100)
+            time.sleep(1.0)
+            rss.append(rss_bytes(process.pid))
+            held = hold_idle(backends, idle, lambda _l, _h: rss.append(rss_bytes(process.pid)))
+        report = workdir / "traced.json"
+        argv = [sys.executable, "-c", _TRACED_MAIN, str(report), "run", "-c", str(config)]
+        with ftplb(argv, workdir) as process:
+            sessions(backends, 100)
+            time.sleep(1.0)
+            process.send_signal(signal.SIGUSR1)
+            traced_held = hold_idle(
+                backends, idle, lambda _l, _h: process.send_signal(signal.SIGUSR1)
+            )
+            deadline = time.monotonic() + 60
+            while not report.exists() and time.monotonic() < deadline:
+                time.sleep(0.2)
+        if not held or not traced_held or not report.exists():
+            raise SystemExit("no sessions held")
+        traced = json.loads(report.read_text())
+        growth = traced["traced_after"] - traced["traced_before"]
+        print(f"idle logged-in sessions held: {held}, then {traced_held} under tracemalloc")
+        print(f"RSS per session: {(rss[1] - rss[0]) / held / 1024:.2f} KiB")
+        print(f"TRACED per session: {growth / traced_held / 1024:.2f} KiB")
+        print("\nallocations that grew most (line, bytes, blocks):")
+        for where, size, blocks in traced["top"]:
+            size_each, blocks_each = size / traced_held, blocks / traced_held
+            print(f"  {size_each:8.1f} B/session {blocks_each:6.2f} blocks  {where}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -190,10 +190,14 @@ class RunningBalancer:
 
 
 def launch_balancer(
-    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+    config_text: str,
+    host: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> RunningBalancer:
     """``ftplb run`` on ``config_text``, started but not yet waited for; ``env`` replaces
-    the environment."""
+    the environment; ``wrapper`` is a command that execs ftplb in its place (``prlimit``)."""
     workdir = Path(tempfile.mkdtemp(prefix="ftplb-test-"))
     config_path = workdir / "ftplb.toml"
     config_path.write_text(config_text)
@@ -204,7 +208,7 @@ def launch_balancer(
         env = {**os.environ, NOTIFY_SOCKET_ENV: readiness.address}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
+            [*wrapper, sys.executable, "-m", "ftplb", "run", "-c", str(config_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -213,11 +217,15 @@ def launch_balancer(
 
 
 def start_balancer(
-    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+    config_text: str,
+    host: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> RunningBalancer:
-    """``ftplb run`` on ``config_text``, once it accepts on (host, port); ``env`` replaces
-    the environment."""
-    running = launch_balancer(config_text, host, port, env)
+    """``ftplb run`` on ``config_text``, once it accepts on (host, port); ``env`` and
+    ``wrapper`` as for ``launch_balancer``."""
+    running = launch_balancer(config_text, host, port, env, wrapper)
     process = running.process
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
@@ -241,9 +249,13 @@ def start_balancer(
 
 @contextlib.contextmanager
 def balancer(
-    config_text: str, host: str, port: int, env: Mapping[str, str] | None = None
+    config_text: str,
+    host: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    wrapper: Sequence[str] = (),
 ) -> Iterator[RunningBalancer]:
-    running = start_balancer(config_text, host, port, env)
+    running = start_balancer(config_text, host, port, env, wrapper)
     try:
         yield running
     finally:
