@@ -36,7 +36,7 @@ import pytest
 from tests.integration.balancer import RunningBalancer, balancer, log_fields
 from tests.integration.clients import PROCESS_TIMEOUT, make_random_file, sha256_file
 from tests.integration.servers import ForegroundProcess, spawn_foreground
-from tests.support import free_port, passive_range, skip_or_fail, wait_until
+from tests.support import free_port, skip_or_fail, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -166,10 +166,9 @@ def sftp_farm(keys: Keys) -> Iterator[tuple[list[Sshd], RunningBalancer]]:
     try:
         for index, host in enumerate(SERVER_HOSTS, start=1):
             started.append(start_sshd(f"s{index}", host, keys))
-        # tcp mode asks every server for a passive range; SSH never uses it.
+        # No passive_ports: SSH has no data connections, and tcp mode needs none.
         entries = "\n".join(
             f'[[backends.servers]]\nname = "{s.name}"\naddress = "{s.host}:{s.port}"\n'
-            f'passive_ports = "{passive_range(2, bindable=True)}"\n'
             for s in started
         )
         port = free_port(LB_HOST)

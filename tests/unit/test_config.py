@@ -22,7 +22,13 @@ from ftplb.config.fields import (
     parse_port_range,
 )
 from ftplb.config.general import SyslogAddress
-from ftplb.config.load import ConfigError, check_config, load_config, load_config_text
+from ftplb.config.load import (
+    ConfigError,
+    check_config,
+    config_warnings,
+    load_config,
+    load_config_text,
+)
 from ftplb.config.problems import Problem, format_key, problems_from_error
 from ftplb.config.schema import Config, cross_check
 
@@ -643,13 +649,34 @@ def test_overlapping_server_ranges_are_fine_outside_tcp_mode() -> None:
     assert config.backends[0].servers[1].passive_ports == PortRange(50000, 50100)
 
 
-def test_tcp_mode_needs_server_passive_ports(tmp_path: Path) -> None:
+def test_an_ftp_server_in_tcp_mode_without_passive_ports_is_valid_but_warned(
+    tmp_path: Path,
+) -> None:
+    # The default health check is "ftp": these are FTP servers, whose passive
+    # transfers need a range relayed for them.
     text = TCP_TWO_SERVERS.format(s1="50000-50099", s2="x").replace('passive_ports = "x"\n', "")
-    name, found = problems(tmp_path, text)
-    assert found == [
-        f'{name}:16: backends[0].servers[1].passive_ports: missing: frontends[0] ("pass") '
-        'relays this backend in mode = "tcp", so each server needs its own passive_ports'
+    path = tmp_path / "ftplb.toml"
+    path.write_text(text)
+    assert check_config(path) == []
+    assert config_warnings(path) == [
+        f'{path}:16: backends[0].servers[1].passive_ports: warning: missing: frontends[0] ("pass")'
+        ' relays this FTP server in mode = "tcp", and without a range of its own its passive'
+        " transfers cannot pass ftplb"
     ]
+
+
+@pytest.mark.parametrize("health", ["tcp", "none"])
+def test_servers_not_checked_as_ftp_need_no_passive_ports_in_tcp_mode(
+    tmp_path: Path, health: str
+) -> None:
+    text = (
+        TCP_TWO_SERVERS.format(s1="x", s2="x")
+        .replace('passive_ports = "x"\n', "")
+        .replace('name = "pool"\n', f'name = "pool"\nhealth = {{ type = "{health}" }}\n')
+    )
+    path = tmp_path / "ftplb.toml"
+    path.write_text(text)
+    assert (check_config(path), config_warnings(path)) == ([], [])
 
 
 def test_user_map_must_name_servers_of_the_backend(tmp_path: Path) -> None:

@@ -115,6 +115,19 @@ def advisories(config: Config) -> list[Problem]:
                 for key in TCP_IGNORED_LIMITS
                 if getattr(frontend, key)
             ]
+    for f, frontend, b, backend in _tcp_backends(config.sections()):
+        if backend.health.type not in ("ftp", "login"):
+            continue  # not checked as FTP servers: SFTP, say, which needs no range
+        found += [
+            Problem(
+                ("backends", b, "servers", s, "passive_ports"),
+                f'missing: {format_key(("frontends", f))} ("{frontend.name}") relays this FTP '
+                'server in mode = "tcp", and without a range of its own its passive '
+                "transfers cannot pass ftplb",
+            )
+            for s, server in enumerate(backend.servers)
+            if server.passive_ports is None
+        ]
     return found
 
 
@@ -222,17 +235,12 @@ def _passive_range_conflicts(config: Sections) -> Iterator[Problem]:
         if frontend.passive_ports is not None:
             yield from claim(frontend.passive_ports, ("frontends", f, "passive_ports"))
 
-    for f, frontend, b, backend in _tcp_backends(config):
+    for _, _, b, backend in _tcp_backends(config):
         for s, server in enumerate(backend.servers):
-            path: KeyPath = ("backends", b, "servers", s, "passive_ports")
-            if server.passive_ports is None:
-                yield Problem(
-                    path,
-                    f'missing: {format_key(("frontends", f))} ("{frontend.name}") relays this '
-                    'backend in mode = "tcp", so each server needs its own passive_ports',
+            if server.passive_ports is not None:
+                yield from claim(
+                    server.passive_ports, ("backends", b, "servers", s, "passive_ports")
                 )
-            else:
-                yield from claim(server.passive_ports, path)
 
 
 def _unknown_mapped_servers(config: Sections) -> Iterator[Problem]:

@@ -137,12 +137,9 @@ class PassthroughSettings:
     ) -> PassthroughSettings:
         ranges: dict[str, PortRange] = {}
         for server in backend.servers:
-            if server.passive_ports is None:
-                # The config cross-check refuses this; keep the runtime honest anyway.
-                raise ValueError(
-                    f"frontend {frontend.name!r}: server {server.name!r} has no passive_ports"
-                )
-            ranges[server.name] = server.passive_ports
+            # A server without a range (SFTP, say) has only its control connection relayed.
+            if server.passive_ports is not None:
+                ranges[server.name] = server.passive_ports
         return cls(
             name=frontend.name,
             binds=tuple((resolve_host(bind.host), bind.port) for bind in frontend.bind),
