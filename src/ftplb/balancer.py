@@ -229,15 +229,19 @@ class Balancer:
         ports.adopt()
         return ports
 
-    def _keep_listening(self, host: str, port: int, backlog: int) -> socket.socket:
+    def _keep_listening(
+        self, host: str, port: int, backlog: int, *, steered: bool = True
+    ) -> socket.socket:
         """A listening socket that outlives this generation (ListenError if it cannot)."""
-        sock = self.listeners.open(host, port, backlog)
+        sock = self.listeners.open(host, port, backlog, steered=steered)
         self.listening_addresses.append((host, port))
         return sock
 
-    def _open_listener(self, endpoint: Endpoint) -> socket.socket:
+    def _open_listener(self, endpoint: Endpoint, *, steered: bool) -> socket.socket:
         try:
-            return self._keep_listening(resolve_host(endpoint.host), endpoint.port, CONTROL_BACKLOG)
+            return self._keep_listening(
+                resolve_host(endpoint.host), endpoint.port, CONTROL_BACKLOG, steered=steered
+            )
         except ListenError as error:
             raise StartupError(str(error)) from error
 
@@ -258,7 +262,12 @@ class Balancer:
                     continue
                 ctx = self._frontend(frontend)
                 self.frontends.append(ctx)
-                sockets += [(ctx, self._open_listener(bind)) for bind in frontend.bind]
+                # Behind an upstream, every connection comes from its address:
+                # steering by source would give them all to one worker.
+                steered = not frontend.accept_proxy
+                sockets += [
+                    (ctx, self._open_listener(bind, steered=steered)) for bind in frontend.bind
+                ]
         except BaseException:
             for _, sock in sockets:
                 sock.close()

@@ -175,6 +175,35 @@ def test_haproxy_in_front_names_the_client_on_control_and_data(send_proxy: str) 
     )
 
 
+def test_behind_an_upstream_the_sessions_spread_over_the_workers() -> None:
+    # Every connection comes from HAProxy's address: steered by source address,
+    # they would all reach one worker.
+    frontend = f'{ACCEPT}\npassive_address = "{UPSTREAM}"'
+    defaults = 'log_format = "json"\nworkers = 2'
+    rounds = 4
+    with farms.farm(files={"f.bin": CONTENT}, frontend=frontend, defaults=defaults) as farm:
+        lb = farm.lb
+        with haproxy_in_front(lb.port, passive_ports(lb)) as port:
+            for _ in range(rounds):
+                for source in (CLIENT, *MORE_CLIENTS):
+                    with ftp_from(source, UPSTREAM, port) as ftp:
+                        ftp.login(farm.user, farm.password)
+                        assert hashlib.sha256(retr(ftp, "f.bin")).hexdigest() == SHA
+                        ftp.quit()
+        count = rounds * (1 + len(MORE_CLIENTS))
+        wait_until(lambda: len([s for s in sessions(lb) if s["end"] == "quit"]) == count, 10, "")
+
+    served = [s for s in sessions(lb) if s["end"] == "quit"]
+    assert sorted({s["client"].rsplit(":", 1)[0] for s in served}) == sorted(
+        [CLIENT, *MORE_CLIENTS]
+    )
+    # 20 sessions over two workers by the kernel's 4-tuple hash: all on one
+    # worker would happen about once in half a million runs.
+    assert {s["worker"] for s in served} == {0, 1}
+    transfers = [r for r in records(lb) if r["event"] == "transfer"]
+    assert [t["result"] for t in transfers] == [226] * count
+
+
 def test_implicit_ftps_behind_haproxy_reads_each_header_before_the_handshake(
     tmp_path: Path,
 ) -> None:

@@ -83,8 +83,12 @@ def ensure_unclaimed(addresses: Iterable[tuple[str, int]]) -> None:
                 raise ListenError(_listen_error(host, port, error)) from error
 
 
-def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
-    """A non-blocking listening socket; ListenError if the address cannot be bound."""
+def listening_socket(host: str, port: int, backlog: int, *, steered: bool = True) -> socket.socket:
+    """A non-blocking listening socket; ListenError if the address cannot be bound.
+
+    Shared by workers, it steers each client IP to one worker unless ``steered``
+    is False: then the kernel spreads connections by their whole 4-tuple.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sharing = _sharing
@@ -100,7 +104,7 @@ def listening_socket(host: str, port: int, backlog: int) -> socket.socket:
         sock.bind((host, port))
         sock.listen(backlog)
         sock.setblocking(False)
-        if sharing is not None:
+        if sharing is not None and steered:
             _steer(sock, sharing)
     except OSError as error:
         sock.close()
@@ -157,11 +161,12 @@ class KeptListeners:
     def __init__(self) -> None:
         self._sockets: dict[tuple[str, int], socket.socket] = {}
 
-    def open(self, host: str, port: int, backlog: int) -> socket.socket:
-        """A duplicate of the socket kept for (host, port), opened now if there is none."""
+    def open(self, host: str, port: int, backlog: int, *, steered: bool = True) -> socket.socket:
+        """A duplicate of the socket kept for (host, port), opened now if there is none
+        (``steered`` as for :func:`listening_socket`; a kept socket keeps its steering)."""
         kept = self._sockets.get((host, port))
         if kept is None:
-            kept = listening_socket(host, port, backlog)
+            kept = listening_socket(host, port, backlog, steered=steered)
             self._sockets[(host, port)] = kept
         duplicate = kept.dup()
         duplicate.setblocking(False)
