@@ -348,6 +348,21 @@ def strace_window(
     return syscall_counts(out.read_text())
 
 
+def usage(pids: Sequence[int]) -> tuple[int, int, int, int]:
+    """User and system clock ticks, voluntary and involuntary context switches,
+    summed over ``pids`` (a process that is gone counts nothing)."""
+    totals = [0, 0, 0, 0]
+    for pid in pids:
+        stat = read_stat(pid)
+        voluntary, involuntary = context_switches(pid)
+        if stat is not None:
+            totals[0] += stat.utime
+            totals[1] += stat.stime
+        totals[2] += voluntary
+        totals[3] += involuntary
+    return totals[0], totals[1], totals[2], totals[3]
+
+
 def measure_syscalls(count: int, workers: int) -> None:
     with (
         cost_setup(workers) as (workdir, backends, config),
@@ -355,38 +370,31 @@ def measure_syscalls(count: int, workers: int) -> None:
     ):
         sessions(backends, 20 * workers)  # warm up
         pids = process_tree(process.pid)
-        before = [read_stat(pid) for pid in pids]
-        switches_before = [context_switches(pid) for pid in pids]
-        sessions(backends, count)
-        after = [read_stat(pid) for pid in pids]
-        switches = [
-            (v1 - v0, n1 - n0)
-            for (v0, n0), (v1, n1) in zip(
-                switches_before, [context_switches(pid) for pid in pids], strict=True
-            )
-        ]
+        before = usage(pids)
+        sessions(backends, count)  # untraced: strace would inflate the CPU times
+        user, system, voluntary, involuntary = (
+            a - b for a, b in zip(usage(pids), before, strict=True)
+        )
         half = strace_window(pids, workdir, lambda: sessions(backends, count // 2))
         full = strace_window(pids, workdir, lambda: sessions(backends, count))
     extra = count - count // 2
+    none = SyscallCount(0, 0)
     per_session = {
         name: (
-            (full[name].calls - half.get(name, SyscallCount(0, 0)).calls) / extra,
-            (full[name].errors - half.get(name, SyscallCount(0, 0)).errors) / extra,
+            (counted.calls - half.get(name, none).calls) / extra,
+            (counted.errors - half.get(name, none).errors) / extra,
         )
-        for name in full
+        for name, counted in full.items()
     }
-    ticks = os.sysconf("SC_CLK_TCK")
-    user = sum(a.utime - b.utime for a, b in zip(after, before, strict=True) if a and b)
-    system = sum(a.stime - b.stime for a, b in zip(after, before, strict=True) if a and b)
+    ms_per_session = 1e3 / os.sysconf("SC_CLK_TCK") / count
     print(f"processes: {len(pids)} (workers {workers})")
     print(
-        f"CPU per session, {count} sessions before tracing: user {user / ticks / count * 1e3:.3f}"
-        f" ms, system {system / ticks / count * 1e3:.3f} ms"
+        f"CPU per session, {count} sessions before tracing: user {user * ms_per_session:.3f}"
+        f" ms, system {system * ms_per_session:.3f} ms"
     )
     print(
-        "context switches per session: voluntary"
-        f" {sum(v for v, _ in switches) / count:.2f},"
-        f" involuntary {sum(n for _, n in switches) / count:.2f}"
+        f"context switches per session: voluntary {voluntary / count:.2f},"
+        f" involuntary {involuntary / count:.2f}"
     )
     print(f"sessions: {count // 2} and {count} (concurrency {CONCURRENCY}); per session:")
     print(f"{'system call':<20} {'calls':>8} {'failing':>8}")

@@ -81,9 +81,7 @@ async def serve(
     except PrivilegeError as error:
         raise StartupError(str(error)) from error
     log = event_log(config.defaults)
-    before, limit = raise_open_files_limit()  # a worker's master has done it already
-    if limit != before:
-        log.info("open files limit raised", before=before, limit=limit)
+    raise_open_files_limit(log)  # a worker's master has done it already
     if worker is not None and worker.count > 1:
         config, log = _become_worker(config, worker, identity)
     release_library_logs = capture_library_logs(log)

@@ -230,9 +230,7 @@ class Supervisor:
             loop.add_signal_handler(signum, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.run_dir = tempfile.mkdtemp(prefix="ftplb-")
-        before, limit = raise_open_files_limit()  # the workers inherit it
-        if limit != before:
-            self.log.info("open files limit raised", before=before, limit=limit)
+        raise_open_files_limit(self.log)  # the workers inherit it
         monitoring = Monitoring(self.metrics_dir) if self.metrics_dir is not None else None
         release_library_logs = capture_library_logs(self.log)
         try:

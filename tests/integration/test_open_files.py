@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.balancer import RunningBalancer, balancer, log_fields, startup_error_config
+from tests.integration.workers_farm import current_pids
 from tests.support import free_port
 
 pytestmark = pytest.mark.integration
@@ -22,11 +23,6 @@ def open_files_limits(pid: int) -> tuple[int, int]:
             soft, hard = line.split()[3:5]
             return int(soft), int(hard)
     raise AssertionError(f"no open-files line in /proc/{pid}/limits")
-
-
-def children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
 
 
 def raised_lines(lb: RunningBalancer) -> list[dict[str, str]]:
@@ -45,7 +41,7 @@ def test_ftplb_raises_its_soft_limit_once_and_workers_inherit_it(workers: int) -
         port,
         wrapper=["prlimit", f"--nofile={soft}:{hard}", "--"],
     ) as lb:
-        processes = [lb.process.pid, *(children(lb.process.pid) if workers > 1 else [])]
+        processes = [lb.process.pid, *current_pids(lb).values()]
         assert len(processes) == 1 + (workers if workers > 1 else 0)
         assert [open_files_limits(pid) for pid in processes] == [(hard, hard)] * len(processes)
         # Said once, by the process that raised it: the lone one, or the master.

@@ -12,22 +12,24 @@ from __future__ import annotations
 
 import resource
 
+from ftplb.runtime.logs import EventLog
+
 __all__ = ["raise_open_files_limit"]
 
 
-def raise_open_files_limit() -> tuple[int, int]:
-    """Raise the soft RLIMIT_NOFILE to the hard one; the soft limit (before, after).
+def raise_open_files_limit(log: EventLog) -> None:
+    """Raise the soft RLIMIT_NOFILE to the hard one, and log it when it moved.
 
-    The two are equal when there was nothing to raise, or when the kernel
-    refused (the process then runs with the limit it was given).
+    Nothing moves when there is nothing to raise, or when the kernel refuses
+    (the process then runs with the limit it was given).
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     # An unlimited soft limit needs nothing; an unlimited hard one cannot be
     # asked for (Linux caps the limit at fs.nr_open), so leave both alone.
     if resource.RLIM_INFINITY in (soft, hard) or hard <= soft:
-        return soft, soft
+        return
     try:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (OSError, ValueError):
-        return soft, soft
-    return soft, hard
+        return
+    log.info("open files limit raised", before=soft, limit=hard)
